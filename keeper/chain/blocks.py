@@ -1,0 +1,166 @@
+"""New heads: a websocket ``newHeads`` subscription with an HTTP polling fallback, coalesced
+to the newest head, and linked to the processed chain (gaps backfilled, reorgs detected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from web3 import AsyncWeb3, WebSocketProvider
+
+from keeper.core.chaintrack import ChainUpdate, jump, link, missing_parent
+from keeper.core.types import BlockRef
+from keeper.errors import RpcError
+
+log = logging.getLogger("keeper.blocks")
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    text = str(value)
+    return text if text.startswith("0x") else "0x" + text
+
+
+def _int(value: Any) -> int:
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
+def block_ref(block: Mapping[str, Any]) -> BlockRef:
+    """A ``BlockRef`` from a JSON-RPC block or ``newHeads`` payload (hex or decoded)."""
+    return BlockRef(
+        number=_int(block["number"]),
+        hash=_hex(block["hash"]),
+        parent_hash=_hex(block["parentHash"]),
+        timestamp=_int(block["timestamp"]),
+        base_fee_wei=_int(block.get("baseFeePerGas") or 0),
+    )
+
+
+class LatestHead:
+    """A one-slot mailbox: a newer head replaces an unread older one (no backlog)."""
+
+    def __init__(self) -> None:
+        self._head: BlockRef | None = None
+        self._superseded: list[int] = []
+        self._ready = asyncio.Event()
+
+    def put(self, head: BlockRef) -> None:
+        if self._head is not None:
+            if head.number < self._head.number and head.hash != self._head.hash:
+                log.info("head went back from %d to %d", self._head.number, head.number)
+            elif head.hash == self._head.hash:
+                return
+            else:
+                self._superseded.append(self._head.number)
+        self._head = head
+        self._ready.set()
+
+    async def take(self) -> tuple[BlockRef, list[int]]:
+        """The newest head and the numbers of heads it superseded before they were read."""
+        await self._ready.wait()
+        self._ready.clear()
+        head, superseded = self._head, self._superseded
+        assert head is not None
+        self._head, self._superseded = None, []
+        return head, superseded
+
+
+@dataclass
+class HeadSource:
+    """Feeds ``LatestHead`` forever: websocket first, polling while the websocket is down."""
+
+    w3: AsyncWeb3[Any]
+    ws_url: str | None
+    poll_interval: float
+    reconnect_max_seconds: float = 30.0
+
+    async def run(self, slot: LatestHead) -> None:
+        backoff = 1.0
+        while True:
+            if self.ws_url:
+                try:
+                    await self._stream(slot)
+                    backoff = 1.0
+                except (TimeoutError, OSError, ConnectionError) as exc:
+                    log.warning(
+                        "websocket %s failed (%s); polling for %.0fs", self.ws_url, exc, backoff
+                    )
+                except Exception as exc:  # noqa: BLE001 - web3 raises many types; we fall back on all
+                    log.warning(
+                        "websocket subscription error (%r); polling for %.0fs", exc, backoff
+                    )
+                await self._poll(slot, duration=backoff)
+                backoff = min(backoff * 2, self.reconnect_max_seconds)
+            else:
+                await self._poll(slot, duration=None)
+
+    async def _stream(self, slot: LatestHead) -> None:
+        # One connection attempt: our own loop backs off, and polls meanwhile.
+        async with AsyncWeb3(WebSocketProvider(self.ws_url, max_connection_retries=1)) as ws:
+            await ws.eth.subscribe("newHeads")
+            log.info("subscribed to newHeads on %s", self.ws_url)
+            async for message in ws.socket.process_subscriptions():
+                slot.put(block_ref(message["result"]))
+
+    async def _poll(self, slot: LatestHead, duration: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        until = None if duration is None else loop.time() + duration
+        while until is None or loop.time() < until:
+            try:
+                slot.put(block_ref(await self.w3.eth.get_block("latest")))
+            except (TimeoutError, OSError, ConnectionError) as exc:
+                log.warning("polling latest block failed: %s", exc)
+            await asyncio.sleep(self.poll_interval)
+
+
+FetchBlock = Callable[[int], Awaitable[BlockRef]]
+
+
+class ChainFollower:
+    """Keeps the window of processed blocks and turns each new head into a ``ChainUpdate``."""
+
+    def __init__(
+        self,
+        fetch_block: FetchBlock,
+        history: int,
+        max_backfill: int,
+        known: list[BlockRef] | None = None,
+    ) -> None:
+        self._fetch = fetch_block
+        self._known: deque[BlockRef] = deque(known or [], maxlen=history)
+        self._history = history
+        self._max_backfill = max_backfill
+
+    @property
+    def tip(self) -> BlockRef | None:
+        return self._known[-1] if self._known else None
+
+    async def follow(self, head: BlockRef) -> ChainUpdate:
+        known = list(self._known)
+        tip = self.tip
+        if tip is not None and head.number - tip.number - 1 > self._max_backfill:
+            update = jump(known, head)
+        else:
+            segment = [head]
+            while (need := missing_parent(known, segment, self._history)) is not None:
+                segment.insert(0, await self._fetch(need))
+            try:
+                update = link(known, segment)
+            except ValueError as exc:  # the chain moved while we fetched its blocks
+                raise RpcError(f"chain changed while linking head {head.number}: {exc}") from exc
+        self._apply(update)
+        return update
+
+    def _apply(self, update: ChainUpdate) -> None:
+        dropped = {b.number for b in update.dropped}
+        while self._known and self._known[-1].number in dropped:
+            self._known.pop()
+        if update.unverified_gap:
+            self._known.clear()  # the window no longer links; start again from the new head
+        self._known.extend(update.added)

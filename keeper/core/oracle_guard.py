@@ -1,0 +1,74 @@
+"""Guards on a Chainlink-style oracle round before the keeper prices anything with it.
+
+A round is rejected when the feed call failed, the answer is not positive, the round is
+stale (older than the heartbeat, the same rule as the vault: fresh iff
+``updated_at + heartbeat >= now``), it claims to come from the future, or it jumped further
+from the previous accepted answer than ``max_jump_bps``. Pure: ``now`` is passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from keeper.core.types import OracleRound
+from keeper.errors import OracleRejected
+
+FUTURE_TOLERANCE_SECONDS: Final = 15
+"""How far ahead of ``now`` an ``updated_at`` may be (clock skew, one block) and still pass."""
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    ok: bool
+    reason: str  # names the guard and the numbers
+
+
+def _jump_bps(answer: int, previous: int) -> float:
+    return abs(answer - previous) * 10_000 / previous
+
+
+def check_round(
+    round: OracleRound,
+    now: int,
+    heartbeat: int,
+    previous_answer: int | None,
+    max_jump_bps: int,
+    future_tolerance: int = FUTURE_TOLERANCE_SECONDS,
+) -> GuardVerdict:
+    """Accept or reject ``round`` at time ``now`` (unix seconds).
+
+    ``previous_answer`` is the last answer the keeper accepted (``None``: no jump check). The
+    jump test is exact integer arithmetic: reject iff ``|answer - previous| * 10000 >
+    max_jump_bps * previous``.
+    """
+    rid = round.round_id
+    if not round.ok:
+        return GuardVerdict(False, f"feed call failed: round {rid} could not be read")
+    if round.answer <= 0:
+        return GuardVerdict(False, f"non-positive: round {rid} answer {round.answer}")
+    age = now - round.updated_at
+    if -age > future_tolerance:
+        return GuardVerdict(
+            False,
+            f"future: round {rid} updated_at {round.updated_at} is {-age}s ahead of now {now}, "
+            f"tolerance {future_tolerance}s",
+        )
+    if age > heartbeat:
+        return GuardVerdict(False, f"stale: round {rid} is {age}s old, heartbeat {heartbeat}s")
+    if previous_answer is not None and previous_answer > 0:
+        moved = abs(round.answer - previous_answer) * 10_000
+        if moved > max_jump_bps * previous_answer:
+            return GuardVerdict(
+                False,
+                f"jump: round {rid} answer {round.answer} is "
+                f"{_jump_bps(round.answer, previous_answer):.1f} bps from previous "
+                f"{previous_answer}, max {max_jump_bps} bps",
+            )
+    return GuardVerdict(True, f"ok: round {rid} answer {round.answer}, {age}s old")
+
+
+def require_ok(verdict: GuardVerdict) -> None:
+    """Raise :class:`keeper.errors.OracleRejected` with the verdict's reason if it is not ok."""
+    if not verdict.ok:
+        raise OracleRejected(verdict.reason)

@@ -1,0 +1,270 @@
+"""``Store``: the keeper's persistence, one short transaction per call (SQLAlchemy 2, sync).
+
+Any SQLAlchemy URL works; SQLite (a file) is the default, PostgreSQL is what several keeper
+instances share. Writes that claim a nonce or move a journal entry are conditional, so two
+instances cannot both act on the same entry (see ``keeper.store.journal``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+from keeper.core.types import BlockRef, Decision
+from keeper.errors import ConfigError, JournalConflict
+from keeper.store import blocks, decisions, journal, markers, nonces
+from keeper.store.records import (
+    IN_FLIGHT_STATES,
+    ON_CHAIN_STATES,
+    OPEN_STATES,
+    JournalEntry,
+    JournalState,
+    Markers,
+    SignedTx,
+    TxIntent,
+    TxKind,
+)
+from keeper.store.tables import metadata
+
+DEFAULT_BLOCK_HISTORY = 256
+DEFAULT_DECISION_HISTORY = 50_400  # about a week of 12 s blocks
+
+
+class Store:
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        block_history: int = DEFAULT_BLOCK_HISTORY,
+        decision_history: int = DEFAULT_DECISION_HISTORY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self._block_history = block_history
+        self._decision_history = decision_history
+        self._clock = clock
+        self._engine = _engine(url, schema)
+        try:
+            metadata.create_all(self._engine)
+        except (IntegrityError, ProgrammingError):  # another instance created them just now
+            metadata.create_all(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self._engine.begin() as conn:
+            yield conn
+
+    # --- processed blocks -------------------------------------------------------------
+
+    def record_block(self, block: BlockRef) -> None:
+        with self._tx() as conn:
+            blocks.record(conn, block, self._block_history)
+
+    def last_block(self) -> BlockRef | None:
+        """The newest processed block; None when nothing is stored yet (not a failure)."""
+        with self._tx() as conn:
+            return blocks.last(conn)
+
+    def block_at(self, number: int) -> BlockRef | None:
+        with self._tx() as conn:
+            return blocks.block_at(conn, number)
+
+    def recent_blocks(self, count: int) -> list[BlockRef]:
+        """The newest ``count`` processed blocks, oldest first."""
+        with self._tx() as conn:
+            return blocks.recent(conn, count)
+
+    def forget_blocks_from(self, number: int) -> None:
+        """A reorg: blocks at or above ``number``, and their decisions, are forgotten."""
+        with self._tx() as conn:
+            blocks.forget_from(conn, number)
+            decisions.forget_from(conn, number)
+
+    # --- decisions --------------------------------------------------------------------
+
+    def commit_block(self, block: BlockRef, items: Sequence[Decision]) -> None:
+        """Record ``block`` and its decisions in one transaction."""
+        for d in items:
+            if d.block_number != block.number:
+                raise JournalConflict(
+                    f"decision for {d.vault} is for block {d.block_number}, not {block.number}"
+                )
+        with self._tx() as conn:
+            blocks.record(conn, block, self._block_history)
+            decisions.save(conn, items)
+            decisions.prune_below(conn, block.number - self._decision_history)
+
+    def save_decisions(self, items: Sequence[Decision]) -> None:
+        with self._tx() as conn:
+            decisions.save(conn, items)
+
+    def latest_decisions(self) -> list[Decision]:
+        with self._tx() as conn:
+            return decisions.latest(conn)
+
+    def decisions_for_block(self, number: int) -> list[Decision]:
+        with self._tx() as conn:
+            return decisions.for_block(conn, number)
+
+    # --- governance markers -------------------------------------------------------------
+
+    def get_markers(self, vault: str) -> Markers | None:
+        """The markers last acted on; None when the keeper never acted on ``vault``."""
+        with self._tx() as conn:
+            return markers.get(conn, vault)
+
+    def set_markers(self, vault: str, request_nonce: int, params_version: int) -> None:
+        with self._tx() as conn:
+            markers.put(conn, vault, request_nonce, params_version, self._clock())
+
+    # --- journal: writes ------------------------------------------------------------------
+
+    def create_intent(self, intent: TxIntent) -> JournalEntry:
+        """Journal a new intent and claim its vaults (``JournalConflict`` if one is in flight)."""
+        try:
+            with self._tx() as conn:
+                entry_id = journal.create_intent(conn, intent, self._clock())
+                return journal.get(conn, entry_id)
+        except IntegrityError as exc:  # another instance claimed a vault at the same moment
+            raise JournalConflict(f"a rebalance is already in flight for {intent.vaults}") from exc
+
+    def claim_nonce(self, entry_id: int) -> int:
+        with self._tx() as conn:
+            return nonces.claim(conn, entry_id, self._clock())
+
+    def mark_signed(self, entry_id: int, signed: SignedTx) -> JournalEntry:
+        with self._tx() as conn:
+            return journal.mark_signed(conn, entry_id, signed, self._clock())
+
+    def add_successor(
+        self, old_id: int, kind: TxKind, to: str, value_wei: int, data: bytes, signed: SignedTx
+    ) -> JournalEntry:
+        """Journal a signed same-nonce replacement or cancel of a ``sent`` entry."""
+        with self._tx() as conn:
+            new_id = journal.insert_successor(
+                conn, old_id, kind, to, value_wei, data, signed, self._clock()
+            )
+            return journal.get(conn, new_id)
+
+    def mark_sent(self, entry_id: int, at_block: int) -> JournalEntry:
+        with self._tx() as conn:
+            return journal.mark_sent(conn, entry_id, at_block, self._clock())
+
+    def mark_mined(
+        self, entry_id: int, block_number: int, block_hash: str, status: int
+    ) -> JournalEntry:
+        with self._tx() as conn:
+            return journal.mark_mined(
+                conn, entry_id, block_number, block_hash, status, self._clock()
+            )
+
+    def mark_dropped(self, entry_id: int, reason: str) -> JournalEntry:
+        with self._tx() as conn:
+            return journal.mark_dropped(conn, entry_id, reason, self._clock())
+
+    def mark_failed(self, entry_id: int, reason: str) -> JournalEntry:
+        """The entry never reached the chain; its nonce is given back unless another entry
+        of the group may be on chain with it."""
+        now = self._clock()
+        with self._tx() as conn:
+            entry = journal.mark_failed(conn, entry_id, reason, now)
+            if entry.nonce is not None:
+                group = journal.for_nonce(conn, entry.sender, entry.nonce)
+                if not any(e.state in ON_CHAIN_STATES for e in group):
+                    nonces.give_back(conn, entry.sender, entry.nonce, now)
+            return entry
+
+    def mark_reorged(self, entry_id: int, at_block: int) -> JournalEntry:
+        with self._tx() as conn:
+            return journal.mark_reorged(conn, entry_id, at_block, self._clock())
+
+    # --- journal: reads -------------------------------------------------------------------
+
+    def entry(self, entry_id: int) -> JournalEntry:
+        with self._tx() as conn:
+            return journal.get(conn, entry_id)
+
+    def entries_in(
+        self, states: Iterable[JournalState], sender: str | None = None
+    ) -> list[JournalEntry]:
+        with self._tx() as conn:
+            return journal.in_states(conn, states, sender)
+
+    def open_entries(self, sender: str | None = None) -> list[JournalEntry]:
+        """Entries signed or sent and not settled yet."""
+        return self.entries_in(OPEN_STATES, sender)
+
+    def entries_for_nonce(self, sender: str, nonce: int) -> list[JournalEntry]:
+        with self._tx() as conn:
+            return journal.for_nonce(conn, sender, nonce)
+
+    def mined_since(self, block_number: int) -> list[JournalEntry]:
+        with self._tx() as conn:
+            return journal.mined_since(conn, block_number)
+
+    def vault_in_flight(self, vault: str) -> bool:
+        """True while a rebalance covering ``vault`` is journaled and not settled."""
+        with self._tx() as conn:
+            return bool(journal.claimed_vaults(conn, [vault]))
+
+    def vaults_in_flight(self) -> frozenset[str]:
+        with self._tx() as conn:
+            return frozenset(journal.claimed_vaults(conn))
+
+    def in_flight(self, sender: str | None = None) -> list[JournalEntry]:
+        return self.entries_in(IN_FLIGHT_STATES, sender)
+
+    # --- nonces ---------------------------------------------------------------------------
+
+    def next_nonce(self, sender: str) -> int | None:
+        """The next fresh nonce; None before the first resync (not a failure)."""
+        with self._tx() as conn:
+            return nonces.peek(conn, sender)
+
+    def free_nonces(self, sender: str) -> list[int]:
+        with self._tx() as conn:
+            return nonces.free_list(conn, sender)
+
+    def resync_nonces(self, sender: str, chain_next: int) -> int:
+        with self._tx() as conn:
+            return nonces.resync(conn, sender, chain_next, self._clock())
+
+
+def _engine(url: str, schema: str | None) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        _serialise_sqlite(engine)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    if schema is None:
+        return engine
+    if engine.dialect.name == "sqlite":
+        raise ConfigError("KEEPER_DB_URL: a schema needs a server database, not SQLite")
+    if not schema.replace("_", "").isalnum():
+        raise ConfigError(f"database schema name {schema!r} must be alphanumeric")
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    return engine.execution_options(schema_translate_map={None: schema})
+
+
+def _serialise_sqlite(engine: Engine) -> None:
+    """Start every SQLite transaction with ``BEGIN IMMEDIATE``: it takes the write lock up
+    front, so two processes on one file queue (``timeout``) instead of failing on a lock
+    upgrade half-way through a read-then-update."""
+
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,663 @@
+"""The sending machinery on a real anvil: journal, nonces, fees, replacements, crashes, reorgs.
+
+Transactions are plain value transfers from anvil's account 1 (the keeper's key); every
+test starts its own anvil. A stuck transaction is made the way it happens on a busy chain:
+the block gas limit fits one transfer and another account keeps outbidding the keeper.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+from sending_support import (
+    GWEI,
+    KEEPER_KEY,
+    OTHER_KEY,
+    RECIPIENT_KEY,
+    StoreBackend,
+    account,
+    anvil,
+    free_port,
+    mine,
+    postgres_unreachable,
+    rpc,
+    run,
+    send_direct,
+    web3,
+)
+from web3 import AsyncWeb3
+
+from keeper.chain.blocks import block_ref
+from keeper.chain.confirm import ConfirmConfig, Confirmer, StillNeeded, always_needed
+from keeper.chain.nonces import NonceManager
+from keeper.chain.retry import RetryPolicy, guarded
+from keeper.chain.sender import Sender, SenderConfig, Web3Broadcaster
+from keeper.core.fees import FeePolicy, bump
+from keeper.core.types import BlockRef
+from keeper.errors import (
+    AlreadyKnown,
+    FatalError,
+    FeeCapExceeded,
+    NonceTooLow,
+    RetryableError,
+    RpcError,
+    RpcTimeout,
+    SimulationReverted,
+    Underpriced,
+)
+from keeper.store import JournalState, Store, TxIntent, TxKind
+
+pytestmark = pytest.mark.integration
+
+S = JournalState
+KEEPER = account(KEEPER_KEY)
+RECIPIENT = account(RECIPIENT_KEY).address
+VAULT = "0x00000000000000000000000000000000000000aa"
+FEES = FeePolicy(
+    reward_percentile=50,
+    priority_floor_wei=GWEI,
+    priority_cap_wei=5 * GWEI,
+    max_fee_cap_wei=100 * GWEI,
+    emergency_max_fee_cap_wei=500 * GWEI,
+)
+FAST = RetryPolicy(attempts=3, max_seconds=5, initial_wait=0.01, max_wait=0.05)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreBackend]:
+    if request.param == "postgres" and (reason := postgres_unreachable()) is not None:
+        pytest.skip(reason)
+    made = StoreBackend.make(request.param, tmp_path)
+    yield made
+    made.drop()
+
+
+@pytest.fixture
+def sqlite_backend(tmp_path: Path) -> StoreBackend:
+    return StoreBackend.make("sqlite", tmp_path)
+
+
+@dataclass
+class Rig:
+    """One keeper process's sending side, built on a store (a restart = a new rig)."""
+
+    w3: AsyncWeb3[Any]
+    store: Store
+    nonces: NonceManager
+    sender: Sender
+    confirmer: Confirmer
+    others: tuple[AsyncWeb3[Any], ...] = ()
+
+    async def head(self) -> BlockRef:
+        return block_ref(await self.w3.eth.get_block("latest"))
+
+    async def on_head(self) -> Any:
+        return await self.confirmer.on_block(await self.head())
+
+    async def close(self) -> None:
+        self.store.close()
+        for w3 in (self.w3, *self.others):
+            await w3.provider.disconnect()  # type: ignore[attr-defined]
+
+
+def rig(
+    url: str,
+    backend: StoreBackend,
+    still_needed: StillNeeded = always_needed,
+    private_url: str | None = None,
+    stale_intent_seconds: float = 60.0,
+) -> Rig:
+    w3 = web3(url)
+    store = Store(backend.url, schema=backend.schema)
+    nonces = NonceManager(w3, store, KEEPER.address, FAST)
+    others = (web3(private_url, 1.0),) if private_url else ()
+    private = Web3Broadcaster(others[0], "private", FAST) if others else None
+    sender = Sender(w3, KEEPER, store, nonces, SenderConfig(fees=FEES), private, FAST)
+    confirmer = Confirmer(
+        w3,
+        sender,
+        store,
+        ConfirmConfig(stuck_after_blocks=3, stale_intent_seconds=stale_intent_seconds),
+        still_needed,
+        FAST,
+    )
+    return Rig(w3, store, nonces, sender, confirmer, others)
+
+
+def transfer(value: int = 10**15, gas: int | None = None, vault: str = VAULT) -> TxIntent:
+    return TxIntent(
+        kind=TxKind.REBALANCE,
+        sender=KEEPER.address,
+        to=RECIPIENT,
+        value_wei=value,
+        gas_limit=gas,
+        vaults=(vault,),
+        payload={"decision_block": 0},
+    )
+
+
+async def keeper_txs_on_chain(w3: AsyncWeb3[Any]) -> list[str]:
+    """Hashes of every transaction from the keeper's address in the chain, in order."""
+    found = []
+    for number in range(await w3.eth.block_number + 1):
+        block = await w3.eth.get_block(number, full_transactions=True)
+        found += [
+            "0x" + bytes(t["hash"]).hex()
+            for t in block["transactions"]
+            if t["from"] == KEEPER.address
+        ]
+    return found
+
+
+# --- the normal path ---------------------------------------------------------------------------
+
+
+def test_send_and_confirm(sqlite_backend: StoreBackend) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            keeper = rig(node.url, sqlite_backend)
+            before = await keeper.w3.eth.get_balance(RECIPIENT)
+            entry = await keeper.sender.submit(transfer(value=12345))
+            assert entry.state is S.SENT and entry.nonce == 0 and entry.gas_limit is not None
+            assert keeper.store.vault_in_flight(VAULT)
+            report = await keeper.on_head()
+            assert report.mined == (entry.id,)
+            mined = keeper.store.entry(entry.id)
+            receipt = await keeper.w3.eth.get_transaction_receipt(mined.tx_hash)  # type: ignore[arg-type]
+            assert mined.state is S.MINED and receipt["status"] == 1
+            assert mined.mined_block_hash == "0x" + bytes(receipt["blockHash"]).hex()
+            assert await keeper.w3.eth.get_balance(RECIPIENT) == before + 12345
+            assert not keeper.store.vault_in_flight(VAULT)
+            second = await keeper.sender.submit(transfer(value=1))
+            assert second.nonce == 1 and keeper.store.next_nonce(KEEPER.address) == 2
+            await keeper.close()
+
+    run(scenario())
+
+
+def test_private_route_falls_back_to_the_public_node(sqlite_backend: StoreBackend) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            dead_relay = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+            keeper = rig(node.url, sqlite_backend, private_url=dead_relay)
+            entry = await keeper.sender.submit(transfer())
+            assert (await keeper.on_head()).mined == (entry.id,)
+            await keeper.close()
+
+    run(scenario())
+
+
+def test_private_route_is_used_when_it_answers(sqlite_backend: StoreBackend) -> None:
+    async def scenario() -> None:
+        with anvil() as public, anvil() as relay:
+            keeper = rig(public.url, sqlite_backend, private_url=relay.url)
+            entry = await keeper.sender.submit(transfer())
+            relay_w3 = web3(relay.url)
+            # the relay (a separate chain here) got the bytes; the public node did not
+            assert await relay_w3.eth.get_transaction_count(KEEPER.address) == 1
+            assert await keeper.w3.eth.get_transaction_count(KEEPER.address) == 0
+            assert entry.state is S.SENT
+            await relay_w3.provider.disconnect()  # type: ignore[attr-defined]
+            await keeper.close()
+
+    run(scenario())
+
+
+def test_fees_above_the_cap_make_non_urgent_work_wait(sqlite_backend: StoreBackend) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            keeper = rig(node.url, sqlite_backend)
+            await rpc(keeper.w3, "anvil_setNextBlockBaseFeePerGas", hex(200 * GWEI))
+            await mine(keeper.w3)  # the next base fee is now ~175 gwei, above the 100 cap
+            with pytest.raises(FeeCapExceeded):
+                await keeper.sender.submit(transfer())
+            [waited] = keeper.store.entries_in([S.FAILED])
+            assert "above the cap" in (waited.error or "") and waited.nonce is None
+            assert not keeper.store.vault_in_flight(VAULT)
+            urgent = TxIntent(**{**transfer().__dict__, "urgent": True})
+            entry = await keeper.sender.submit(urgent)
+            assert entry.nonce == 0 and entry.max_fee_wei is not None
+            assert 175 * GWEI < entry.max_fee_wei <= 500 * GWEI
+            assert (await keeper.on_head()).mined == (entry.id,)
+            await keeper.close()
+
+    run(scenario())
+
+
+def test_a_reverting_call_fails_before_a_nonce_is_used(sqlite_backend: StoreBackend) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            keeper = rig(node.url, sqlite_backend)
+            target = await deploy_reverter(keeper.w3, error_string("vault paused"))
+            intent = TxIntent(
+                kind=TxKind.REBALANCE,
+                sender=KEEPER.address,
+                to=target,
+                data=b"\x12\x34",
+                vaults=(VAULT,),
+            )
+            with pytest.raises(SimulationReverted) as caught:
+                await keeper.sender.submit(intent)
+            assert caught.value.reason == "vault paused"
+            [failed] = keeper.store.entries_in([S.FAILED])
+            assert failed.nonce is None and "vault paused" in (failed.error or "")
+            assert (await keeper.sender.submit(transfer())).nonce == 1  # 0 went to the deploy
+            await keeper.close()
+
+    run(scenario())
+
+
+# --- stuck transactions --------------------------------------------------------------------------
+
+
+async def crowd_out(w3: AsyncWeb3[Any], blocks: int) -> None:
+    """Blocks that fit one transfer, and ``blocks`` transfers from another account that
+    outbid the keeper, so a keeper transaction stays pending that long."""
+    await rpc(w3, "evm_setAutomine", False)
+    await rpc(w3, "evm_setBlockGasLimit", hex(21_000))
+    for nonce in range(blocks):
+        await send_direct(w3, OTHER_KEY, nonce, RECIPIENT, 1, 100 * GWEI, 50 * GWEI)
+
+
+@pytest.mark.parametrize("winner", ["replacement", "original"])
+def test_a_stuck_transaction_is_replaced_and_exactly_one_lands(
+    sqlite_backend: StoreBackend, winner: str
+) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            keeper = rig(node.url, sqlite_backend)
+            await crowd_out(keeper.w3, 3)
+            old = await keeper.sender.submit(transfer(gas=21_000))
+            for _ in range(2):
+                await mine(keeper.w3)
+                report = await keeper.on_head()
+                assert report.replaced_by == () and report.mined == ()
+            await mine(keeper.w3)  # the third block without it: stuck
+            report = await keeper.on_head()
+            [new_id] = report.replaced_by
+            new, old = keeper.store.entry(new_id), keeper.store.entry(old.id)
+            assert old.state is S.REPLACED and old.replaced_by_id == new.id
+            assert new.state is S.SENT and new.nonce == old.nonce and new.tx_hash != old.tx_hash
+            assert new.max_fee_wei >= bump(old.max_fee_wei)  # type: ignore[operator]
+            assert new.priority_fee_wei >= bump(old.priority_fee_wei)  # type: ignore[operator]
+            if winner == "original":  # the old bytes reach a block first after all
+                await rpc(keeper.w3, "anvil_dropTransaction", new.tx_hash)
+                await keeper.w3.eth.send_raw_transaction(old.raw_tx)  # type: ignore[arg-type]
+            await mine(keeper.w3)
+            report = await keeper.on_head()
+            landed = new if winner == "replacement" else old
+            assert report.mined == (landed.id,)
+            group = {e.id: e.state for e in keeper.store.entries_for_nonce(KEEPER.address, 0)}
+            expected = (
+                {old.id: S.REPLACED, new.id: S.MINED}
+                if winner == "replacement"
+                else {old.id: S.MINED, new.id: S.DROPPED}
+            )
+            assert group == expected
+            assert await keeper_txs_on_chain(keeper.w3) == [landed.tx_hash]
+            assert not keeper.store.vault_in_flight(VAULT)
+            await keeper.close()
+
+    run(scenario())
+
+
+def test_work_no_longer_needed_is_cancelled(sqlite_backend: StoreBackend) -> None:
+    async def obsolete(entry: Any) -> bool:
+        return False
+
+    async def scenario() -> None:
+        with anvil() as node:
+            keeper = rig(node.url, sqlite_backend, still_needed=obsolete)
+            before = await keeper.w3.eth.get_balance(RECIPIENT)
+            await crowd_out(keeper.w3, 3)
+            old = await keeper.sender.submit(transfer(value=10**18, gas=21_000))
+            await mine(keeper.w3, 3)
+            [cancel_id] = (await keeper.on_head()).cancelled_by
+            cancel = keeper.store.entry(cancel_id)
+            assert cancel.kind is TxKind.CANCEL and cancel.to == KEEPER.address
+            assert cancel.value_wei == 0 and cancel.nonce == old.nonce
+            assert keeper.store.entry(old.id).state is S.CANCELLED
+            await mine(keeper.w3)
+            assert (await keeper.on_head()).mined == (cancel_id,)
+            tx = await keeper.w3.eth.get_transaction(cancel.tx_hash)  # type: ignore[arg-type]
+            assert tx["to"] == KEEPER.address and tx["value"] == 0
+            # the stale transfer never executed: only the other account's 1-wei transfers did
+            assert await keeper.w3.eth.get_balance(RECIPIENT) == before + 3
+            await keeper.close()
+
+    run(scenario())
+
+
+# --- the key used outside the keeper -----------------------------------------------------------
+
+
+def test_nonce_used_outside_the_keeper_is_recovered_on_send(sqlite_backend: StoreBackend) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            keeper = rig(node.url, sqlite_backend)
+            first = await keeper.sender.submit(transfer())
+            await keeper.on_head()
+            # another process sends with the same key: nonce 1 is used behind our back
+            await send_direct(keeper.w3, KEEPER_KEY, 1, RECIPIENT, 1, 10 * GWEI, GWEI)
+            assert keeper.store.next_nonce(KEEPER.address) == 1
+            entry = await keeper.sender.submit(transfer())  # tries 1, resyncs, sends with 2
+            assert entry.nonce == 2 and entry.state is S.SENT
+            [dropped] = keeper.store.entries_in([S.DROPPED])
+            assert dropped.nonce == 1 and "nonce" in (dropped.error or "")
+            assert (await keeper.on_head()).mined == (entry.id,)
+            assert await keeper.w3.eth.get_transaction_count(KEEPER.address) == 3
+            assert keeper.store.next_nonce(KEEPER.address) == 3
+            assert keeper.store.free_nonces(KEEPER.address) == []
+            assert first.id != entry.id
+            await keeper.close()
+
+    run(scenario())
+
+
+def test_nonce_used_outside_the_keeper_is_noticed_each_block(sqlite_backend: StoreBackend) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            keeper = rig(node.url, sqlite_backend)
+            await keeper.sender.submit(transfer())
+            await keeper.on_head()
+            for nonce in (1, 2):
+                await send_direct(keeper.w3, KEEPER_KEY, nonce, RECIPIENT, 1, 10 * GWEI, GWEI)
+            await keeper.on_head()  # notices the chain is ahead and resyncs
+            assert keeper.store.next_nonce(KEEPER.address) == 3
+            entry = await keeper.sender.submit(transfer())
+            assert entry.nonce == 3
+            assert keeper.store.entries_in([S.DROPPED, S.FAILED]) == []  # no conflict at all
+            await keeper.close()
+
+    run(scenario())
+
+
+def test_an_outside_transaction_taking_a_pending_nonce_drops_our_entry(
+    sqlite_backend: StoreBackend,
+) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            keeper = rig(node.url, sqlite_backend)
+            await rpc(keeper.w3, "evm_setAutomine", False)
+            ours = await keeper.sender.submit(transfer())
+            # the other process outbids us at the same nonce and wins the block
+            await send_direct(keeper.w3, KEEPER_KEY, 0, RECIPIENT, 7, 50 * GWEI, 5 * GWEI)
+            await mine(keeper.w3)
+            report = await keeper.on_head()
+            assert report.dropped == (ours.id,)
+            assert keeper.store.entry(ours.id).state is S.DROPPED
+            assert not keeper.store.vault_in_flight(VAULT)
+            assert keeper.store.next_nonce(KEEPER.address) == 1
+            await keeper.close()
+
+    run(scenario())
+
+
+# --- crashes -----------------------------------------------------------------------------------
+
+
+def test_crash_before_signing_gives_the_nonce_back(backend: StoreBackend) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            crashed = rig(node.url, backend)
+            entry = crashed.store.create_intent(transfer())
+            await crashed.nonces.claim(entry.id)  # ... and the process dies here
+            await crashed.close()
+            keeper = rig(node.url, backend, stale_intent_seconds=0)
+            report = await keeper.confirmer.reconcile()
+            assert report.failed == (entry.id,)
+            assert keeper.store.entry(entry.id).state is S.FAILED
+            again = await keeper.sender.submit(transfer())
+            assert again.nonce == 0
+            await keeper.close()
+
+    run(scenario())
+
+
+def test_crash_after_signing_before_broadcast(backend: StoreBackend) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            crashed = rig(node.url, backend)
+            signed = await crashed.sender.prepare(transfer())  # journaled, never broadcast
+            await crashed.close()
+            keeper = rig(node.url, backend)
+            report = await keeper.confirmer.reconcile()
+            assert report.rebroadcast == (signed.id,)
+            assert keeper.store.entry(signed.id).state is S.SENT
+            assert (await keeper.on_head()).mined == (signed.id,)
+            assert await keeper_txs_on_chain(keeper.w3) == [signed.tx_hash]  # the same bytes
+            again = await keeper.confirmer.reconcile()
+            assert again.rebroadcast == () and again.mined == ()
+            assert await keeper.w3.eth.get_transaction_count(KEEPER.address) == 1
+            await keeper.close()
+
+    run(scenario())
+
+
+def test_crash_after_broadcast_before_it_was_journaled(backend: StoreBackend) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            crashed = rig(node.url, backend)
+            signed = await crashed.sender.prepare(transfer())
+            await crashed.w3.eth.send_raw_transaction(signed.raw_tx)  # type: ignore[arg-type]
+            await crashed.close()  # died before journaling "sent"; the tx is mined meanwhile
+            keeper = rig(node.url, backend)
+            report = await keeper.confirmer.reconcile()
+            assert report.mined == (signed.id,) and report.rebroadcast == ()
+            assert keeper.store.entry(signed.id).state is S.MINED
+            assert await keeper_txs_on_chain(keeper.w3) == [signed.tx_hash]
+            assert keeper.store.next_nonce(KEEPER.address) == 1
+            await keeper.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("node_forgot_it", [False, True])
+def test_crash_after_broadcast_before_the_receipt(
+    backend: StoreBackend, node_forgot_it: bool
+) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            crashed = rig(node.url, backend)
+            await rpc(crashed.w3, "evm_setAutomine", False)
+            sent = await crashed.sender.submit(transfer())
+            await crashed.close()
+            keeper = rig(node.url, backend)
+            if node_forgot_it:
+                await rpc(keeper.w3, "anvil_dropTransaction", sent.tx_hash)
+            report = await keeper.confirmer.reconcile()
+            assert report.rebroadcast == ((sent.id,) if node_forgot_it else ())
+            assert keeper.store.entry(sent.id).state is S.SENT
+            await mine(keeper.w3)
+            assert (await keeper.on_head()).mined == (sent.id,)
+            assert await keeper_txs_on_chain(keeper.w3) == [sent.tx_hash]
+            await keeper.close()
+
+    run(scenario())
+
+
+# --- reorgs ------------------------------------------------------------------------------------
+
+
+def test_a_reorg_puts_the_mined_transaction_back_and_resends_it(
+    sqlite_backend: StoreBackend,
+) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            keeper = rig(node.url, sqlite_backend)
+            await rpc(keeper.w3, "evm_setAutomine", False)
+            await mine(keeper.w3)
+            entry = await keeper.sender.submit(transfer())
+            snapshot = await rpc(keeper.w3, "evm_snapshot")
+            await mine(keeper.w3)
+            first = await keeper.head()
+            assert (await keeper.on_head()).mined == (entry.id,)
+            assert keeper.store.entry(entry.id).mined_block_hash == first.hash
+            assert not keeper.store.vault_in_flight(VAULT)
+
+            await rpc(keeper.w3, "evm_revert", snapshot)  # the block is gone ...
+            await mine(keeper.w3)  # ... and another block takes its height
+            fork = await keeper.head()
+            assert fork.number == first.number and fork.hash != first.hash
+            report = await keeper.confirmer.on_block(fork)
+            assert report.reorged == (entry.id,) and report.rebroadcast == (entry.id,)
+            assert keeper.store.entry(entry.id).state is S.SENT
+            assert keeper.store.vault_in_flight(VAULT)
+
+            await mine(keeper.w3)
+            assert (await keeper.on_head()).mined == (entry.id,)
+            again = keeper.store.entry(entry.id)
+            assert again.mined_block_number == first.number + 1
+            assert await keeper_txs_on_chain(keeper.w3) == [entry.tx_hash]
+            await keeper.close()
+
+    run(scenario())
+
+
+# --- helpers: a contract that always reverts with the given data ----------------------------------
+
+
+def error_string(reason: str) -> bytes:
+    from eth_abi.abi import encode
+
+    return bytes.fromhex("08c379a0") + encode(["string"], [reason])
+
+
+async def deploy_reverter(w3: AsyncWeb3[Any], revert_data: bytes) -> str:
+    """Deploy (from the keeper's key) code that reverts with ``revert_data``."""
+    size = len(revert_data)
+    if size > 255:
+        raise ValueError("revert data too long for this tiny contract")
+    # runtime: CODECOPY(0, 12, size); REVERT(0, size); then the data at offset 12
+    runtime = bytes([0x60, size, 0x60, 12, 0x60, 0, 0x39, 0x60, size, 0x60, 0, 0xFD]) + revert_data
+    # init: CODECOPY(0, 12, len(runtime)); RETURN(0, len(runtime)); then the runtime
+    n = len(runtime)
+    init = bytes([0x60, n, 0x60, 12, 0x60, 0, 0x39, 0x60, n, 0x60, 0, 0xF3]) + runtime
+    signed = KEEPER.sign_transaction(
+        {
+            "type": 2,
+            "chainId": await w3.eth.chain_id,
+            "nonce": await w3.eth.get_transaction_count(KEEPER.address, "pending"),
+            "value": 0,
+            "data": init,
+            "gas": 200_000,
+            "maxFeePerGas": 10 * GWEI,
+            "maxPriorityFeePerGas": GWEI,
+        }
+    )
+    tx_hash = await w3.eth.send_raw_transaction(signed.raw_transaction)
+    receipt = await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=10)
+    return str(receipt["contractAddress"])
+
+
+# --- the error map against real node answers ------------------------------------------------------
+
+
+async def _signed_transfer(
+    w3: AsyncWeb3[Any], nonce: int, value: int, max_fee: int, tip: int, key: str = KEEPER_KEY
+) -> bytes:
+    signed = account(key).sign_transaction(
+        {
+            "type": 2,
+            "chainId": await w3.eth.chain_id,
+            "nonce": nonce,
+            "to": RECIPIENT,
+            "value": value,
+            "gas": 21_000,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": tip,
+        }
+    )
+    return bytes(signed.raw_transaction)
+
+
+def test_anvil_send_errors_map_to_the_error_tree() -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            w3 = web3(node.url)
+
+            async def send(raw: bytes) -> None:
+                await guarded(lambda: w3.eth.send_raw_transaction(raw))
+
+            await rpc(w3, "evm_setAutomine", False)
+            first = await _signed_transfer(w3, 0, 1, 3 * GWEI, GWEI)
+            await send(first)
+            with pytest.raises(AlreadyKnown):
+                await send(first)
+            with pytest.raises(Underpriced):
+                await send(await _signed_transfer(w3, 0, 2, 3 * GWEI - 1, GWEI - 1))
+            await mine(w3)
+            with pytest.raises(NonceTooLow):
+                await send(await _signed_transfer(w3, 0, 3, 10 * GWEI, 2 * GWEI))
+            broke = Account.create().key.hex()
+            with pytest.raises(FatalError) as refused:
+                await send(await _signed_transfer(w3, 0, 1, 3 * GWEI, GWEI, key=broke))
+            assert not isinstance(refused.value, RetryableError)
+            assert "insufficient funds" in str(refused.value).lower()
+            await w3.provider.disconnect()  # type: ignore[attr-defined]
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("revert_data", "reason"),
+    [
+        (error_string("not a keeper"), "not a keeper"),
+        (bytes.fromhex("4e487b71") + (0x12).to_bytes(32, "big"), "Panic(0x12)"),
+        (
+            bytes.fromhex("1a2b3c4d") + (5).to_bytes(32, "big"),
+            "custom error 0x1a2b3c4d with data 0x" + "00" * 31 + "05",
+        ),
+        (bytes.fromhex("1a2b3c4d"), "custom error 0x1a2b3c4d"),
+    ],
+    ids=["error-string", "panic", "custom-error-with-args", "custom-error-bare"],
+)
+def test_anvil_reverts_are_decoded(revert_data: bytes, reason: str) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            w3 = web3(node.url)
+            target = await deploy_reverter(w3, revert_data)
+            call = {"from": KEEPER.address, "to": target, "data": b"\x01"}
+            with pytest.raises(SimulationReverted) as estimated:
+                await guarded(lambda: w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+            with pytest.raises(SimulationReverted) as called:
+                await guarded(lambda: w3.eth.call(call))  # type: ignore[arg-type]
+            for caught in (estimated, called):
+                assert caught.value.reason == reason and caught.value.data == revert_data
+            await w3.provider.disconnect()  # type: ignore[attr-defined]
+
+    run(scenario())
+
+
+def test_unreachable_and_silent_nodes_are_retried_rpc_errors() -> None:
+    async def scenario() -> None:
+        calls = 0
+        dead = web3(f"http://127.0.0.1:{free_port()}")
+
+        async def block_number() -> int:
+            nonlocal calls
+            calls += 1
+            return await dead.eth.block_number
+
+        with pytest.raises(RpcError):
+            await FAST.call(block_number)
+        assert calls == FAST.attempts
+        await dead.provider.disconnect()  # type: ignore[attr-defined]
+
+        with socket.socket() as listener:  # accepts connections, never answers
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)
+            silent = web3(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.2)
+            with pytest.raises(RpcTimeout):
+                await RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02).call(
+                    lambda: silent.eth.block_number
+                )
+            await silent.provider.disconnect()  # type: ignore[attr-defined]
+
+    run(scenario())

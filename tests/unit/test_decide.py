@@ -1,0 +1,129 @@
+"""Per-vault decisions from typed states (pure): guards, triggers, expired legs, memory."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from keeper.core.decide import CostConfig, VaultMemory, decide_block, remember
+from keeper.core.types import (
+    WAD,
+    Action,
+    BlockRef,
+    OptionLeg,
+    OracleRound,
+    PolicyKind,
+    VaultParams,
+    VaultState,
+)
+
+NOW = 1_800_000_000
+DAY = 86_400
+COSTS = CostConfig(190_000, 10**9, 5.0, 0.5, 2000)
+BLOCK = BlockRef(100, "0xb100", "0xb099", NOW)
+
+
+def params(**kw: int) -> VaultParams:
+    base = dict(
+        implied_vol_wad=8 * 10**17,
+        risk_free_rate_wad=5 * 10**16,
+        target_delta_wad=0,
+        band_floor_wad=10**17,
+        hard_limit_wad=3 * WAD,
+        risk_aversion_wad=10**14,
+        policy=PolicyKind.GAS_ADJUSTED_BAND,
+        policy_param=0,
+        max_slippage_bps=100,
+        notional_cap_per_window=10**12,
+        window_seconds=3600,
+        oracle_heartbeat=3600,
+    )
+    return VaultParams(**(base | kw))  # type: ignore[arg-type]
+
+
+def short_call_vault(hedge_wei: int, **kw: int) -> VaultState:
+    leg = OptionLeg(strike=3000 * 10**8, expiry=NOW + 30 * DAY, size=-10 * WAD, is_call=True)
+    return VaultState(
+        address="0xV1",
+        quote_balance=10**12,
+        underlying_balance=hedge_wei,
+        params=params(**kw),
+        book=(leg,),
+        oracle=OracleRound(7, 3000 * 10**8, NOW - 60, 8),
+        paused=False,
+        request_nonce=0,
+        params_version=0,
+        last_rebalance_at=NOW - 3600,
+        window_notional_used=0,
+        window_start=0,
+    )
+
+
+def test_hedged_vault_holds_and_unhedged_is_urgent() -> None:
+    bare = short_call_vault(0)
+    (d,) = decide_block(BLOCK, 0, [bare], {}, COSTS)
+    assert d.action == Action.REBALANCE and d.urgent and d.trigger == "urgent"
+    assert d.trade_wei > 0  # short calls: buy underlying
+    (again,) = decide_block(BLOCK, 0, [replace(bare, underlying_balance=d.trade_wei)], {}, COSTS)
+    assert again.action == Action.HOLD and abs(again.deviation) < 1e-9
+
+
+def test_governance_request_and_parameter_change_act_regardless_of_the_band() -> None:
+    (d,) = decide_block(BLOCK, 0, [short_call_vault(0)], {}, COSTS)
+    state = short_call_vault(d.trade_wei + WAD // 100)  # 0.01 WETH over: inside the band
+    mem = {state.address: VaultMemory(request_nonce=0, params_version=0)}
+    (hold,) = decide_block(BLOCK, 0, [state], mem, COSTS)
+    assert hold.action == Action.HOLD
+    (req,) = decide_block(BLOCK, 0, [replace(state, request_nonce=1)], mem, COSTS)
+    assert req.action == Action.REBALANCE and req.trigger == "request"
+    (par,) = decide_block(BLOCK, 0, [replace(state, params_version=3)], mem, COSTS)
+    assert par.action == Action.REBALANCE and par.trigger == "params"
+    # Once acted on, the counters are remembered and the trigger does not fire again.
+    acted = remember([replace(state, request_nonce=1)], mem, {state.address})
+    (after,) = decide_block(BLOCK, 0, [replace(state, request_nonce=1)], acted, COSTS)
+    assert after.action == Action.HOLD
+
+
+def test_first_sight_of_a_vault_does_not_replay_old_requests() -> None:
+    (d,) = decide_block(BLOCK, 0, [short_call_vault(0)], {}, COSTS)
+    state = replace(short_call_vault(d.trade_wei), request_nonce=5)
+    (first,) = decide_block(BLOCK, 0, [state], {}, COSTS)
+    assert first.action == Action.HOLD
+
+
+def test_expired_options_are_ignored_and_named() -> None:
+    state = short_call_vault(0)
+    expired = replace(state, book=(replace(state.book[0], expiry=NOW - 1),))
+    (d,) = decide_block(BLOCK, 0, [expired], {}, COSTS)
+    assert d.action == Action.HOLD and d.delta == 0.0
+    assert "1 expired option(s) ignored" in d.reason
+
+
+def test_guards_skip_with_the_reason() -> None:
+    state = short_call_vault(0)
+    paused = replace(state, paused=True)
+    stale = replace(state, oracle=OracleRound(7, 3000 * 10**8, NOW - 7200, 8))
+    broken = replace(state, oracle=OracleRound(0, 0, 0, 8, ok=False))
+    decisions = decide_block(BLOCK, 0, [paused, stale, broken], {}, COSTS)
+    assert [d.action for d in decisions] == [Action.SKIP] * 3
+    assert decisions[0].reason == "paused by governance"
+    assert decisions[1].reason.startswith("oracle stale")
+    assert decisions[2].reason.startswith("oracle feed call failed")
+
+
+def test_jump_guard_compares_round_over_round_so_a_real_move_blocks_one_round() -> None:
+    state = short_call_vault(0)
+    mem = remember([state], {}, set())
+    jumped = replace(state, oracle=OracleRound(8, 4500 * 10**8, NOW - 10, 8))
+    (d,) = decide_block(BLOCK, 0, [jumped], mem, COSTS)
+    assert d.reason.startswith("oracle jump")
+    mem = remember([jumped], mem, set())
+    steady = replace(state, oracle=OracleRound(9, 4510 * 10**8, NOW - 5, 8))
+    (d,) = decide_block(BLOCK, 0, [steady], mem, COSTS)
+    assert d.action != Action.SKIP
+
+
+def test_gas_widens_the_band() -> None:
+    state = short_call_vault(0)
+    cheap = decide_block(BLOCK, 1 * 10**9, [state], {}, COSTS)[0].band
+    dear = decide_block(BLOCK, 300 * 10**9, [state], {}, COSTS)[0].band
+    assert dear > cheap

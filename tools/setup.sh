@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Idempotent, offline set-up of everything the project needs on a fresh machine:
+# the Python venv, the npm toolchain (anvil, solcjs, Uniswap V3 artifacts), the solc
+# wrapper that ape-solidity finds through SOLCX_BINARY_PATH, and the compiled contracts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+python_bin=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $python_bin"
+  "$python_bin" -m venv .venv
+fi
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] || [ constraints.txt -nt .venv/.installed ]; then
+  log "installing Python packages"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+  touch .venv/.installed
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  log "installing npm packages (npm ci)"
+  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+fi
+
+anvil_bin="$root/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+[ -f "$anvil_bin" ] || { echo "anvil binary missing: $anvil_bin (only linux-amd64 is packaged here)" >&2; exit 1; }
+chmod +x "$anvil_bin"
+ln -sf "$anvil_bin" .venv/bin/anvil
+
+solc_version=$(node -p "require('solc/package.json').version")
+mkdir -p .solc
+wrapper=".solc/solc-v$solc_version"
+cat > "$wrapper" <<SH
+#!/usr/bin/env bash
+exec node "$root/tools/solc.js" "\$@"
+SH
+chmod +x "$wrapper"
+
+export PATH="$root/.venv/bin:$PATH" SOLCX_BINARY_PATH="$root/.solc"
+log "compiling contracts"
+ape compile >/dev/null
+log "ready: $(anvil --version | head -1), solc $solc_version, $(ape --version 2>/dev/null | tail -1)"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Build the local world (deploy everything onto a fresh anvil, dump its state) and/or
+# serve it from an anvil that loads that state: the "upstream" node that tests and the
+# demo fork from, the way operators fork mainnet.
+#   tools/world.sh build            -> .world/state.json + deployments/world.json
+#   tools/world.sh serve PORT       -> runs anvil --load-state in the foreground
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$(pwd)/.venv/bin:$PATH" SOLCX_BINARY_PATH="$(pwd)/.solc"
+mkdir -p .world deployments
+
+case "${1:-}" in
+  build)
+    rm -f .world/state.json
+    OPTKEEPER_WORLD_DUMP="$(pwd)/.world/state.json" \
+    OPTKEEPER_MANIFEST="$(pwd)/deployments/world.json" \
+      ape run deploy --network ethereum:local:foundry
+    test -s .world/state.json || { echo "world build did not write .world/state.json" >&2; exit 1; }
+    ;;
+  serve)
+    port=${2:?usage: tools/world.sh serve PORT}
+    exec anvil --port "$port" --load-state .world/state.json --silent
+    ;;
+  *)
+    echo "usage: tools/world.sh build | serve PORT" >&2; exit 2 ;;
+esac
