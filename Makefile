@@ -22,7 +22,8 @@ demo: setup
 	@python scripts/demo.py $(DEMO_ARGS)
 
 lint: setup
-	ruff check keeper tests scripts
+	ruff check keeper tests scripts world
+	ruff format --check keeper tests scripts world
 	mypy
 
 clean:

@@ -41,6 +41,18 @@ def cost_config(settings: Settings) -> CostConfig:
     )
 
 
+async def check_chain(settings: Settings, w3: AsyncWeb3[Any], store: Store) -> int:
+    """The node's chain id, once it is the configured one and the database's (ConfigError)."""
+    chain_id = int(
+        await READ_POLICY.call(lambda: w3.eth.chain_id, f"eth_chainId at {settings.rpc_url}")
+    )
+    expected = settings.chain_id or Addresses.resolve(settings).chain_id
+    if expected is not None and chain_id != expected:
+        raise ConfigError(f"KEEPER_RPC_URL: node is on chain {chain_id}, expected {expected}")
+    store.bind_chain(chain_id)
+    return chain_id
+
+
 @dataclass
 class Keeper:
     settings: Settings
@@ -52,12 +64,7 @@ class Keeper:
     async def build(cls, settings: Settings, store: Store, actor: Actor | None = None) -> Keeper:
         addresses = Addresses.resolve(settings)
         w3 = make_web3(settings)
-        chain_id = int(
-            await READ_POLICY.call(lambda: w3.eth.chain_id, f"eth_chainId at {settings.rpc_url}")
-        )
-        expected = settings.chain_id or addresses.chain_id
-        if expected is not None and chain_id != expected:
-            raise ConfigError(f"KEEPER_RPC_URL: node is on chain {chain_id}, expected {expected}")
+        await check_chain(settings, w3, store)
 
         async def fetch_block(number: int) -> BlockRef:
             block = await READ_POLICY.call(lambda: w3.eth.get_block(number), f"block {number}")

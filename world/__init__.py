@@ -1,7 +1,8 @@
 """The local world: deploy the contracts and real Uniswap V3, write and read the manifest.
 
-``world.manifest`` and ``world.blackscholes`` (over keeper.core.greeks) are pure; ``deploy_world`` needs Ape and is
-imported lazily so that reading a manifest does not import Ape.
+``world.manifest`` and ``world.blackscholes`` (over keeper.core.greeks) are pure;
+``deploy_world`` needs Ape and is imported lazily so that reading a manifest does not
+import Ape.
 """
 
 from __future__ import annotations

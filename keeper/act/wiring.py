@@ -17,6 +17,7 @@ from keeper.chain.signer import load_signer
 from keeper.chain.uniswap import UniswapDirect
 from keeper.config import GWEI, Addresses, Settings
 from keeper.core.fees import FeePolicy
+from keeper.runner import check_chain
 from keeper.store import Store
 
 
@@ -37,6 +38,7 @@ async def build_actor(settings: Settings, store: Store) -> RebalanceActor:
         max_fee_cap_wei=settings.max_fee_wei,
         emergency_max_fee_cap_wei=settings.emergency_max_fee_wei,
     )
+    chain_id = await check_chain(settings, w3, store)  # before the journal is reconciled
     nonces = NonceManager(w3, store, account.address)
     private = None
     if settings.private_rpc_url:
@@ -50,7 +52,7 @@ async def build_actor(settings: Settings, store: Store) -> RebalanceActor:
             session,
             settings.aggregator_url,
             settings.aggregator_api_key,
-            await w3.eth.chain_id,
+            chain_id,
             settings.aggregator_timeout_seconds,
         )
     router = Router(

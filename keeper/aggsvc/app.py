@@ -202,8 +202,13 @@ def _check_headers(request: web.Request, cfg: ServiceConfig, zid: str) -> web.Re
         if not hmac.compare_digest(given.encode(), cfg.api_key.encode()):
             return _error(401, "UNAUTHORIZED", "Invalid or missing 0x-api-key header", zid)
     if request.headers.get("0x-version") != "v2":
-        return _error(400, "INPUT_INVALID", "Header 0x-version must be v2", zid,
-                      details=[{"field": "0x-version", "reason": "must be v2"}])
+        return _error(
+            400,
+            "INPUT_INVALID",
+            "Header 0x-version must be v2",
+            zid,
+            details=[{"field": "0x-version", "reason": "must be v2"}],
+        )
     return None
 
 
@@ -249,8 +254,13 @@ def parse_order(
         bad("slippageBps", f"must be an integer in [0, {BPS}]")
     if problems or amount is None or slippage is None:
         return problems
-    return Order(tokens["sellToken"], tokens["buyToken"], amount,
-                 to_checksum_address(taker) if taker else None, slippage)
+    return Order(
+        tokens["sellToken"],
+        tokens["buyToken"],
+        amount,
+        to_checksum_address(taker) if taker else None,
+        slippage,
+    )
 
 
 def _positive_int(text: str | None, zero_ok: bool = False) -> int | None:
@@ -268,12 +278,25 @@ async def _execution(app: web.Application, order: Order, mode: Mode) -> tuple[Ex
     taker = order.taker or SINK
     if mode == "bad_price":
         kept, data = await short_changing_plan(
-            direct, order.sell, order.buy, order.amount, cfg.bad_price_share_bps, taker, SINK,
-            deadline)
+            direct,
+            order.sell,
+            order.buy,
+            order.amount,
+            cfg.bad_price_share_bps,
+            taker,
+            SINK,
+            deadline,
+        )
         gas = 2 * kept.gas_estimate + ROUTER_OVERHEAD_GAS
         out = kept.amount_out
-        return Execution(out, min_out_after_slippage(out, order.slippage_bps), cfg.swap_router,
-                         data, gas, ((kept.fee, BPS),)), int(block["number"])
+        return Execution(
+            out,
+            min_out_after_slippage(out, order.slippage_bps),
+            cfg.swap_router,
+            data,
+            gas,
+            ((kept.fee, BPS),),
+        ), int(block["number"])
     plan: Plan = await best_plan(direct, order.sell, order.buy, order.amount, cfg.split_steps_bps)
     data = plan_calldata(plan, order.sell, order.buy, taker, deadline, order.slippage_bps)
     to = BAD_ROUTER if mode == "bad_router" else cfg.swap_router
@@ -298,10 +321,19 @@ async def _body(
         "liquidityAvailable": True,
         "minBuyAmount": str(ex.min_buy_amount),
         "route": {
-            "fills": [{"from": order.sell, "to": order.buy, "source": SOURCE_NAME,
-                       "proportionBps": str(share), "fee": str(fee)} for fee, share in ex.fills],
-            "tokens": [{"address": t, "symbol": symbols[t.lower()]}
-                       for t in (order.sell, order.buy)],
+            "fills": [
+                {
+                    "from": order.sell,
+                    "to": order.buy,
+                    "source": SOURCE_NAME,
+                    "proportionBps": str(share),
+                    "fee": str(fee),
+                }
+                for fee, share in ex.fills
+            ],
+            "tokens": [
+                {"address": t, "symbol": symbols[t.lower()]} for t in (order.sell, order.buy)
+            ],
         },
         "sellAmount": str(order.amount),
         "sellToken": order.sell,
@@ -313,8 +345,13 @@ async def _body(
         "zid": zid,
     }
     if firm:
-        body["transaction"] = {"to": ex.to, "data": "0x" + ex.data.hex(), "gas": str(ex.gas),
-                               "gasPrice": str(gas_price), "value": "0"}
+        body["transaction"] = {
+            "to": ex.to,
+            "data": "0x" + ex.data.hex(),
+            "gas": str(ex.gas),
+            "gasPrice": str(gas_price),
+            "value": "0",
+        }
     else:
         body.update({"gas": str(ex.gas), "gasPrice": str(gas_price)})
     return body
@@ -322,20 +359,28 @@ async def _body(
 
 async def _issues(w3: AsyncWeb3[Any], order: Order, spender: str) -> dict[str, Any]:
     """0x's ``issues``: the taker's allowance to the spender and balance, when short."""
-    issues: dict[str, Any] = {"allowance": None, "balance": None,
-                              "simulationIncomplete": False, "invalidSourcesPassed": []}
+    issues: dict[str, Any] = {
+        "allowance": None,
+        "balance": None,
+        "simulationIncomplete": False,
+        "invalidSourcesPassed": [],
+    }
     if order.taker is None:
         return issues
     balance, allowance = await asyncio.gather(
         _read_uint(w3, order.sell, BALANCE_OF + encode(["address"], [order.taker])),
-        _read_uint(w3, order.sell,
-                   ALLOWANCE + encode(["address", "address"], [order.taker, spender])),
+        _read_uint(
+            w3, order.sell, ALLOWANCE + encode(["address", "address"], [order.taker, spender])
+        ),
     )
     if allowance < order.amount:
         issues["allowance"] = {"actual": str(allowance), "spender": spender}
     if balance < order.amount:
-        issues["balance"] = {"token": order.sell, "actual": str(balance),
-                             "expected": str(order.amount)}
+        issues["balance"] = {
+            "token": order.sell,
+            "actual": str(balance),
+            "expected": str(order.amount),
+        }
     return issues
 
 
@@ -359,8 +404,9 @@ async def _handle_control(request: web.Request) -> web.Response:
     latency = payload.get("latency_seconds", 0)
     stall = payload.get("stall_seconds")
     if not _number(latency) or (stall is not None and not _number(stall)):
-        return web.json_response({"error": "latency_seconds/stall_seconds must be numbers"},
-                                 status=400)
+        return web.json_response(
+            {"error": "latency_seconds/stall_seconds must be numbers"}, status=400
+        )
     faults = request.app[FAULTS]
     faults.release.set()  # wake requests stalled under the previous mode
     faults.release = asyncio.Event()
@@ -377,6 +423,12 @@ def _number(value: Any) -> bool:
 
 async def _handle_stats(request: web.Request) -> web.Response:
     stats = request.app[STATS].current
-    return web.json_response({"requests": stats.requests, "in_flight": stats.in_flight,
-                              "max_in_flight": stats.max_in_flight, "by_status": stats.by_status,
-                              "mode": request.app[FAULTS].mode})
+    return web.json_response(
+        {
+            "requests": stats.requests,
+            "in_flight": stats.in_flight,
+            "max_in_flight": stats.max_in_flight,
+            "by_status": stats.by_status,
+            "mode": request.app[FAULTS].mode,
+        }
+    )

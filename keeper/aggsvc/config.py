@@ -42,8 +42,10 @@ class ServiceConfig:
     rpc_timeout_seconds: float = 10.0
 
     def __repr__(self) -> str:  # the API key stays out of logs and tracebacks
-        return (f"ServiceConfig(rpc_url={self.rpc_url!r}, chain_id={self.chain_id}, "
-                f"api_key={'***' if self.api_key else None})")
+        return (
+            f"ServiceConfig(rpc_url={self.rpc_url!r}, chain_id={self.chain_id}, "
+            f"api_key={'***' if self.api_key else None})"
+        )
 
     @property
     def symbols(self) -> dict[str, str]:
@@ -63,14 +65,21 @@ def config_from_manifest(
         raise ManifestError(f"{path} is not valid JSON: {exc}") from None
     try:
         contracts = data["contracts"]
-        addresses = {k: _address(contracts[k]["address"], k)
-                     for k in ("WETH", "USDC", "QuoterV2", "SwapRouter")}
+        addresses = {
+            k: _address(contracts[k]["address"], k)
+            for k in ("WETH", "USDC", "QuoterV2", "SwapRouter")
+        }
         chain_id = int(data["chain_id"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"{path}: missing or bad entry {exc}") from None
     return ServiceConfig(
-        rpc_url=rpc_url, chain_id=chain_id, weth=addresses["WETH"], usdc=addresses["USDC"],
-        quoter=addresses["QuoterV2"], swap_router=addresses["SwapRouter"], api_key=api_key,
+        rpc_url=rpc_url,
+        chain_id=chain_id,
+        weth=addresses["WETH"],
+        usdc=addresses["USDC"],
+        quoter=addresses["QuoterV2"],
+        swap_router=addresses["SwapRouter"],
+        api_key=api_key,
         **knobs,
     )
 

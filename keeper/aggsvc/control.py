@@ -15,7 +15,9 @@ def set_mode(
     if stall_seconds is not None:
         payload["stall_seconds"] = stall_seconds
     request = urllib.request.Request(
-        base_url.rstrip("/") + "/_control", data=json.dumps(payload).encode(), method="POST",
+        base_url.rstrip("/") + "/_control",
+        data=json.dumps(payload).encode(),
+        method="POST",
         headers={"content-type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:

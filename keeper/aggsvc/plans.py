@@ -67,9 +67,13 @@ async def best_plan(
 
     ``QuoteRefused`` when no plan can be filled.
     """
-    needed = {(fee, part) for a, b in combinations(direct.fee_tiers, 2)
-              for first, second in split_amounts(amount, steps_bps)
-              for fee, part in ((a, first), (b, second)) if part > 0}
+    needed = {
+        (fee, part)
+        for a, b in combinations(direct.fee_tiers, 2)
+        for first, second in split_amounts(amount, steps_bps)
+        for fee, part in ((a, first), (b, second))
+        if part > 0
+    }
     needed |= {(fee, amount) for fee in direct.fee_tiers}
     keys = sorted(needed)
     results = await asyncio.gather(
@@ -100,16 +104,29 @@ def plan_calldata(
     the plan's minBuyAmount, so the router refuses any fill the quote does not promise.
     """
     calls = [
-        encode_exact_input_single(sell, buy, f.fee, recipient, deadline, f.amount_in,
-                                  min_out_after_slippage(f.amount_out, slippage_bps))
+        encode_exact_input_single(
+            sell,
+            buy,
+            f.fee,
+            recipient,
+            deadline,
+            f.amount_in,
+            min_out_after_slippage(f.amount_out, slippage_bps),
+        )
         for f in plan.fills
     ]
     return calls[0] if len(calls) == 1 else encode_multicall(calls)
 
 
 async def short_changing_plan(
-    direct: UniswapDirect, sell: str, buy: str, amount: int, kept_share_bps: int,
-    taker: str, sink: str, deadline: int,
+    direct: UniswapDirect,
+    sell: str,
+    buy: str,
+    amount: int,
+    kept_share_bps: int,
+    taker: str,
+    sink: str,
+    deadline: int,
 ) -> tuple[TierQuote, bytes]:
     """The bad_price fault: calldata where only ``kept_share_bps`` of the order pays the taker
     and the rest pays ``sink``, with the quote of the kept part (what the taker really gets,

@@ -204,7 +204,8 @@ class Confirmer:
     async def _check_reorgs(self, tally: _Tally) -> None:
         head = tally.head
         recent = [
-            e for e in self._store.mined_since(head - self.config.reorg_window_blocks)
+            e
+            for e in self._store.mined_since(head - self.config.reorg_window_blocks)
             if e.sender == self.address
         ]
         canonical: dict[int, str | None] = {}
@@ -220,8 +221,14 @@ class Confirmer:
             tally.add("reorged", entry.id)
             log.warning(
                 "reorg removed the block of a mined transaction",
-                extra={"fields": {"entry": entry.id, "block": number,
-                                  "stored": entry.mined_block_hash, "now": canonical[number]}},
+                extra={
+                    "fields": {
+                        "entry": entry.id,
+                        "block": number,
+                        "stored": entry.mined_block_hash,
+                        "now": canonical[number],
+                    }
+                },
             )
             if not await self.is_known(back.signed().tx_hash):
                 await self._sender.rebroadcast(back, head)
@@ -230,9 +237,9 @@ class Confirmer:
     # --- open groups -----------------------------------------------------------------------
 
     async def _settle_open(self, tally: _Tally) -> None:
-        open_nonces = sorted({
-            e.nonce for e in self._store.open_entries(self.address) if e.nonce is not None
-        })
+        open_nonces = sorted(
+            {e.nonce for e in self._store.open_entries(self.address) if e.nonce is not None}
+        )
         if not open_nonces:
             return
         mined_count = await self.mined_count()  # before the receipts: see _settle_group
@@ -279,7 +286,8 @@ class Confirmer:
 
     async def _find_mined(self, group: list[JournalEntry], tally: _Tally) -> bool:
         candidates = [
-            e for e in reversed(group)
+            e
+            for e in reversed(group)
             if e.state in (S.SIGNED, S.SENT, S.REPLACED, S.CANCELLED, S.DROPPED)
         ]
         for entry in candidates:
@@ -292,8 +300,14 @@ class Confirmer:
             tally.add("mined", entry.id)
             log.info(
                 "transaction mined",
-                extra={"fields": {"entry": entry.id, "block": receipt.block_number,
-                                  "status": receipt.status, "hash": entry.tx_hash}},
+                extra={
+                    "fields": {
+                        "entry": entry.id,
+                        "block": receipt.block_number,
+                        "status": receipt.status,
+                        "hash": entry.tx_hash,
+                    }
+                },
             )
             return True
         return False
@@ -308,8 +322,10 @@ class Confirmer:
                 tally.add("replaced_by", new.id)
         except FeeCapExceeded as exc:
             tally.add("waiting_for_fees", live.id)
-            log.warning("stuck transaction waits for fees", extra={"fields": {
-                "entry": live.id, "error": str(exc)}})
+            log.warning(
+                "stuck transaction waits for fees",
+                extra={"fields": {"entry": live.id, "error": str(exc)}},
+            )
 
     @staticmethod
     def _logged(report: ConfirmReport, what: str, at: int) -> ConfirmReport:

@@ -47,8 +47,14 @@ class NonceManager:
         if before != after:
             log.info(
                 "nonces resynced",
-                extra={"fields": {"address": self.address, "chain": chain, "was": before,
-                                  "next": after}},
+                extra={
+                    "fields": {
+                        "address": self.address,
+                        "chain": chain,
+                        "was": before,
+                        "next": after,
+                    }
+                },
             )
         return after
 

@@ -143,8 +143,12 @@ class Sender:
     async def _gas_limit(self, intent: TxIntent) -> int:
         if intent.gas_limit is not None:
             return intent.gas_limit
-        call = {"from": self.address, "to": to_checksum_address(intent.to),
-                "data": intent.data, "value": intent.value_wei}
+        call = {
+            "from": self.address,
+            "to": to_checksum_address(intent.to),
+            "data": intent.data,
+            "value": intent.value_wei,
+        }
         estimate = await self._policy.call(
             lambda: self._w3.eth.estimate_gas(call),  # type: ignore[arg-type]
             "eth_estimateGas",
@@ -157,14 +161,26 @@ class Sender:
         self, nonce: int, to: str, value_wei: int, data: bytes, gas: int, fees: FeeQuote
     ) -> SignedTx:
         chain_id = await self.chain_id()
-        signed = self._signer.sign_transaction({
-            "type": 2, "chainId": chain_id, "nonce": nonce, "to": to_checksum_address(to),
-            "value": value_wei, "data": data, "gas": gas,
-            "maxFeePerGas": fees.max_fee_wei, "maxPriorityFeePerGas": fees.priority_fee_wei,
-        })
+        signed = self._signer.sign_transaction(
+            {
+                "type": 2,
+                "chainId": chain_id,
+                "nonce": nonce,
+                "to": to_checksum_address(to),
+                "value": value_wei,
+                "data": data,
+                "gas": gas,
+                "maxFeePerGas": fees.max_fee_wei,
+                "maxPriorityFeePerGas": fees.priority_fee_wei,
+            }
+        )
         return SignedTx(
-            nonce=nonce, chain_id=chain_id, gas_limit=gas, max_fee_wei=fees.max_fee_wei,
-            priority_fee_wei=fees.priority_fee_wei, tx_hash=_hex(signed.hash),
+            nonce=nonce,
+            chain_id=chain_id,
+            gas_limit=gas,
+            max_fee_wei=fees.max_fee_wei,
+            priority_fee_wei=fees.priority_fee_wei,
+            tx_hash=_hex(signed.hash),
             raw_tx=bytes(signed.raw_transaction),
         )
 
@@ -207,8 +223,10 @@ class Sender:
             raise ConfigError(f"intent sender {intent.sender} is not the keeper's {self.address}")
         entry = self._store.create_intent(intent)
         try:
-            fees = self._go(quote_new(await self.fee_history(), self.config.fees, intent.urgent),
-                            f"{intent.kind} for {list(intent.vaults)}")
+            fees = self._go(
+                quote_new(await self.fee_history(), self.config.fees, intent.urgent),
+                f"{intent.kind} for {list(intent.vaults)}",
+            )
             gas = await self._gas_limit(intent)
             nonce = await self.nonces.claim(entry.id)
             signed = await self._sign(nonce, intent.to, intent.value_wei, intent.data, gas, fees)
@@ -218,8 +236,15 @@ class Sender:
         entry = self._store.mark_signed(entry.id, signed)
         log.info(
             "transaction signed",
-            extra={"fields": {"entry": entry.id, "nonce": nonce, "hash": signed.tx_hash,
-                              "max_fee": fees.max_fee_wei, "tip": fees.priority_fee_wei}},
+            extra={
+                "fields": {
+                    "entry": entry.id,
+                    "nonce": nonce,
+                    "hash": signed.tx_hash,
+                    "max_fee": fees.max_fee_wei,
+                    "tip": fees.priority_fee_wei,
+                }
+            },
         )
         return entry
 
@@ -283,8 +308,10 @@ class Sender:
         """A same-nonce copy of ``live`` with both fees raised by at least 12.5%."""
         old = live.signed()
         verdict = quote_replacement(
-            FeeQuote(old.max_fee_wei, old.priority_fee_wei), await self.fee_history(),
-            self.config.fees, live.urgent,
+            FeeQuote(old.max_fee_wei, old.priority_fee_wei),
+            await self.fee_history(),
+            self.config.fees,
+            live.urgent,
         )
         fees = self._go(verdict, f"replacement of entry {live.id}")
         signed = await self._sign(
@@ -295,8 +322,15 @@ class Sender:
         )
         log.info(
             "replacing a stuck transaction",
-            extra={"fields": {"old": live.id, "new": new.id, "nonce": old.nonce,
-                              "max_fee": fees.max_fee_wei, "tip": fees.priority_fee_wei}},
+            extra={
+                "fields": {
+                    "old": live.id,
+                    "new": new.id,
+                    "nonce": old.nonce,
+                    "max_fee": fees.max_fee_wei,
+                    "tip": fees.priority_fee_wei,
+                }
+            },
         )
         return await self.rebroadcast(new, at_block)
 
@@ -304,7 +338,8 @@ class Sender:
         """A 0-value self-transfer with ``live``'s nonce, so its work never executes."""
         old = live.signed()
         verdict = quote_cancel(
-            FeeQuote(old.max_fee_wei, old.priority_fee_wei), await self.fee_history(),
+            FeeQuote(old.max_fee_wei, old.priority_fee_wei),
+            await self.fee_history(),
             self.config.fees,
         )
         fees = self._go(verdict, f"cancel of entry {live.id}")

@@ -92,8 +92,14 @@ def encode_exact_input_single(
 ) -> bytes:
     """SwapRouter ``exactInputSingle`` calldata, no price limit."""
     params = (
-        to_checksum_address(token_in), to_checksum_address(token_out), fee,
-        to_checksum_address(recipient), deadline, amount_in, amount_out_minimum, 0,
+        to_checksum_address(token_in),
+        to_checksum_address(token_out),
+        fee,
+        to_checksum_address(recipient),
+        deadline,
+        amount_in,
+        amount_out_minimum,
+        0,
     )
     return EXACT_INPUT_SINGLE + encode(
         ["(address,address,uint24,address,uint256,uint256,uint256,uint160)"], [params]
@@ -129,7 +135,11 @@ class UniswapDirect:
         self.fee_tiers = tuple(fee_tiers)
 
     async def quote_tier(
-        self, token_in: str, token_out: str, amount_in: int, fee: int,
+        self,
+        token_in: str,
+        token_out: str,
+        amount_in: int,
+        fee: int,
         block: BlockIdentifier = "latest",
     ) -> TierQuote:
         """QuoterV2 for one tier; ``QuoteRefused`` if the pool reverts (missing, too shallow)."""
@@ -150,8 +160,10 @@ class UniswapDirect:
         ``QuoteRefused`` if none can; a transport failure of any tier raises ``QuoteError``.
         """
         results = await asyncio.gather(
-            *(self.quote_tier(token_in, token_out, amount_in, fee, block)
-              for fee in self.fee_tiers),
+            *(
+                self.quote_tier(token_in, token_out, amount_in, fee, block)
+                for fee in self.fee_tiers
+            ),
             return_exceptions=True,
         )
         quotes: list[TierQuote] = []
@@ -187,8 +199,12 @@ class UniswapDirect:
         call_data = encode_exact_input_single(
             sell_token, buy_token, best.fee, recipient, deadline, amount_in, min_out
         )
-        log.debug("direct quote", extra={"fields": {
-            "fee": best.fee, "amount_in": amount_in, "amount_out": best.amount_out}})
+        log.debug(
+            "direct quote",
+            extra={
+                "fields": {"fee": best.fee, "amount_in": amount_in, "amount_out": best.amount_out}
+            },
+        )
         return SwapQuote(
             source="uniswap-direct",
             router=self.swap_router,

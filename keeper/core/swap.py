@@ -104,8 +104,12 @@ def oracle_bound_min_out(
     (``_quoteToUnderlying``); then bound = fair * (10000 - bps) // 10000. Each division
     rounds down, as Solidity's does. Inputs the vault reverts on raise instead.
     """
-    _check_bound_inputs(amount_in, oracle_answer, max_slippage_bps,
-                        (oracle_decimals, underlying_decimals, quote_decimals))
+    _check_bound_inputs(
+        amount_in,
+        oracle_answer,
+        max_slippage_bps,
+        (oracle_decimals, underlying_decimals, quote_decimals),
+    )
     scale = _pow10(underlying_decimals + oracle_decimals)
     if sell_underlying:
         fair = amount_in * oracle_answer * _pow10(quote_decimals) // scale

@@ -40,8 +40,11 @@ def record(conn: Connection, block: BlockRef, history: int) -> None:
         return
     conn.execute(
         blocks.insert().values(
-            number=block.number, hash=block.hash, parent_hash=block.parent_hash,
-            timestamp=block.timestamp, base_fee_wei=block.base_fee_wei,
+            number=block.number,
+            hash=block.hash,
+            parent_hash=block.parent_hash,
+            timestamp=block.timestamp,
+            base_fee_wei=block.base_fee_wei,
         )
     )
     newest = conn.execute(select(func.max(blocks.c.number))).scalar_one()

@@ -140,10 +140,17 @@ def create_intent(conn: Connection, intent: TxIntent, now: float) -> int:
     payload = {**intent.payload, "vaults": list(intent.vaults)}
     entry_id = _insert(
         conn,
-        kind=intent.kind.value, state=S.INTENT.value,
-        payload=json.dumps(payload, sort_keys=True, default=str), urgent=intent.urgent,
-        sender=intent.sender, to_address=intent.to, value_wei=intent.value_wei,
-        data=intent.data, gas_limit=intent.gas_limit, created_at=now, updated_at=now,
+        kind=intent.kind.value,
+        state=S.INTENT.value,
+        payload=json.dumps(payload, sort_keys=True, default=str),
+        urgent=intent.urgent,
+        sender=intent.sender,
+        to_address=intent.to,
+        value_wei=intent.value_wei,
+        data=intent.data,
+        gas_limit=intent.gas_limit,
+        created_at=now,
+        updated_at=now,
     )
     conn.execute(update(journal).where(journal.c.id == entry_id).values(root_id=entry_id))
     if intent.vaults:  # the primary key refuses a second claim made concurrently
@@ -195,8 +202,14 @@ def mark_signed(conn: Connection, entry_id: int, signed: SignedTx, now: float) -
 
 
 def insert_successor(
-    conn: Connection, old_id: int, kind: TxKind, to: str, value_wei: int, data: bytes,
-    signed: SignedTx, now: float,
+    conn: Connection,
+    old_id: int,
+    kind: TxKind,
+    to: str,
+    value_wei: int,
+    data: bytes,
+    signed: SignedTx,
+    now: float,
 ) -> int:
     """Insert a signed same-nonce replacement (or cancel) of a ``sent`` entry."""
     old = get(conn, old_id)
@@ -219,10 +232,18 @@ def insert_successor(
         )
     return _insert(
         conn,
-        root_id=old.root_id, kind=kind.value, state=S.SIGNED.value,
+        root_id=old.root_id,
+        kind=kind.value,
+        state=S.SIGNED.value,
         payload=json.dumps(dict(old.payload), sort_keys=True, default=str),
-        urgent=old.urgent, sender=old.sender, to_address=to, value_wei=value_wei,
-        data=data, replaces_id=old_id, created_at=now, updated_at=now,
+        urgent=old.urgent,
+        sender=old.sender,
+        to_address=to,
+        value_wei=value_wei,
+        data=data,
+        replaces_id=old_id,
+        created_at=now,
+        updated_at=now,
         **_signed_values(signed),
     )
 
@@ -243,8 +264,14 @@ def mark_mined(
 ) -> JournalEntry:
     """Record the receipt; the group's other open entries become ``dropped``."""
     entry = move(
-        conn, entry_id, S.MINED, now, mined_block_number=block_number,
-        mined_block_hash=block_hash, receipt_status=status, error=None,
+        conn,
+        entry_id,
+        S.MINED,
+        now,
+        mined_block_number=block_number,
+        mined_block_hash=block_hash,
+        receipt_status=status,
+        error=None,
     )
     for sibling in for_nonce(conn, entry.sender, entry.signed().nonce):
         if sibling.id == entry_id:
@@ -275,8 +302,15 @@ def mark_failed(conn: Connection, entry_id: int, reason: str, now: float) -> Jou
 def mark_reorged(conn: Connection, entry_id: int, at_block: int, now: float) -> JournalEntry:
     """``mined -> sent`` after its block left the canonical chain; its vaults are claimed again."""
     entry = move(
-        conn, entry_id, S.SENT, now, mined_block_number=None, mined_block_hash=None,
-        receipt_status=None, sent_at_block=at_block, error="block reorged out",
+        conn,
+        entry_id,
+        S.SENT,
+        now,
+        mined_block_number=None,
+        mined_block_hash=None,
+        receipt_status=None,
+        sent_at_block=at_block,
+        error="block reorged out",
     )
     free = [v for v in entry.vaults if v not in claimed_vaults(conn, entry.vaults)]
     if free:

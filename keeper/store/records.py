@@ -127,14 +127,23 @@ class JournalEntry:
     def signed(self) -> SignedTx:
         """The journaled signature; ``JournalConflict`` if the entry was never signed."""
         if (
-            self.nonce is None or self.chain_id is None or self.gas_limit is None
-            or self.max_fee_wei is None or self.priority_fee_wei is None
-            or self.tx_hash is None or self.raw_tx is None
+            self.nonce is None
+            or self.chain_id is None
+            or self.gas_limit is None
+            or self.max_fee_wei is None
+            or self.priority_fee_wei is None
+            or self.tx_hash is None
+            or self.raw_tx is None
         ):
             raise JournalConflict(f"journal entry {self.id} ({self.state}) has no signed bytes")
         return SignedTx(
-            self.nonce, self.chain_id, self.gas_limit, self.max_fee_wei,
-            self.priority_fee_wei, self.tx_hash, self.raw_tx,
+            self.nonce,
+            self.chain_id,
+            self.gas_limit,
+            self.max_fee_wei,
+            self.priority_fee_wei,
+            self.tx_hash,
+            self.raw_tx,
         )
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from keeper.core.types import BlockRef, Decision
 from keeper.errors import ConfigError, JournalConflict
-from keeper.store import blocks, decisions, journal, markers, nonces
+from keeper.store import blocks, decisions, journal, markers, meta, nonces
 from keeper.store.records import (
     IN_FLIGHT_STATES,
     ON_CHAIN_STATES,
@@ -54,9 +54,16 @@ class Store:
             metadata.create_all(self._engine)
         except (IntegrityError, ProgrammingError):  # another instance created them just now
             metadata.create_all(self._engine)
+        with self._tx() as conn:
+            meta.check_schema(conn)
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def bind_chain(self, chain_id: int) -> None:
+        """Tie the database to ``chain_id`` (first use) or refuse another chain (ConfigError)."""
+        with self._tx() as conn:
+            meta.bind_chain(conn, chain_id)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:

@@ -41,6 +41,14 @@ class BigAmount(TypeDecorator[int]):
 
 metadata = MetaData()
 
+# What the database was made by and for: the schema version and the chain it journals.
+meta = Table(
+    "keeper_meta",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("value", String(80), nullable=False),
+)
+
 blocks = Table(
     "keeper_blocks",
     metadata,

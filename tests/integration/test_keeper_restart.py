@@ -49,3 +49,16 @@ def test_killed_keeper_resumes_from_the_stored_block(
         if newer.number == older.number + 1:
             assert newer.parent_hash == older.hash
     assert {d.block_number for d in store.latest_decisions()} == {head}
+
+
+def test_a_database_of_another_chain_is_refused_before_anything_runs(
+    rpc_url: str, fresh_world: Any, tmp_path: Path
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'keeper.sqlite'}"
+    log = tmp_path / "keeper.log"
+    other = Store(db_url)
+    other.bind_chain(1)  # a mainnet keeper's database, pointed at the fork by mistake
+    proc = spawn_keeper(rpc_url, fresh_world.manifest_file, db_url, log, "--dry-run")
+    assert proc.wait(60) == 2
+    assert "the database journals chain 1, the node is on chain 31337" in log.read_text()
+    assert other.last_block() is None  # not one block was processed into it

@@ -42,18 +42,35 @@ def quote_body(query: dict[str, str], to: str = ROUTER, price: int = PRICE) -> d
         "buyAmount": str(buy),
         "buyToken": query["buyToken"],
         "fees": {"integratorFee": None, "zeroExFee": None, "gasFee": None},
-        "issues": {"allowance": {"actual": "0", "spender": to}, "balance": None,
-                   "simulationIncomplete": False, "invalidSourcesPassed": []},
+        "issues": {
+            "allowance": {"actual": "0", "spender": to},
+            "balance": None,
+            "simulationIncomplete": False,
+            "invalidSourcesPassed": [],
+        },
         "liquidityAvailable": True,
         "minBuyAmount": str(buy * (10_000 - slippage) // 10_000),
-        "route": {"fills": [{"from": query["sellToken"], "to": query["buyToken"],
-                             "source": "Uniswap_V3", "proportionBps": "10000"}],
-                  "tokens": []},
+        "route": {
+            "fills": [
+                {
+                    "from": query["sellToken"],
+                    "to": query["buyToken"],
+                    "source": "Uniswap_V3",
+                    "proportionBps": "10000",
+                }
+            ],
+            "tokens": [],
+        },
         "sellAmount": str(sell_amount),
         "sellToken": query["sellToken"],
         "totalNetworkFee": "0",
-        "transaction": {"to": to, "data": "0xdeadbeef", "gas": "180000", "gasPrice": "1000000000",
-                        "value": "0"},
+        "transaction": {
+            "to": to,
+            "data": "0xdeadbeef",
+            "gas": "180000",
+            "gasPrice": "1000000000",
+            "value": "0",
+        },
         "zid": "0x0123456789abcdef01234567",
     }
 
@@ -87,8 +104,10 @@ async def ok(request: web.Request, _: int) -> web.StreamResponse:
 
 def error(status: int, name: str, message: str) -> Behaviour:
     async def answer(_: web.Request, __: int) -> web.StreamResponse:
-        return web.json_response({"name": name, "message": message, "data": {"zid": "0x1"}},
-                                 status=status)
+        return web.json_response(
+            {"name": name, "message": message, "data": {"zid": "0x1"}}, status=status
+        )
+
     return answer
 
 
@@ -118,13 +137,25 @@ async def sell_two_weth(client: ZeroExClient, _: FakeZeroEx) -> SwapQuote:
 def test_quote_sends_the_0x_v2_request_and_parses_the_answer() -> None:
     quote, fake = run_with_server(ok, sell_two_weth)
     assert quote == SwapQuote(
-        source="0x", router=ROUTER, call_data=bytes.fromhex("deadbeef"), sell_token=WETH,
-        buy_token=USDC, sell_amount=2 * WAD, buy_amount=5_996_000_000,
-        min_buy_amount=5_996_000_000 * 9_970 // 10_000, gas=180_000,
+        source="0x",
+        router=ROUTER,
+        call_data=bytes.fromhex("deadbeef"),
+        sell_token=WETH,
+        buy_token=USDC,
+        sell_amount=2 * WAD,
+        buy_amount=5_996_000_000,
+        min_buy_amount=5_996_000_000 * 9_970 // 10_000,
+        gas=180_000,
     )
     ((query, headers),) = fake.seen
-    assert query == {"chainId": "31337", "sellToken": WETH, "buyToken": USDC,
-                     "sellAmount": str(2 * WAD), "taker": VAULT, "slippageBps": "30"}
+    assert query == {
+        "chainId": "31337",
+        "sellToken": WETH,
+        "buyToken": USDC,
+        "sellAmount": str(2 * WAD),
+        "taker": VAULT,
+        "slippageBps": "30",
+    }
     assert headers["0x-api-key"] == API_KEY
     assert headers["0x-version"] == "v2"
 
@@ -258,8 +289,9 @@ def test_the_api_key_is_never_logged_nor_in_errors(caplog: pytest.LogCaptureFixt
     run_with_server(second_unauthorized, scenario)
     assert any("UNAUTHORIZED" in e for e in errors)
     assert any(r.name == "keeper.aggregator" for r in caplog.records)
-    texts = errors + [r.getMessage() + json.dumps(getattr(r, "fields", {}), default=str)
-                      for r in caplog.records]
+    texts = errors + [
+        r.getMessage() + json.dumps(getattr(r, "fields", {}), default=str) for r in caplog.records
+    ]
     assert all(API_KEY not in t for t in texts)
 
 
@@ -274,29 +306,62 @@ class ScriptedDirect:
     fail: Exception | None = None
     calls: int = 0
 
-    async def quote(self, sell_token: str, buy_token: str, amount_in: int, recipient: str,
-                    slippage_bps: int, deadline: int) -> SwapQuote:
+    async def quote(
+        self,
+        sell_token: str,
+        buy_token: str,
+        amount_in: int,
+        recipient: str,
+        slippage_bps: int,
+        deadline: int,
+    ) -> SwapQuote:
         self.calls += 1
         if self.fail is not None:
             raise self.fail
         buy = amount_in * self.price * 10**6 // WAD
-        return SwapQuote("uniswap-direct", ROUTER, b"\x04\x14\xbf\x89", sell_token, buy_token,
-                         amount_in, buy, buy * (10_000 - slippage_bps) // 10_000, 140_000)
+        return SwapQuote(
+            "uniswap-direct",
+            ROUTER,
+            b"\x04\x14\xbf\x89",
+            sell_token,
+            buy_token,
+            amount_in,
+            buy,
+            buy * (10_000 - slippage_bps) // 10_000,
+            140_000,
+        )
 
 
 def request(amount: int = 2 * WAD, vault: str = VAULT) -> SwapRequest:
     return SwapRequest(
-        vault=vault, sell_underlying=True, amount_in=amount, underlying=WETH, quote_token=USDC,
-        oracle_answer=3000 * 10**8, oracle_decimals=8, max_slippage_bps=100,
-        allowed_routers=frozenset({ROUTER}), deadline=1_700_000_600, slippage_bps=30,
+        vault=vault,
+        sell_underlying=True,
+        amount_in=amount,
+        underlying=WETH,
+        quote_token=USDC,
+        oracle_answer=3000 * 10**8,
+        oracle_decimals=8,
+        max_slippage_bps=100,
+        allowed_routers=frozenset({ROUTER}),
+        deadline=1_700_000_600,
+        slippage_bps=30,
     )
 
 
-def route(behaviour: Behaviour, direct: ScriptedDirect, requests: list[SwapRequest],
-          stage_timeout: float = 1.0) -> tuple[list[Routed | Unroutable], FakeZeroEx]:
+def route(
+    behaviour: Behaviour,
+    direct: ScriptedDirect,
+    requests: list[SwapRequest],
+    stage_timeout: float = 1.0,
+) -> tuple[list[Routed | Unroutable], FakeZeroEx]:
     async def scenario(client: ZeroExClient, _: FakeZeroEx) -> list[Routed | Unroutable]:
-        router = Router(direct, client, aggregator_timeout_seconds=stage_timeout,
-                        direct_timeout_seconds=1.0, direct_attempts=1)
+        router = Router(
+            direct,
+            client,
+            aggregator_timeout_seconds=stage_timeout,
+            direct_timeout_seconds=1.0,
+            direct_attempts=1,
+        )
         return await router.quote_all(requests)
 
     return run_with_server(behaviour, scenario, timeout=2.0, attempts=1)
@@ -317,8 +382,10 @@ def test_router_falls_back_when_the_aggregator_fails(caplog: pytest.LogCaptureFi
     (result,), _ = route(error(500, "INTERNAL_SERVER_ERROR", "down"), ScriptedDirect(), [request()])
     assert isinstance(result, Routed)
     assert result.quote.source == "uniswap-direct"
-    assert [(a.source, a.outcome) for a in result.attempts] == [("0x", "error"),
-                                                               ("uniswap-direct", "ok")]
+    assert [(a.source, a.outcome) for a in result.attempts] == [
+        ("0x", "error"),
+        ("uniswap-direct", "ok"),
+    ]
     (record,) = [r for r in caplog.records if r.getMessage() == "swap routed by fallback"]
     assert "HTTP 500" in record.fields["fallback_because"]  # type: ignore[attr-defined]
 
@@ -352,15 +419,18 @@ def test_router_reports_why_when_every_route_fails() -> None:
     direct = ScriptedDirect(fail=QuoteRefused("no Uniswap tier can fill the order"))
     (result,), _ = route(cheap, direct, [request()])
     assert isinstance(result, Unroutable)
-    assert [(a.source, a.outcome) for a in result.attempts] == [("0x", "refused"),
-                                                               ("uniswap-direct", "refused")]
+    assert [(a.source, a.outcome) for a in result.attempts] == [
+        ("0x", "refused"),
+        ("uniswap-direct", "refused"),
+    ]
     assert "below the oracle bound" in result.reason
     assert "no Uniswap tier" in result.reason
 
 
 def test_direct_price_below_the_bound_is_refused_too() -> None:
-    (result,), _ = route(error(500, "INTERNAL_SERVER_ERROR", "x"), ScriptedDirect(price=2900),
-                         [request()])
+    (result,), _ = route(
+        error(500, "INTERNAL_SERVER_ERROR", "x"), ScriptedDirect(price=2900), [request()]
+    )
     assert isinstance(result, Unroutable)
     assert result.attempts[-1].outcome == "refused"
 

@@ -81,8 +81,11 @@ def test_a_revert_message_carries_the_decoded_reason() -> None:
 def test_classify_web3_and_transport_exceptions() -> None:
     rpc = Web3RPCError(
         "{'code': -32003, 'message': 'nonce too low'}",
-        rpc_response={"jsonrpc": "2.0", "id": 1,
-                      "error": {"code": -32003, "message": "nonce too low"}},
+        rpc_response={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "error": {"code": -32003, "message": "nonce too low"},
+        },
     )
     assert isinstance(classify(rpc), NonceTooLow)
     custom = classify(ContractLogicError("execution reverted", data="0x" + CUSTOM.hex()))

@@ -77,29 +77,45 @@ def store(backend: Backend) -> Store:
 
 def block(number: int, fork: str = "a") -> BlockRef:
     return BlockRef(
-        number=number, hash=f"0x{fork}{number:063x}", parent_hash=f"0x{fork}{number - 1:063x}",
-        timestamp=1_700_000_000 + 12 * number, base_fee_wei=10**9 + number,
+        number=number,
+        hash=f"0x{fork}{number:063x}",
+        parent_hash=f"0x{fork}{number - 1:063x}",
+        timestamp=1_700_000_000 + 12 * number,
+        base_fee_wei=10**9 + number,
     )
 
 
 def decision(vault: str, number: int, action: Action = Action.HOLD, **kw: object) -> Decision:
     return Decision(
-        vault=vault, block_number=number, block_hash=block(number).hash, action=action,
-        reason="test", **kw,  # type: ignore[arg-type]
+        vault=vault,
+        block_number=number,
+        block_hash=block(number).hash,
+        action=action,
+        reason="test",
+        **kw,  # type: ignore[arg-type]
     )
 
 
 def intent(*vaults: str, sender: str = SENDER) -> TxIntent:
     return TxIntent(
-        kind=TxKind.REBALANCE, sender=sender, to="0x" + "12" * 20, data=b"\x01\x02",
-        value_wei=0, vaults=vaults, payload={"decision_block": 7},
+        kind=TxKind.REBALANCE,
+        sender=sender,
+        to="0x" + "12" * 20,
+        data=b"\x01\x02",
+        value_wei=0,
+        vaults=vaults,
+        payload={"decision_block": 7},
     )
 
 
 def signed(nonce: int, tag: int = 0) -> SignedTx:
     return SignedTx(
-        nonce=nonce, chain_id=31337, gas_limit=21_000, max_fee_wei=3 * 10**9 + tag,
-        priority_fee_wei=10**9 + tag, tx_hash=f"0x{nonce:032x}{tag:032x}",
+        nonce=nonce,
+        chain_id=31337,
+        gas_limit=21_000,
+        max_fee_wei=3 * 10**9 + tag,
+        priority_fee_wei=10**9 + tag,
+        tx_hash=f"0x{nonce:032x}{tag:032x}",
         raw_tx=bytes([nonce % 256, tag % 256]) * 8,
     )
 
@@ -314,9 +330,7 @@ def test_concurrent_replacements_of_one_entry_succeed_once(backend: Backend) -> 
     def work(index: int, store: Store) -> None:
         start.wait()
         try:
-            store.add_successor(
-                old_id, TxKind.REBALANCE, SENDER, 0, b"", signed(nonce, 10 + index)
-            )
+            store.add_successor(old_id, TxKind.REBALANCE, SENDER, 0, b"", signed(nonce, 10 + index))
             result = "added"
         except JournalConflict:
             result = "conflict"
@@ -508,3 +522,31 @@ def test_concurrent_intents_for_one_vault_claim_it_once(backend: Backend) -> Non
 def test_sqlite_has_no_schemas(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         Store(f"sqlite:///{tmp_path / 'x.sqlite'}", schema="nope")
+
+
+# --- what the database belongs to ------------------------------------------------------------
+
+
+def test_a_database_serves_one_chain(backend: Backend) -> None:
+    first = backend.store()
+    first.bind_chain(1)
+    first.bind_chain(1)  # the same chain again: fine
+    later = backend.store()
+    later.bind_chain(1)
+    with pytest.raises(ConfigError, match="journals chain 1, the node is on chain 10"):
+        later.bind_chain(10)
+
+
+def test_a_database_of_another_schema_version_is_refused(backend: Backend) -> None:
+    from keeper.store.meta import SCHEMA_VERSION
+    from keeper.store.tables import meta
+
+    store = backend.store()
+    with store._tx() as conn:  # as a newer release would have left it
+        conn.execute(
+            meta.update()
+            .where(meta.c.key == "schema_version")
+            .values(value=str(SCHEMA_VERSION + 1))
+        )
+    with pytest.raises(ConfigError, match=f"schema version {SCHEMA_VERSION + 1}, this keeper"):
+        backend.store()

@@ -90,16 +90,30 @@ def test_bound_rejects_what_the_vault_reverts_on() -> None:
 
 def _request(sell_underlying: bool = True, amount: int = 2 * WAD) -> SwapRequest:
     return SwapRequest(
-        vault=VAULT, sell_underlying=sell_underlying, amount_in=amount, underlying=WETH,
-        quote_token=USDC, oracle_answer=ANSWER, oracle_decimals=8, max_slippage_bps=100,
-        allowed_routers=frozenset({ROUTER}), deadline=1_700_000_600,
+        vault=VAULT,
+        sell_underlying=sell_underlying,
+        amount_in=amount,
+        underlying=WETH,
+        quote_token=USDC,
+        oracle_answer=ANSWER,
+        oracle_decimals=8,
+        max_slippage_bps=100,
+        allowed_routers=frozenset({ROUTER}),
+        deadline=1_700_000_600,
     )
 
 
 def _quote(**changes: object) -> SwapQuote:
     base = SwapQuote(
-        source="0x", router=ROUTER, call_data=b"\x01\x02", sell_token=WETH, buy_token=USDC,
-        sell_amount=2 * WAD, buy_amount=5_995_000_000, min_buy_amount=5_977_000_000, gas=150_000,
+        source="0x",
+        router=ROUTER,
+        call_data=b"\x01\x02",
+        sell_token=WETH,
+        buy_token=USDC,
+        sell_amount=2 * WAD,
+        buy_amount=5_995_000_000,
+        min_buy_amount=5_977_000_000,
+        gas=150_000,
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -152,7 +166,11 @@ def test_a_quote_exactly_at_the_bound_passes() -> None:
 def test_leg_min_out_is_the_larger_of_the_quote_minimum_and_the_bound() -> None:
     quote = _quote()
     assert to_leg(VAULT, quote, True, BOUND) == RebalanceLeg(
-        vault=VAULT, sell_underlying=True, amount_in=2 * WAD, min_out=5_977_000_000,
-        router=ROUTER, swap_data=b"\x01\x02",
+        vault=VAULT,
+        sell_underlying=True,
+        amount_in=2 * WAD,
+        min_out=5_977_000_000,
+        router=ROUTER,
+        swap_data=b"\x01\x02",
     )
     assert to_leg(VAULT, quote, True, 5_990_000_000).min_out == 5_990_000_000
