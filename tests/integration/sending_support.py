@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,16 @@ def web3(url: str, timeout: float = 10.0) -> AsyncWeb3[Any]:
         url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None
     )
     return AsyncWeb3(provider)
+
+
+@asynccontextmanager
+async def connected(url: str, timeout: float = 10.0) -> AsyncIterator[AsyncWeb3[Any]]:
+    """A ``web3`` client, disconnected afterwards (also when the test fails)."""
+    w3 = web3(url, timeout)
+    try:
+        yield w3
+    finally:
+        await w3.provider.disconnect()  # type: ignore[attr-defined]
 
 
 async def rpc(w3: AsyncWeb3[Any], method: str, *params: Any) -> Any:

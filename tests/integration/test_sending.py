@@ -8,7 +8,8 @@ the block gas limit fits one transfer and another account keeps outbidding the k
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from sending_support import (
     StoreBackend,
     account,
     anvil,
+    connected,
     free_port,
     mine,
     postgres_unreachable,
@@ -106,13 +108,15 @@ class Rig:
             await w3.provider.disconnect()  # type: ignore[attr-defined]
 
 
-def rig(
+@asynccontextmanager
+async def rig(
     url: str,
     backend: StoreBackend,
     still_needed: StillNeeded = always_needed,
     private_url: str | None = None,
     stale_intent_seconds: float = 60.0,
-) -> Rig:
+) -> AsyncIterator[Rig]:
+    """A rig on the node at ``url``, closed afterwards (also when the test fails)."""
     w3 = web3(url)
     store = Store(backend.url, schema=backend.schema)
     nonces = NonceManager(w3, store, KEEPER.address, FAST)
@@ -127,7 +131,19 @@ def rig(
         still_needed,
         FAST,
     )
-    return Rig(w3, store, nonces, sender, confirmer, others)
+    made = Rig(w3, store, nonces, sender, confirmer, others)
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+@asynccontextmanager
+async def rigged(backend: StoreBackend, **options: Any) -> AsyncIterator[Rig]:
+    """A fresh anvil with one rig on it (``options`` as for ``rig``), both stopped afterwards."""
+    with anvil() as node:
+        async with rig(node.url, backend, **options) as keeper:
+            yield keeper
 
 
 def transfer(value: int = 10**15, gas: int | None = None, vault: str = VAULT) -> TxIntent:
@@ -160,8 +176,7 @@ async def keeper_txs_on_chain(w3: AsyncWeb3[Any]) -> list[str]:
 
 def test_send_and_confirm(sqlite_backend: StoreBackend) -> None:
     async def scenario() -> None:
-        with anvil() as node:
-            keeper = rig(node.url, sqlite_backend)
+        async with rigged(sqlite_backend) as keeper:
             before = await keeper.w3.eth.get_balance(RECIPIENT)
             entry = await keeper.sender.submit(transfer(value=12345))
             assert entry.state is S.SENT and entry.nonce == 0 and entry.gas_limit is not None
@@ -176,7 +191,6 @@ def test_send_and_confirm(sqlite_backend: StoreBackend) -> None:
             assert not keeper.store.vault_in_flight(VAULT)
             second = await keeper.sender.submit(transfer(value=1))
             assert second.nonce == 1 and keeper.store.next_nonce(KEEPER.address) == 2
-            await keeper.close()
 
     run(scenario())
 
@@ -185,10 +199,9 @@ def test_private_route_falls_back_to_the_public_node(sqlite_backend: StoreBacken
     async def scenario() -> None:
         with anvil() as node:
             dead_relay = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-            keeper = rig(node.url, sqlite_backend, private_url=dead_relay)
-            entry = await keeper.sender.submit(transfer())
-            assert (await keeper.on_head()).mined == (entry.id,)
-            await keeper.close()
+            async with rig(node.url, sqlite_backend, private_url=dead_relay) as keeper:
+                entry = await keeper.sender.submit(transfer())
+                assert (await keeper.on_head()).mined == (entry.id,)
 
     run(scenario())
 
@@ -196,23 +209,20 @@ def test_private_route_falls_back_to_the_public_node(sqlite_backend: StoreBacken
 def test_private_route_is_used_when_it_answers(sqlite_backend: StoreBackend) -> None:
     async def scenario() -> None:
         with anvil() as public, anvil() as relay:
-            keeper = rig(public.url, sqlite_backend, private_url=relay.url)
-            entry = await keeper.sender.submit(transfer())
-            relay_w3 = web3(relay.url)
-            # the relay (a separate chain here) got the bytes; the public node did not
-            assert await relay_w3.eth.get_transaction_count(KEEPER.address) == 1
-            assert await keeper.w3.eth.get_transaction_count(KEEPER.address) == 0
-            assert entry.state is S.SENT
-            await relay_w3.provider.disconnect()  # type: ignore[attr-defined]
-            await keeper.close()
+            async with rig(public.url, sqlite_backend, private_url=relay.url) as keeper:
+                entry = await keeper.sender.submit(transfer())
+                async with connected(relay.url) as relay_w3:
+                    # the relay (a separate chain here) got the bytes; the public node did not
+                    assert await relay_w3.eth.get_transaction_count(KEEPER.address) == 1
+                    assert await keeper.w3.eth.get_transaction_count(KEEPER.address) == 0
+                    assert entry.state is S.SENT
 
     run(scenario())
 
 
 def test_fees_above_the_cap_make_non_urgent_work_wait(sqlite_backend: StoreBackend) -> None:
     async def scenario() -> None:
-        with anvil() as node:
-            keeper = rig(node.url, sqlite_backend)
+        async with rigged(sqlite_backend) as keeper:
             await rpc(keeper.w3, "anvil_setNextBlockBaseFeePerGas", hex(200 * GWEI))
             await mine(keeper.w3)  # the next base fee is now ~175 gwei, above the 100 cap
             with pytest.raises(FeeCapExceeded):
@@ -225,15 +235,13 @@ def test_fees_above_the_cap_make_non_urgent_work_wait(sqlite_backend: StoreBacke
             assert entry.nonce == 0 and entry.max_fee_wei is not None
             assert 175 * GWEI < entry.max_fee_wei <= 500 * GWEI
             assert (await keeper.on_head()).mined == (entry.id,)
-            await keeper.close()
 
     run(scenario())
 
 
 def test_a_reverting_call_fails_before_a_nonce_is_used(sqlite_backend: StoreBackend) -> None:
     async def scenario() -> None:
-        with anvil() as node:
-            keeper = rig(node.url, sqlite_backend)
+        async with rigged(sqlite_backend) as keeper:
             target = await deploy_reverter(keeper.w3, error_string("vault paused"))
             intent = TxIntent(
                 kind=TxKind.REBALANCE,
@@ -248,7 +256,6 @@ def test_a_reverting_call_fails_before_a_nonce_is_used(sqlite_backend: StoreBack
             [failed] = keeper.store.entries_in([S.FAILED])
             assert failed.nonce is None and "vault paused" in (failed.error or "")
             assert (await keeper.sender.submit(transfer())).nonce == 1  # 0 went to the deploy
-            await keeper.close()
 
     run(scenario())
 
@@ -270,8 +277,7 @@ def test_a_stuck_transaction_is_replaced_and_exactly_one_lands(
     sqlite_backend: StoreBackend, winner: str
 ) -> None:
     async def scenario() -> None:
-        with anvil() as node:
-            keeper = rig(node.url, sqlite_backend)
+        async with rigged(sqlite_backend) as keeper:
             await crowd_out(keeper.w3, 3)
             old = await keeper.sender.submit(transfer(gas=21_000))
             for _ in range(2):
@@ -302,7 +308,6 @@ def test_a_stuck_transaction_is_replaced_and_exactly_one_lands(
             assert group == expected
             assert await keeper_txs_on_chain(keeper.w3) == [landed.tx_hash]
             assert not keeper.store.vault_in_flight(VAULT)
-            await keeper.close()
 
     run(scenario())
 
@@ -312,8 +317,7 @@ def test_work_no_longer_needed_is_cancelled(sqlite_backend: StoreBackend) -> Non
         return False
 
     async def scenario() -> None:
-        with anvil() as node:
-            keeper = rig(node.url, sqlite_backend, still_needed=obsolete)
+        async with rigged(sqlite_backend, still_needed=obsolete) as keeper:
             before = await keeper.w3.eth.get_balance(RECIPIENT)
             await crowd_out(keeper.w3, 3)
             old = await keeper.sender.submit(transfer(value=10**18, gas=21_000))
@@ -329,7 +333,6 @@ def test_work_no_longer_needed_is_cancelled(sqlite_backend: StoreBackend) -> Non
             assert tx["to"] == KEEPER.address and tx["value"] == 0
             # the stale transfer never executed: only the other account's 1-wei transfers did
             assert await keeper.w3.eth.get_balance(RECIPIENT) == before + 3
-            await keeper.close()
 
     run(scenario())
 
@@ -339,8 +342,7 @@ def test_work_no_longer_needed_is_cancelled(sqlite_backend: StoreBackend) -> Non
 
 def test_nonce_used_outside_the_keeper_is_recovered_on_send(sqlite_backend: StoreBackend) -> None:
     async def scenario() -> None:
-        with anvil() as node:
-            keeper = rig(node.url, sqlite_backend)
+        async with rigged(sqlite_backend) as keeper:
             first = await keeper.sender.submit(transfer())
             await keeper.on_head()
             # another process sends with the same key: nonce 1 is used behind our back
@@ -355,15 +357,13 @@ def test_nonce_used_outside_the_keeper_is_recovered_on_send(sqlite_backend: Stor
             assert keeper.store.next_nonce(KEEPER.address) == 3
             assert keeper.store.free_nonces(KEEPER.address) == []
             assert first.id != entry.id
-            await keeper.close()
 
     run(scenario())
 
 
 def test_nonce_used_outside_the_keeper_is_noticed_each_block(sqlite_backend: StoreBackend) -> None:
     async def scenario() -> None:
-        with anvil() as node:
-            keeper = rig(node.url, sqlite_backend)
+        async with rigged(sqlite_backend) as keeper:
             await keeper.sender.submit(transfer())
             await keeper.on_head()
             for nonce in (1, 2):
@@ -373,7 +373,6 @@ def test_nonce_used_outside_the_keeper_is_noticed_each_block(sqlite_backend: Sto
             entry = await keeper.sender.submit(transfer())
             assert entry.nonce == 3
             assert keeper.store.entries_in([S.DROPPED, S.FAILED]) == []  # no conflict at all
-            await keeper.close()
 
     run(scenario())
 
@@ -382,8 +381,7 @@ def test_an_outside_transaction_taking_a_pending_nonce_drops_our_entry(
     sqlite_backend: StoreBackend,
 ) -> None:
     async def scenario() -> None:
-        with anvil() as node:
-            keeper = rig(node.url, sqlite_backend)
+        async with rigged(sqlite_backend) as keeper:
             await rpc(keeper.w3, "evm_setAutomine", False)
             ours = await keeper.sender.submit(transfer())
             # the other process outbids us at the same nonce and wins the block
@@ -394,7 +392,6 @@ def test_an_outside_transaction_taking_a_pending_nonce_drops_our_entry(
             assert keeper.store.entry(ours.id).state is S.DROPPED
             assert not keeper.store.vault_in_flight(VAULT)
             assert keeper.store.next_nonce(KEEPER.address) == 1
-            await keeper.close()
 
     run(scenario())
 
@@ -405,17 +402,15 @@ def test_an_outside_transaction_taking_a_pending_nonce_drops_our_entry(
 def test_crash_before_signing_gives_the_nonce_back(backend: StoreBackend) -> None:
     async def scenario() -> None:
         with anvil() as node:
-            crashed = rig(node.url, backend)
-            entry = crashed.store.create_intent(transfer())
-            await crashed.nonces.claim(entry.id)  # ... and the process dies here
-            await crashed.close()
-            keeper = rig(node.url, backend, stale_intent_seconds=0)
-            report = await keeper.confirmer.reconcile()
-            assert report.failed == (entry.id,)
-            assert keeper.store.entry(entry.id).state is S.FAILED
-            again = await keeper.sender.submit(transfer())
-            assert again.nonce == 0
-            await keeper.close()
+            async with rig(node.url, backend) as crashed:
+                entry = crashed.store.create_intent(transfer())
+                await crashed.nonces.claim(entry.id)  # ... and the process dies here
+            async with rig(node.url, backend, stale_intent_seconds=0) as keeper:
+                report = await keeper.confirmer.reconcile()
+                assert report.failed == (entry.id,)
+                assert keeper.store.entry(entry.id).state is S.FAILED
+                again = await keeper.sender.submit(transfer())
+                assert again.nonce == 0
 
     run(scenario())
 
@@ -423,19 +418,17 @@ def test_crash_before_signing_gives_the_nonce_back(backend: StoreBackend) -> Non
 def test_crash_after_signing_before_broadcast(backend: StoreBackend) -> None:
     async def scenario() -> None:
         with anvil() as node:
-            crashed = rig(node.url, backend)
-            signed = await crashed.sender.prepare(transfer())  # journaled, never broadcast
-            await crashed.close()
-            keeper = rig(node.url, backend)
-            report = await keeper.confirmer.reconcile()
-            assert report.rebroadcast == (signed.id,)
-            assert keeper.store.entry(signed.id).state is S.SENT
-            assert (await keeper.on_head()).mined == (signed.id,)
-            assert await keeper_txs_on_chain(keeper.w3) == [signed.tx_hash]  # the same bytes
-            again = await keeper.confirmer.reconcile()
-            assert again.rebroadcast == () and again.mined == ()
-            assert await keeper.w3.eth.get_transaction_count(KEEPER.address) == 1
-            await keeper.close()
+            async with rig(node.url, backend) as crashed:
+                signed = await crashed.sender.prepare(transfer())  # journaled, never broadcast
+            async with rig(node.url, backend) as keeper:
+                report = await keeper.confirmer.reconcile()
+                assert report.rebroadcast == (signed.id,)
+                assert keeper.store.entry(signed.id).state is S.SENT
+                assert (await keeper.on_head()).mined == (signed.id,)
+                assert await keeper_txs_on_chain(keeper.w3) == [signed.tx_hash]  # the same bytes
+                again = await keeper.confirmer.reconcile()
+                assert again.rebroadcast == () and again.mined == ()
+                assert await keeper.w3.eth.get_transaction_count(KEEPER.address) == 1
 
     run(scenario())
 
@@ -443,17 +436,16 @@ def test_crash_after_signing_before_broadcast(backend: StoreBackend) -> None:
 def test_crash_after_broadcast_before_it_was_journaled(backend: StoreBackend) -> None:
     async def scenario() -> None:
         with anvil() as node:
-            crashed = rig(node.url, backend)
-            signed = await crashed.sender.prepare(transfer())
-            await crashed.w3.eth.send_raw_transaction(signed.raw_tx)  # type: ignore[arg-type]
-            await crashed.close()  # died before journaling "sent"; the tx is mined meanwhile
-            keeper = rig(node.url, backend)
-            report = await keeper.confirmer.reconcile()
-            assert report.mined == (signed.id,) and report.rebroadcast == ()
-            assert keeper.store.entry(signed.id).state is S.MINED
-            assert await keeper_txs_on_chain(keeper.w3) == [signed.tx_hash]
-            assert keeper.store.next_nonce(KEEPER.address) == 1
-            await keeper.close()
+            async with rig(node.url, backend) as crashed:
+                signed = await crashed.sender.prepare(transfer())
+                await crashed.w3.eth.send_raw_transaction(signed.raw_tx)  # type: ignore[arg-type]
+            # the process died before journaling "sent"; the tx is mined meanwhile
+            async with rig(node.url, backend) as keeper:
+                report = await keeper.confirmer.reconcile()
+                assert report.mined == (signed.id,) and report.rebroadcast == ()
+                assert keeper.store.entry(signed.id).state is S.MINED
+                assert await keeper_txs_on_chain(keeper.w3) == [signed.tx_hash]
+                assert keeper.store.next_nonce(KEEPER.address) == 1
 
     run(scenario())
 
@@ -464,20 +456,18 @@ def test_crash_after_broadcast_before_the_receipt(
 ) -> None:
     async def scenario() -> None:
         with anvil() as node:
-            crashed = rig(node.url, backend)
-            await rpc(crashed.w3, "evm_setAutomine", False)
-            sent = await crashed.sender.submit(transfer())
-            await crashed.close()
-            keeper = rig(node.url, backend)
-            if node_forgot_it:
-                await rpc(keeper.w3, "anvil_dropTransaction", sent.tx_hash)
-            report = await keeper.confirmer.reconcile()
-            assert report.rebroadcast == ((sent.id,) if node_forgot_it else ())
-            assert keeper.store.entry(sent.id).state is S.SENT
-            await mine(keeper.w3)
-            assert (await keeper.on_head()).mined == (sent.id,)
-            assert await keeper_txs_on_chain(keeper.w3) == [sent.tx_hash]
-            await keeper.close()
+            async with rig(node.url, backend) as crashed:
+                await rpc(crashed.w3, "evm_setAutomine", False)
+                sent = await crashed.sender.submit(transfer())
+            async with rig(node.url, backend) as keeper:
+                if node_forgot_it:
+                    await rpc(keeper.w3, "anvil_dropTransaction", sent.tx_hash)
+                report = await keeper.confirmer.reconcile()
+                assert report.rebroadcast == ((sent.id,) if node_forgot_it else ())
+                assert keeper.store.entry(sent.id).state is S.SENT
+                await mine(keeper.w3)
+                assert (await keeper.on_head()).mined == (sent.id,)
+                assert await keeper_txs_on_chain(keeper.w3) == [sent.tx_hash]
 
     run(scenario())
 
@@ -489,8 +479,7 @@ def test_a_reorg_puts_the_mined_transaction_back_and_resends_it(
     sqlite_backend: StoreBackend,
 ) -> None:
     async def scenario() -> None:
-        with anvil() as node:
-            keeper = rig(node.url, sqlite_backend)
+        async with rigged(sqlite_backend) as keeper:
             await rpc(keeper.w3, "evm_setAutomine", False)
             await mine(keeper.w3)
             entry = await keeper.sender.submit(transfer())
@@ -515,7 +504,6 @@ def test_a_reorg_puts_the_mined_transaction_back_and_resends_it(
             again = keeper.store.entry(entry.id)
             assert again.mined_block_number == first.number + 1
             assert await keeper_txs_on_chain(keeper.w3) == [entry.tx_hash]
-            await keeper.close()
 
     run(scenario())
 
@@ -580,27 +568,26 @@ async def _signed_transfer(
 def test_anvil_send_errors_map_to_the_error_tree() -> None:
     async def scenario() -> None:
         with anvil() as node:
-            w3 = web3(node.url)
+            async with connected(node.url) as w3:
 
-            async def send(raw: bytes) -> None:
-                await guarded(lambda: w3.eth.send_raw_transaction(raw))
+                async def send(raw: bytes) -> None:
+                    await guarded(lambda: w3.eth.send_raw_transaction(raw))
 
-            await rpc(w3, "evm_setAutomine", False)
-            first = await _signed_transfer(w3, 0, 1, 3 * GWEI, GWEI)
-            await send(first)
-            with pytest.raises(AlreadyKnown):
+                await rpc(w3, "evm_setAutomine", False)
+                first = await _signed_transfer(w3, 0, 1, 3 * GWEI, GWEI)
                 await send(first)
-            with pytest.raises(Underpriced):
-                await send(await _signed_transfer(w3, 0, 2, 3 * GWEI - 1, GWEI - 1))
-            await mine(w3)
-            with pytest.raises(NonceTooLow):
-                await send(await _signed_transfer(w3, 0, 3, 10 * GWEI, 2 * GWEI))
-            broke = Account.create().key.hex()
-            with pytest.raises(FatalError) as refused:
-                await send(await _signed_transfer(w3, 0, 1, 3 * GWEI, GWEI, key=broke))
-            assert not isinstance(refused.value, RetryableError)
-            assert "insufficient funds" in str(refused.value).lower()
-            await w3.provider.disconnect()  # type: ignore[attr-defined]
+                with pytest.raises(AlreadyKnown):
+                    await send(first)
+                with pytest.raises(Underpriced):
+                    await send(await _signed_transfer(w3, 0, 2, 3 * GWEI - 1, GWEI - 1))
+                await mine(w3)
+                with pytest.raises(NonceTooLow):
+                    await send(await _signed_transfer(w3, 0, 3, 10 * GWEI, 2 * GWEI))
+                broke = Account.create().key.hex()
+                with pytest.raises(FatalError) as refused:
+                    await send(await _signed_transfer(w3, 0, 1, 3 * GWEI, GWEI, key=broke))
+                assert not isinstance(refused.value, RetryableError)
+                assert "insufficient funds" in str(refused.value).lower()
 
     run(scenario())
 
@@ -621,16 +608,15 @@ def test_anvil_send_errors_map_to_the_error_tree() -> None:
 def test_anvil_reverts_are_decoded(revert_data: bytes, reason: str) -> None:
     async def scenario() -> None:
         with anvil() as node:
-            w3 = web3(node.url)
-            target = await deploy_reverter(w3, revert_data)
-            call = {"from": KEEPER.address, "to": target, "data": b"\x01"}
-            with pytest.raises(SimulationReverted) as estimated:
-                await guarded(lambda: w3.eth.estimate_gas(call))  # type: ignore[arg-type]
-            with pytest.raises(SimulationReverted) as called:
-                await guarded(lambda: w3.eth.call(call))  # type: ignore[arg-type]
-            for caught in (estimated, called):
-                assert caught.value.reason == reason and caught.value.data == revert_data
-            await w3.provider.disconnect()  # type: ignore[attr-defined]
+            async with connected(node.url) as w3:
+                target = await deploy_reverter(w3, revert_data)
+                call = {"from": KEEPER.address, "to": target, "data": b"\x01"}
+                with pytest.raises(SimulationReverted) as estimated:
+                    await guarded(lambda: w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+                with pytest.raises(SimulationReverted) as called:
+                    await guarded(lambda: w3.eth.call(call))  # type: ignore[arg-type]
+                for caught in (estimated, called):
+                    assert caught.value.reason == reason and caught.value.data == revert_data
 
     run(scenario())
 
@@ -638,26 +624,25 @@ def test_anvil_reverts_are_decoded(revert_data: bytes, reason: str) -> None:
 def test_unreachable_and_silent_nodes_are_retried_rpc_errors() -> None:
     async def scenario() -> None:
         calls = 0
-        dead = web3(f"http://127.0.0.1:{free_port()}")
+        async with connected(f"http://127.0.0.1:{free_port()}") as dead:
 
-        async def block_number() -> int:
-            nonlocal calls
-            calls += 1
-            return await dead.eth.block_number
+            async def block_number() -> int:
+                nonlocal calls
+                calls += 1
+                return await dead.eth.block_number
 
-        with pytest.raises(RpcError):
-            await FAST.call(block_number)
-        assert calls == FAST.attempts
-        await dead.provider.disconnect()  # type: ignore[attr-defined]
+            with pytest.raises(RpcError):
+                await FAST.call(block_number)
+            assert calls == FAST.attempts
 
         with socket.socket() as listener:  # accepts connections, never answers
             listener.bind(("127.0.0.1", 0))
             listener.listen(8)
-            silent = web3(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.2)
-            with pytest.raises(RpcTimeout):
-                await RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02).call(
-                    lambda: silent.eth.block_number
-                )
-            await silent.provider.disconnect()  # type: ignore[attr-defined]
+            silent_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+            async with connected(silent_url, timeout=0.2) as silent:
+                with pytest.raises(RpcTimeout):
+                    await RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02).call(
+                        lambda: silent.eth.block_number
+                    )
 
     run(scenario())
