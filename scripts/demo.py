@@ -753,7 +753,7 @@ def print_final_state(demo: Demo) -> None:
     block = max(d.block_number for d in latest.values())
     console.plain(f"final state (the keeper's latest decision per vault, up to block {block}):")
     console.plain(
-        f"{'vault':<16}{'delta':>9}{'deviation':>11}{'band':>8}  {'':<13}{'last decision'}"
+        f"{'vault':<16}{'delta':>9}{'target':>8}{'deviation':>11}{'band':>8}  {'':<13}last decision"
     )
     for vault in demo.manifest.vaults:
         d = latest.get(vault.address.lower())
@@ -762,7 +762,8 @@ def print_final_state(demo: Demo) -> None:
             continue
         where = "inside band" if abs(d.deviation) <= d.band else "OUTSIDE"
         console.plain(
-            f"{vault.name:<16}{d.delta:>9.3f}{d.deviation:>+11.3f}{d.band:>8.3f}  {where:<13}"
+            f"{vault.name:<16}{d.delta:>9.3f}{d.delta - d.deviation:>8.2f}{d.deviation:>+11.3f}"
+            f"{d.band:>8.3f}  {where:<13}"
             f"{d.action.value} @ {d.block_number}: {d.reason}"
         )
 
