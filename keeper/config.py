@@ -8,6 +8,7 @@ at start with one message that names the setting (``load_settings``). Secrets ar
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -76,6 +77,7 @@ class Settings(BaseSettings):
     stuck_after_blocks: int = Field(3, gt=0)
     batch_gas_limit: int = Field(6_000_000, gt=21_000)
     deadline_seconds: int = Field(600, gt=0)
+    low_balance_eth: Decimal = Field(Decimal("0.05"), ge=0)
 
     # --- DEX aggregator (0x Swap API v2 format) ---------------------------------------
     aggregator_url: str | None = None
@@ -125,6 +127,10 @@ class Settings(BaseSettings):
         if self.max_priority_fee_gwei < self.priority_fee_gwei:
             raise ValueError("max_priority_fee_gwei must be >= priority_fee_gwei")
         return self
+
+    @property
+    def low_balance_wei(self) -> int:
+        return int(self.low_balance_eth * 10**18)
 
     @property
     def max_fee_wei(self) -> int:

@@ -89,6 +89,10 @@ class Underpriced(SendError):
     """A replacement did not raise fees enough to be accepted."""
 
 
+class InsufficientFunds(FatalError):
+    """The keeper's account cannot pay for a transaction (gas x max fee + value): fund it."""
+
+
 class FeeCapExceeded(KeeperError):
     """Fees are above the configured cap: non-urgent work waits."""
 

@@ -44,7 +44,14 @@ async def build_actor(settings: Settings, store: Store) -> RebalanceActor:
     if settings.private_rpc_url:
         private_w3 = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(settings.private_rpc_url))
         private = Web3Broadcaster(private_w3, "private")
-    sender = Sender(w3, account, store, nonces, SenderConfig(fees=fees), private=private)
+    sender = Sender(
+        w3,
+        account,
+        store,
+        nonces,
+        SenderConfig(fees=fees, low_balance_wei=settings.low_balance_wei),
+        private=private,
+    )
     aggregator, session = None, None
     if settings.aggregator_url:
         session = aiohttp.ClientSession()

@@ -42,6 +42,7 @@ from keeper.core.abi import decode_revert
 from keeper.errors import (
     AlreadyKnown,
     FatalError,
+    InsufficientFunds,
     KeeperError,
     NonceTooLow,
     RetryableError,
@@ -69,6 +70,7 @@ _MESSAGE_MAP: tuple[tuple[str, type[KeeperError]], ...] = (
     ("already known", AlreadyKnown),
     ("known transaction", AlreadyKnown),
     ("already imported", AlreadyKnown),  # anvil
+    ("insufficient funds", InsufficientFunds),  # gas * price + value exceeds the balance
     ("underpriced", Underpriced),  # replacement / transaction underpriced
     ("less than block base fee", Underpriced),  # geth: max fee per gas < base fee
     ("timeout", RpcTimeout),

@@ -37,6 +37,7 @@ from keeper.errors import (
     ConfigError,
     FatalError,
     FeeCapExceeded,
+    InsufficientFunds,
     KeeperError,
     NonceTooLow,
     RpcError,
@@ -85,6 +86,7 @@ class SenderConfig:
     fee_history_blocks: int = 10
     gas_headroom_bps: int = 2_000  # estimate x 1.2
     resend_after_nonce_conflict: bool = True  # one fresh nonce after "nonce too low"
+    low_balance_wei: int = 0  # warn when a send would leave the account below this
 
 
 def _hex(value: bytes) -> str:
@@ -184,6 +186,31 @@ class Sender:
             raw_tx=bytes(signed.raw_transaction),
         )
 
+    async def _check_funds(self, worst_case_wei: int) -> None:
+        """Refuse before a nonce is claimed when the account cannot pay ``gas x max fee +
+        value``; warn when paying would leave it below ``low_balance_wei``."""
+        balance = int(
+            await self._policy.call(
+                lambda: self._w3.eth.get_balance(self.address, "pending"), "eth_getBalance"
+            )
+        )
+        if balance < worst_case_wei:
+            raise InsufficientFunds(
+                f"the keeper account {self.address} holds {balance / 10**18:.6f} ETH, the "
+                f"transaction may cost up to {worst_case_wei / 10**18:.6f} ETH: fund the account"
+            )
+        if balance - worst_case_wei < self.config.low_balance_wei:
+            log.warning(
+                "keeper account balance low: fund it",
+                extra={
+                    "fields": {
+                        "account": self.address,
+                        "balance_eth": balance / 10**18,
+                        "low_balance_eth": self.config.low_balance_wei / 10**18,
+                    }
+                },
+            )
+
     @staticmethod
     def _go(verdict: FeeVerdict, what: str) -> FeeQuote:
         if isinstance(verdict, WaitForFees):
@@ -228,6 +255,7 @@ class Sender:
                 f"{intent.kind} for {list(intent.vaults)}",
             )
             gas = await self._gas_limit(intent)
+            await self._check_funds(gas * fees.max_fee_wei + intent.value_wei)
             nonce = await self.nonces.claim(entry.id)
             signed = await self._sign(nonce, intent.to, intent.value_wei, intent.data, gas, fees)
         except (KeeperError, ValueError, TypeError) as exc:

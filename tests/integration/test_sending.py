@@ -46,6 +46,7 @@ from keeper.errors import (
     AlreadyKnown,
     FatalError,
     FeeCapExceeded,
+    InsufficientFunds,
     NonceTooLow,
     RetryableError,
     RpcError,
@@ -115,6 +116,7 @@ async def rig(
     still_needed: StillNeeded = always_needed,
     private_url: str | None = None,
     stale_intent_seconds: float = 60.0,
+    low_balance_wei: int = 0,
 ) -> AsyncIterator[Rig]:
     """A rig on the node at ``url``, closed afterwards (also when the test fails)."""
     w3 = web3(url)
@@ -122,7 +124,15 @@ async def rig(
     nonces = NonceManager(w3, store, KEEPER.address, FAST)
     others = (web3(private_url, 1.0),) if private_url else ()
     private = Web3Broadcaster(others[0], "private", FAST) if others else None
-    sender = Sender(w3, KEEPER, store, nonces, SenderConfig(fees=FEES), private, FAST)
+    sender = Sender(
+        w3,
+        KEEPER,
+        store,
+        nonces,
+        SenderConfig(fees=FEES, low_balance_wei=low_balance_wei),
+        private,
+        FAST,
+    )
     confirmer = Confirmer(
         w3,
         sender,
@@ -333,6 +343,28 @@ def test_work_no_longer_needed_is_cancelled(sqlite_backend: StoreBackend) -> Non
             assert tx["to"] == KEEPER.address and tx["value"] == 0
             # the stale transfer never executed: only the other account's 1-wei transfers did
             assert await keeper.w3.eth.get_balance(RECIPIENT) == before + 3
+
+    run(scenario())
+
+
+def test_an_account_that_cannot_pay_is_refused_before_a_nonce_is_used(
+    sqlite_backend: StoreBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        async with rigged(sqlite_backend, low_balance_wei=10**18) as keeper:
+            await rpc(keeper.w3, "anvil_setBalance", KEEPER.address, hex(10**12))
+            with pytest.raises(InsufficientFunds, match="fund the account"):
+                await keeper.sender.submit(transfer())
+            [failed] = keeper.store.entries_in([S.FAILED])
+            assert failed.nonce is None and "fund the account" in (failed.error or "")
+            assert await keeper.w3.eth.get_transaction_count(KEEPER.address) == 0
+            # 0.1 ETH pays for it, but leaves less than the 1 ETH the operator wants kept
+            await rpc(keeper.w3, "anvil_setBalance", KEEPER.address, hex(10**17))
+            with caplog.at_level("WARNING", logger="keeper.sender"):
+                entry = await keeper.sender.submit(transfer())
+            assert entry.nonce == 0 and entry.state is S.SENT
+            assert "keeper account balance low" in caplog.text
+            assert (await keeper.on_head()).mined == (entry.id,)
 
     run(scenario())
 

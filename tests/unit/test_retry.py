@@ -14,6 +14,7 @@ from keeper.chain.retry import RetryPolicy, classify, classify_message, decode_r
 from keeper.errors import (
     AlreadyKnown,
     FatalError,
+    InsufficientFunds,
     NonceTooLow,
     RetryableError,
     RpcError,
@@ -53,7 +54,7 @@ def test_decode_revert_reasons() -> None:
         ("header not found", -32000, RpcError),
         ("daily request count exceeded, request rate limited", -32005, RpcError),
         ("something odd", -32005, RpcError),
-        ("Insufficient funds for gas * price + value", -32003, FatalError),
+        ("Insufficient funds for gas * price + value", -32003, InsufficientFunds),
         ("invalid sender", -32000, FatalError),
     ],
 )
