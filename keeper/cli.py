@@ -102,29 +102,13 @@ def _redact_url(url: str) -> str:
 
 
 def _status(settings: Settings) -> int:
+    from keeper import status
+
     store = Store(settings.db_url)
-    decisions = store.latest_decisions()
-    if not decisions:
-        print("no decisions stored yet")
-        return 0
-    header = " ".join(
-        (
-            f"{'vault':<44}",
-            f"{'block':>8}",
-            f"{'action':<10}",
-            f"{'delta':>10}",
-            f"{'deviation':>10}",
-            f"{'band':>8}",
-            " why",
-        )
-    )
-    print(header)
-    print("-" * len(header))
-    for d in sorted(decisions, key=lambda d: d.vault):
-        print(
-            f"{d.vault:<44} {d.block_number:>8} {d.action.value:<10} {d.delta:>10.4f} "
-            f"{d.deviation:>10.4f} {d.band:>8.4f}  {d.reason}"
-        )
+    try:
+        print(status.render(store))
+    finally:
+        store.close()
     return 0
 
 

@@ -98,3 +98,5 @@ def test_status_prints_every_vault_with_its_last_decision(
     for vault in fresh_world.vaults.values():
         assert vault.address in out
     assert "inside band" in out
+    assert f"last processed block {chain.blocks.head.number}" in out
+    assert "no transaction in flight" in out  # a dry run sends nothing
