@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     private_rpc_url: str | None = None
     rpc_timeout_seconds: float = Field(10.0, gt=0)
     poll_interval_seconds: float = Field(1.0, gt=0)
+    head_silence_seconds: float = Field(60.0, gt=0)
     chain_id: int | None = Field(None, gt=0)
 
     # --- where the contracts are -------------------------------------------------

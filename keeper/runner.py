@@ -102,7 +102,12 @@ class Keeper:
     async def run(self, max_blocks: int | None = None) -> None:
         """Process new heads until cancelled (or ``max_blocks`` heads, for tests and demos)."""
         slot = LatestHead()
-        source = HeadSource(self.w3, self.settings.ws_url, self.settings.poll_interval_seconds)
+        source = HeadSource(
+            self.w3,
+            self.settings.ws_url,
+            self.settings.poll_interval_seconds,
+            silence_seconds=self.settings.head_silence_seconds,
+        )
         feeder = asyncio.create_task(source.run(slot), name="head-source")
         processed = 0
         try:

@@ -73,12 +73,17 @@ class LatestHead:
 
 @dataclass
 class HeadSource:
-    """Feeds ``LatestHead`` forever: websocket first, polling while the websocket is down."""
+    """Feeds ``LatestHead`` forever: websocket first, polling while the websocket is down.
+
+    A subscription that stays connected but delivers nothing for ``silence_seconds`` counts as
+    down (providers drop subscriptions without closing the socket): poll, then reconnect.
+    """
 
     w3: AsyncWeb3[Any]
     ws_url: str | None
     poll_interval: float
     reconnect_max_seconds: float = 30.0
+    silence_seconds: float = 60.0
 
     async def run(self, slot: LatestHead) -> None:
         backoff = 1.0
@@ -105,7 +110,15 @@ class HeadSource:
         async with AsyncWeb3(WebSocketProvider(self.ws_url, max_connection_retries=1)) as ws:
             await ws.eth.subscribe("newHeads")
             log.info("subscribed to newHeads on %s", self.ws_url)
-            async for message in ws.socket.process_subscriptions():
+            heads = ws.socket.process_subscriptions()
+            while True:
+                try:
+                    async with asyncio.timeout(self.silence_seconds):
+                        message = await anext(heads, None)
+                except TimeoutError:
+                    raise TimeoutError(f"no newHeads for {self.silence_seconds:g}s") from None
+                if message is None:
+                    return  # the node ended the subscription: poll, then reconnect
                 slot.put(block_ref(message["result"]))
 
     async def _poll(self, slot: LatestHead, duration: float | None) -> None:
