@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     aggregator_api_key: SecretStr | None = None
     aggregator_timeout_seconds: float = Field(3.0, gt=0)
 
+    # --- monitoring --------------------------------------------------------------------
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    health_max_age_seconds: float = Field(120.0, gt=0)
+
     # --- logging ---------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from keeper import monitor
 from keeper.chain.blocks import ChainFollower, HeadSource, LatestHead, block_ref
 from keeper.chain.reader import StateReader
 from keeper.chain.retry import READ_POLICY
@@ -16,8 +20,10 @@ from keeper.config import GWEI, Addresses, Settings
 from keeper.core.decide import CostConfig
 from keeper.core.types import BlockRef
 from keeper.errors import ConfigError, FatalError, RetryableError
+from keeper.metrics import Metrics
 from keeper.pipeline import Actor, Pipeline
 from keeper.store import Store
+from keeper.store.records import IN_FLIGHT_STATES
 
 log = logging.getLogger("keeper.runner")
 
@@ -59,6 +65,11 @@ class Keeper:
     w3: AsyncWeb3[Any]
     store: Store
     pipeline: Pipeline
+    clock: Callable[[], float] = time.time
+    metrics: Metrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(started_at=self.clock())
 
     @classmethod
     async def build(cls, settings: Settings, store: Store, actor: Actor | None = None) -> Keeper:
@@ -108,6 +119,7 @@ class Keeper:
             self.settings.poll_interval_seconds,
             silence_seconds=self.settings.head_silence_seconds,
         )
+        server = await self._start_monitor()
         feeder = asyncio.create_task(source.run(slot), name="head-source")
         processed = 0
         try:
@@ -118,13 +130,32 @@ class Keeper:
         finally:
             feeder.cancel()
             await asyncio.gather(feeder, return_exceptions=True)
+            if server is not None:
+                await server.cleanup()
+
+    async def _start_monitor(self) -> web.AppRunner | None:
+        port = self.settings.metrics_port
+        if port is None:
+            return None
+        app = monitor.make_app(self.metrics, self.settings.health_max_age_seconds, self.clock)
+        return await monitor.start(app, self.settings.metrics_host, port)
 
     async def tick(self, head: BlockRef, superseded: list[int]) -> None:
+        started = time.perf_counter()
         try:
-            await self.pipeline.tick(head, superseded)
+            report = await self.pipeline.tick(head, superseded)
         except RetryableError as exc:
+            self.metrics.observe_failure("retryable")
             log.warning("block %d not processed, will retry on the next head: %s", head.number, exc)
+            return
         except FatalError as exc:
             if isinstance(exc, ConfigError):
                 raise
+            self.metrics.observe_failure("fatal")
             log.error("block %d failed: %s", head.number, exc)
+            return
+        if report is not None:
+            self.metrics.observe_tick(report, time.perf_counter() - started, self.clock())
+        if self.pipeline.actor is not None:
+            in_flight = self.store.entries_in(IN_FLIGHT_STATES)
+            self.metrics.transactions_in_flight = len(in_flight)
