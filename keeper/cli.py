@@ -67,7 +67,7 @@ async def _run_until_signalled(settings: Settings, max_blocks: int | None) -> No
 async def _run(settings: Settings, max_blocks: int | None) -> None:
     from keeper.runner import Keeper
 
-    store = Store(settings.db_url)
+    store = Store(settings.db_url, schema=settings.db_schema)
     actor = None
     if not settings.dry_run:
         from keeper.act import build_actor
@@ -104,7 +104,7 @@ def _redact_url(url: str) -> str:
 def _status(settings: Settings) -> int:
     from keeper import status
 
-    store = Store(settings.db_url)
+    store = Store(settings.db_url, schema=settings.db_schema)
     try:
         print(status.render(store))
     finally:

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
 
     # --- persistence -------------------------------------------------------------
     db_url: str = "sqlite:///keeper.sqlite"
+    db_schema: str | None = None
 
     # --- signing key (one of the three) ---------------------------------------------
     keystore_path: Path | None = None

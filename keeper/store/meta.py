@@ -43,5 +43,5 @@ def bind_chain(conn: Connection, chain_id: int) -> None:
     if held != str(chain_id):
         raise ConfigError(
             f"KEEPER_DB_URL: the database journals chain {held}, the node is on chain "
-            f"{chain_id}; use one database (or schema) per chain"
+            f"{chain_id}; use one database (or KEEPER_DB_SCHEMA) per chain"
         )

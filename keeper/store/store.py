@@ -255,9 +255,9 @@ def _engine(url: str, schema: str | None) -> Engine:
     if schema is None:
         return engine
     if engine.dialect.name == "sqlite":
-        raise ConfigError("KEEPER_DB_URL: a schema needs a server database, not SQLite")
+        raise ConfigError("KEEPER_DB_SCHEMA: a schema needs a server database, not SQLite")
     if not schema.replace("_", "").isalnum():
-        raise ConfigError(f"database schema name {schema!r} must be alphanumeric")
+        raise ConfigError(f"KEEPER_DB_SCHEMA: {schema!r} must be letters, digits and _")
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     return engine.execution_options(schema_translate_map={None: schema})

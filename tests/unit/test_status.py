@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_store import SENDER, VAULT_A, VAULT_B, block, decision, sent_entry
+from sqlalchemy import create_engine, inspect, text
+from test_store import (
+    PG_URL,
+    SENDER,
+    VAULT_A,
+    VAULT_B,
+    block,
+    decision,
+    sent_entry,
+    why_postgres_unreachable,
+)
 
-from keeper import status
+from keeper import cli, status
 from keeper.core.types import Action
 from keeper.store import Store
 
@@ -49,3 +61,42 @@ def test_decisions_and_a_transaction_waiting_for_its_receipt(store: Store) -> No
     (tx_row,) = [line for line in lines if line.split()[:1] == [str(entry_id)]]
     assert tx_row.split()[:6] == [str(entry_id), "rebalance", "sent", str(nonce), "3.00", "3"]
     assert tx_row.rstrip().endswith(f"0x{nonce:032x}{0:032x}")
+
+
+def _status_cli(monkeypatch: pytest.MonkeyPatch, **env: str) -> int:
+    for key in [k for k in os.environ if k.startswith("KEEPER_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(f"KEEPER_{key.upper()}", value)
+    return cli.main(["status"])
+
+
+def test_a_schema_on_sqlite_is_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'k.sqlite'}"
+    assert _status_cli(monkeypatch, db_url=db_url, db_schema="keeper_main") == 2
+    assert "KEEPER_DB_SCHEMA: a schema needs a server database" in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+def test_status_reads_the_configured_postgres_schema(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if (reason := why_postgres_unreachable()) is not None:
+        pytest.skip(reason)
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    try:
+        assert _status_cli(monkeypatch, db_url=PG_URL, db_schema=schema) == 0
+        assert capsys.readouterr().out.startswith("no block processed yet")
+        engine = create_engine(PG_URL)
+        try:
+            tables = inspect(engine).get_table_names(schema=schema)
+        finally:
+            engine.dispose()
+        assert {"keeper_meta", "keeper_journal", "keeper_blocks"} <= set(tables)
+    finally:
+        engine = create_engine(PG_URL)
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()

@@ -21,7 +21,7 @@ VAULT_B = "0x00000000000000000000000000000000000000bb"
 S = JournalState
 
 
-def _postgres_reachable() -> str | None:
+def why_postgres_unreachable() -> str | None:
     """None when the server answers, else why not."""
     try:
         engine = create_engine(PG_URL, connect_args={"connect_timeout": 2})
@@ -62,7 +62,7 @@ class Backend:
 )
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "postgres":
-        reason = _postgres_reachable()
+        reason = why_postgres_unreachable()
         if reason is not None:
             pytest.skip(reason)
     made = Backend(request.param, tmp_path)
