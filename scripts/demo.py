@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -359,6 +360,7 @@ class RunStats:
     spikes: int = 0
     prices: list[float] = field(default_factory=list)
     interrupted: bool = False
+    monitor: str = ""  # what the keeper's /health and /metrics said before it stopped
 
 
 class Demo:
@@ -375,6 +377,7 @@ class Demo:
         self.db_url = f"sqlite:///{DEMO_DIR / time.strftime('keeper-%Y%m%d-%H%M%S.sqlite')}"
         self.port = free_port()
         self.agg_port = free_port()
+        self.metrics_port = free_port()
         self.rpc_url = f"http://127.0.0.1:{self.port}"
         self.w3 = Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": 30}))
         self.keeper_log = KeeperLog(console, self.names, verbose=args.verbose)
@@ -441,6 +444,29 @@ class Demo:
         # Run from .demo/ so that a .env of the checkout (a real node, a private RPC) is not read.
         env = self.keeper_env(agg_url)
         self.children.append(spawn("keeper", cmd, env, self.keeper_log.line, cwd=DEMO_DIR))
+        self.console.say(
+            "demo",
+            f"keeper metrics and health: http://127.0.0.1:{self.metrics_port}/metrics, /health",
+        )
+
+    def read_monitor(self) -> None:
+        """Keep what the running keeper's /health and /metrics say, for the summary."""
+        base = f"http://127.0.0.1:{self.metrics_port}"
+        try:
+            health = json.loads(_http_text(base + "/health"))
+            metrics = _prometheus_values(_http_text(base + "/metrics"))
+        except RUN_ERRORS as exc:
+            self.stats.monitor = f"keeper monitor not read: {type(exc).__name__}: {exc}"
+            return
+        ticks = metrics.get("keeper_ticks_total", 0.0)
+        mean_ms = 1e3 * metrics.get("keeper_tick_seconds_sum", 0.0) / max(ticks, 1.0)
+        failed = sum(v for k, v in metrics.items() if k.startswith("keeper_tick_failures_total"))
+        self.stats.monitor = (
+            f"keeper /health: {'healthy' if health.get('healthy') else 'UNHEALTHY'} at block "
+            f"{health.get('last_block')}; /metrics: {ticks:.0f} blocks processed, "
+            f"{mean_ms:.0f} ms each on average, {failed:.0f} failed, "
+            f"{metrics.get('keeper_reorgs_total', 0.0):.0f} reorgs"
+        )
 
     def keeper_env(self, agg_url: str) -> dict[str, str]:
         return _child_env(
@@ -455,6 +481,7 @@ class Demo:
                 "KEEPER_EMERGENCY_MAX_FEE_GWEI": f"{max(500.0, self.args.max_fee_gwei):g}",
                 "KEEPER_LOG_JSON": "true",
                 "KEEPER_LOG_LEVEL": "INFO",
+                "KEEPER_METRICS_PORT": str(self.metrics_port),
             }
         )
 
@@ -612,6 +639,21 @@ def _http_ok(url: str) -> bool:
         return int(reply.status) == 200
 
 
+def _http_text(url: str) -> str:
+    """The body of a GET, also for an error status (``/health`` answers 503 when stale)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return str(reply.read().decode())
+    except urllib.error.HTTPError as error:
+        return str(error.read().decode())
+
+
+def _prometheus_values(text: str) -> dict[str, float]:
+    """``name{labels}`` -> value of a Prometheus text page (comments skipped)."""
+    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
+    return {name: float(value) for name, value in pairs}
+
+
 # --- summary -------------------------------------------------------------------------------
 
 REBALANCED = "0x" + keccak(text="Rebalanced(address,bool,uint256,uint256,address)").hex()
@@ -728,6 +770,8 @@ def print_summary(demo: Demo) -> None:
         f"{gas.gas_used:,} gas, {gas.wei / WAD:.5f} ETH (~${gas.wei / WAD * end_price:,.2f})"
         + (f", {gas.wei / max(gas.gas_used, 1) / GWEI:.1f} gwei on average" if gas.gas_used else "")
     )
+    if demo.stats.monitor:
+        console.plain(demo.stats.monitor)
     print_final_state(demo)
     console.plain("=" * 78)
 
@@ -845,6 +889,7 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     finally:
         demo.stats.interrupted = halt.is_set()
+        demo.read_monitor()
         console.say("demo", "stopping the keeper and the aggregator")
         demo.stop_services()
         try:
