@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite: pure unit tests, then the world is built and served, and the
+# The whole test suite: lint, pure unit tests, then the world is built and served, and the
 # contract and keeper integration tests run with Ape on an anvil forked from it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export PATH="$root/.venv/bin:$PATH" SOLCX_BINARY_PATH="$root/.solc"
 start=$(date +%s)
+
+echo "== lint: ruff and mypy (strict over keeper/)"
+ruff check keeper tests scripts world
+ruff format --check keeper tests scripts world
+mypy
 
 echo "== unit tests"
 pytest -p no:ape_test -q tests/unit
