@@ -16,9 +16,13 @@ from keeper.chain.reader import Snapshot, StateReader
 from keeper.core.chaintrack import ChainUpdate
 from keeper.core.decide import CostConfig, VaultMemory, decide_block, remember
 from keeper.core.types import Action, BlockRef, Decision
+from keeper.errors import KeeperError
 from keeper.store import Store
 
 log = logging.getLogger("keeper.pipeline")
+
+REGISTRY_LOG_SPAN = 2_000
+"""At most this many blocks of registry events are asked for at once (only to log them)."""
 
 
 class Actor(Protocol):
@@ -113,8 +117,17 @@ class Pipeline:
     async def _log_registry_events(self, first: int, last: int, current: Sequence[str]) -> None:
         if first > last:  # a reorg took the chain below the last sync
             return
+        first = max(first, last - REGISTRY_LOG_SPAN + 1)  # providers cap eth_getLogs ranges
+        try:
+            events = await self.reader.registry_events(first, last)
+        except KeeperError as exc:  # the events only explain the change; vaults() is the truth
+            log.warning(
+                "registry events not read: following vaults()",
+                extra={"fields": {"first": first, "last": last, "error": str(exc)}},
+            )
+            return
         replayed = list(self.vaults)
-        for event in await self.reader.registry_events(first, last):
+        for event in events:
             name = "VaultAdded" if event.added else "VaultRemoved"
             log.info(
                 f"registry {name}",

@@ -13,9 +13,10 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 from web3 import AsyncWeb3
 
+from keeper.chain.retry import READ_POLICY, RetryPolicy
 from keeper.core import abi
 from keeper.core.types import BlockRef, VaultState
-from keeper.errors import DecodeError, FatalError, RpcError
+from keeper.errors import DecodeError
 
 log = logging.getLogger("keeper.reader")
 
@@ -57,6 +58,7 @@ class StateReader:
         registry: str,
         chunk_size: int,
         gas_budget: int = 20_000_000,
+        policy: RetryPolicy = READ_POLICY,
     ) -> None:
         self._w3 = w3
         self._multicall = to_checksum_address(multicall)
@@ -64,6 +66,7 @@ class StateReader:
         self._chunk_size = chunk_size
         self._gas_budget = gas_budget
         self._legs: dict[str, int] = {}  # book sizes seen, to size the chunks by gas
+        self._policy = policy
 
     async def read(self, block: BlockRef, vaults: Sequence[str]) -> Snapshot:
         header = [
@@ -99,19 +102,16 @@ class StateReader:
 
     async def registry_events(self, first: int, last: int) -> list[RegistryEvent]:
         """The registry's VaultAdded / VaultRemoved events in blocks ``first..last``, in order."""
-        try:
-            logs = await self._w3.eth.get_logs(
-                {
-                    "address": self._registry,
-                    "fromBlock": first,
-                    "toBlock": last,
-                    "topics": [[abi.VAULT_ADDED_TOPIC, abi.VAULT_REMOVED_TOPIC]],
-                }
-            )  # type: ignore[typeddict-item]
-        except (TimeoutError, OSError) as exc:
-            raise RpcError(f"registry events {first}..{last}: {exc}") from exc
-        except ValueError as exc:
-            raise FatalError(f"registry events {first}..{last} rejected: {exc}") from exc
+        query = {
+            "address": self._registry,
+            "fromBlock": first,
+            "toBlock": last,
+            "topics": [[abi.VAULT_ADDED_TOPIC, abi.VAULT_REMOVED_TOPIC]],
+        }
+        logs = await self._policy.call(
+            lambda: self._w3.eth.get_logs(query),  # type: ignore[arg-type]
+            f"registry events {first}..{last}",
+        )
         return [
             RegistryEvent(
                 added="0x" + bytes(item["topics"][0]).hex() == abi.VAULT_ADDED_TOPIC,
@@ -130,12 +130,14 @@ class StateReader:
         return results
 
     async def _call(self, to: str, data: bytes, block: BlockRef) -> bytes:
-        try:
-            raw = await self._w3.eth.call({"to": to, "data": data}, block_identifier=block.hash)  # type: ignore[typeddict-item, arg-type]
-        except (TimeoutError, OSError) as exc:
-            raise RpcError(f"eth_call to {to} at block {block.number} failed: {exc}") from exc
-        except ValueError as exc:  # web3 raises ValueError subclasses for JSON-RPC errors
-            raise FatalError(f"eth_call to {to} at block {block.number} rejected: {exc}") from exc
+        """eth_call pinned to ``block``'s hash; failures come out as ``KeeperError`` (a node
+        behind or rate-limiting is retried by the policy, then the block is retried on the next
+        head; a revert is ``SimulationReverted``)."""
+        call = {"to": to, "data": data}
+        raw = await self._policy.call(
+            lambda: self._w3.eth.call(call, block_identifier=block.hash),  # type: ignore[arg-type]
+            f"eth_call to {to} at block {block.number}",
+        )
         return bytes(raw)
 
 
