@@ -9,8 +9,9 @@ from typing import Any
 from eth_abi.abi import decode
 from eth_abi.exceptions import DecodingError
 from web3 import AsyncWeb3
-from web3.exceptions import Web3Exception
 
+from keeper.chain.retry import READ_POLICY, RetryPolicy
+from keeper.errors import DecisionPending, FatalError
 from keeper.store import JournalEntry, TxKind
 
 log = logging.getLogger("keeper.act")
@@ -31,12 +32,17 @@ def still_needed_for(deviations: dict[str, float], executes: BatchCheck = _alway
     its calldata, quoted when it was sent, would still execute every leg now. Not "the vault
     still acts": a fee spike widens the band, and cancelling at spike prices a trade that is as
     useful as when it was sent would be the worst of both. A stale quote is cancelled instead:
-    replaying it would pay for legs that revert, and the next block quotes afresh.
+    replaying it would pay for legs that revert, and the next block quotes afresh. Before the
+    keeper's first decisions (the first block after a restart, when the journal is settled
+    before anything is read) it cannot say: ``DecisionPending``, and the confirmer asks again
+    next block rather than cancelling a trade that may still be needed.
     """
 
     async def still_needed(entry: JournalEntry) -> bool:
         if entry.kind != TxKind.REBALANCE:
             return False
+        if not deviations:
+            raise DecisionPending(f"no decision since the start to judge entry {entry.id} by")
         sent = entry.payload.get("decisions", {})
         for vault in entry.vaults:
             before = float(sent.get(vault, {}).get("deviation", 0.0))
@@ -48,20 +54,25 @@ def still_needed_for(deviations: dict[str, float], executes: BatchCheck = _alway
     return still_needed
 
 
-def batch_check(w3: AsyncWeb3[Any], keeper: str) -> BatchCheck:
+def batch_check(w3: AsyncWeb3[Any], keeper: str, policy: RetryPolicy = READ_POLICY) -> BatchCheck:
     """Would every leg of this journaled batch still execute at the latest block?"""
 
     async def executes(entry: JournalEntry) -> bool:
         call = {"from": keeper, "to": entry.to, "data": entry.data}
         try:
-            raw = await w3.eth.call(call, block_identifier="latest")  # type: ignore[arg-type]
+            raw = await policy.call(
+                lambda: w3.eth.call(call, block_identifier="latest"),  # type: ignore[arg-type]
+                f"simulating stuck batch {entry.id}",
+            )
             (ok,) = decode(["bool[]"], bytes(raw))
-        except (ValueError, DecodingError, Web3Exception) as exc:
+        except (FatalError, DecodingError) as exc:  # reverts, or answers no batch result
             log.warning(
                 "stuck batch no longer simulates",
                 extra={"fields": {"entry": entry.id, "error": str(exc)}},
             )
             return False
+        # A RetryableError (node unreachable, rate-limited) propagates: we do not know, and
+        # the confirmer leaves the transaction as it is until the next block.
         if not all(ok):
             log.info(
                 "stuck batch has stale quotes: cancel and quote afresh",

@@ -25,7 +25,7 @@ from web3.exceptions import BlockNotFound, TransactionNotFound
 from keeper.chain.retry import READ_POLICY, RetryPolicy
 from keeper.chain.sender import Sender
 from keeper.core.types import BlockRef
-from keeper.errors import FeeCapExceeded, KeeperError
+from keeper.errors import FeeCapExceeded, KeeperError, RetryableError
 from keeper.store import OPEN_STATES, JournalEntry, JournalState, Store, TxKind
 
 log = logging.getLogger("keeper.confirm")
@@ -324,6 +324,11 @@ class Confirmer:
             tally.add("waiting_for_fees", live.id)
             log.warning(
                 "stuck transaction waits for fees",
+                extra={"fields": {"entry": live.id, "error": str(exc)}},
+            )
+        except RetryableError as exc:  # node trouble while checking or signing: next block
+            log.warning(
+                "stuck transaction left as it is until the next block",
                 extra={"fields": {"entry": live.id, "error": str(exc)}},
             )
 

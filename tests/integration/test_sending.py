@@ -44,6 +44,7 @@ from keeper.core.fees import FeePolicy, bump
 from keeper.core.types import BlockRef
 from keeper.errors import (
     AlreadyKnown,
+    DecisionPending,
     FatalError,
     FeeCapExceeded,
     InsufficientFunds,
@@ -343,6 +344,33 @@ def test_work_no_longer_needed_is_cancelled(sqlite_backend: StoreBackend) -> Non
             assert tx["to"] == KEEPER.address and tx["value"] == 0
             # the stale transfer never executed: only the other account's 1-wei transfers did
             assert await keeper.w3.eth.get_balance(RECIPIENT) == before + 3
+
+    run(scenario())
+
+
+def test_a_stuck_transaction_is_left_alone_while_its_need_is_unknown(
+    sqlite_backend: StoreBackend,
+) -> None:
+    verdicts: list[bool | None] = [None, True]  # undecided (just restarted), then needed
+
+    async def judge(entry: Any) -> bool:
+        verdict = verdicts.pop(0)
+        if verdict is None:
+            raise DecisionPending("no decision since the start")
+        return verdict
+
+    async def scenario() -> None:
+        async with rigged(sqlite_backend, still_needed=judge) as keeper:
+            await crowd_out(keeper.w3, 4)
+            old = await keeper.sender.submit(transfer(gas=21_000))
+            await mine(keeper.w3, 3)
+            report = await keeper.on_head()  # stuck, but whether it is needed is unknown
+            assert report.replaced_by == () and report.cancelled_by == ()
+            assert keeper.store.entry(old.id).state is S.SENT
+            await mine(keeper.w3)
+            [new_id] = (await keeper.on_head()).replaced_by  # known now: replaced, not cancelled
+            assert keeper.store.entry(new_id).kind is TxKind.REBALANCE
+            assert keeper.store.entry(old.id).state is S.REPLACED
 
     run(scenario())
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
+from eth_abi.abi import encode
+from web3.exceptions import Web3RPCError
 
 from keeper.act import still_needed_for
+from keeper.act.stuck import batch_check
+from keeper.chain.retry import RetryPolicy
+from keeper.errors import DecisionPending, RpcError
 from keeper.store import JournalEntry, JournalState, TxKind
 
 
@@ -55,4 +61,61 @@ def test_a_stale_quote_is_cancelled_rather_than_replayed() -> None:
         return False
 
     check = still_needed_for({"0xV": -0.6}, stale)
+    assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is False
+
+
+def test_before_the_first_decisions_it_cannot_say_and_waits() -> None:
+    check = still_needed_for({})  # just restarted: the journal is settled before any read
+    with pytest.raises(DecisionPending):
+        asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6})))
+
+
+class Node:
+    """An ``AsyncWeb3`` stand-in whose eth_call raises ``error`` (or returns ``result``)."""
+
+    def __init__(self, error: Exception | None = None, result: bytes = b"") -> None:
+        self.error, self.result, self.calls = error, result, 0
+        self.eth = self
+
+    async def call(self, *_: Any, **__: Any) -> bytes:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def rpc_error(message: str, code: int) -> Web3RPCError:
+    return Web3RPCError(message, rpc_response={"error": {"code": code, "message": message}})
+
+
+FAST = RetryPolicy(attempts=2, max_seconds=1, initial_wait=0.001, max_wait=0.002)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [aiohttp.ClientConnectionError("connection reset"), rpc_error("rate limit exceeded", 429)],
+)
+def test_node_trouble_while_simulating_a_stuck_batch_is_retryable_not_a_cancel(
+    error: Exception,
+) -> None:
+    node = Node(error)
+    check = batch_check(node, "0x" + "01" * 20, FAST)  # type: ignore[arg-type]
+    with pytest.raises(RpcError):
+        asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6})))
+    assert node.calls == FAST.attempts
+
+
+def test_a_batch_that_reverts_or_answers_garbage_no_longer_executes() -> None:
+    reverted = Node(rpc_error("execution reverted", 3))
+    garbage = Node(result=b"\x01")
+    for node in (reverted, garbage):
+        check = batch_check(node, "0x" + "01" * 20, FAST)  # type: ignore[arg-type]
+        assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is False
+
+
+def test_a_batch_whose_legs_all_execute_still_does() -> None:
+    node = Node(result=encode(["bool[]"], [[True, True]]))
+    check = batch_check(node, "0x" + "01" * 20, FAST)  # type: ignore[arg-type]
+    assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is True
+    node.result = encode(["bool[]"], [[True, False]])  # one stale quote: cancel, quote afresh
     assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is False
