@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from eth_utils.address import to_checksum_address
 from web3 import AsyncWeb3
+from web3.exceptions import TransactionNotFound
 
 from keeper.chain.nonces import NonceManager
 from keeper.chain.retry import BROADCAST_POLICY, READ_POLICY, RetryPolicy
@@ -282,14 +283,34 @@ class Sender:
         try:
             await self._send_raw(entry.signed().raw_tx)
         except NonceTooLow as exc:
-            self._store.mark_dropped(entry.id, f"nonce used by another transaction: {exc}")
-            raise
+            # Our own bytes may be what used the nonce: an earlier try reached the node and
+            # its answer was lost. Then it is sent, and signing the work again would send it
+            # twice; only a nonce used by a transaction the node does not know is "dropped".
+            if not await self._known_to_node(entry.signed().tx_hash):
+                self._store.mark_dropped(entry.id, f"nonce used by another transaction: {exc}")
+                raise
+            log.warning(
+                "nonce too low for bytes the node already has: counted as sent",
+                extra={"fields": {"entry": entry.id, "hash": entry.tx_hash}},
+            )
         except (Underpriced, FatalError) as exc:
             self._store.mark_failed(entry.id, f"refused by the node: {exc}")
             raise
         sent = self._store.mark_sent(entry.id, at_block)
         log.info("transaction sent", extra={"fields": {"entry": sent.id, "hash": sent.tx_hash}})
         return sent
+
+    async def _known_to_node(self, tx_hash: str) -> bool:
+        """Does the node have this transaction (pending or mined)?"""
+
+        async def lookup() -> bool:
+            try:
+                await self._w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return False
+            return True
+
+        return await self._policy.call(lookup, f"eth_getTransactionByHash {tx_hash}")
 
     async def _send_raw(self, raw: bytes) -> None:
         """Private route first; the public node when it fails. ``already known`` is success."""

@@ -39,7 +39,7 @@ from keeper.chain.blocks import block_ref
 from keeper.chain.confirm import ConfirmConfig, Confirmer, StillNeeded, always_needed
 from keeper.chain.nonces import NonceManager
 from keeper.chain.retry import RetryPolicy, guarded
-from keeper.chain.sender import Sender, SenderConfig, Web3Broadcaster
+from keeper.chain.sender import Broadcaster, Sender, SenderConfig, Web3Broadcaster
 from keeper.core.fees import FeePolicy, bump
 from keeper.core.types import BlockRef
 from keeper.errors import (
@@ -118,13 +118,14 @@ async def rig(
     private_url: str | None = None,
     stale_intent_seconds: float = 60.0,
     low_balance_wei: int = 0,
+    private_route: Broadcaster | None = None,
 ) -> AsyncIterator[Rig]:
     """A rig on the node at ``url``, closed afterwards (also when the test fails)."""
     w3 = web3(url)
     store = Store(backend.url, schema=backend.schema)
     nonces = NonceManager(w3, store, KEEPER.address, FAST)
     others = (web3(private_url, 1.0),) if private_url else ()
-    private = Web3Broadcaster(others[0], "private", FAST) if others else None
+    private = Web3Broadcaster(others[0], "private", FAST) if others else private_route
     sender = Sender(
         w3,
         KEEPER,
@@ -227,6 +228,39 @@ def test_private_route_is_used_when_it_answers(sqlite_backend: StoreBackend) -> 
                     assert await relay_w3.eth.get_transaction_count(KEEPER.address) == 1
                     assert await keeper.w3.eth.get_transaction_count(KEEPER.address) == 0
                     assert entry.state is S.SENT
+
+    run(scenario())
+
+
+class ReachesTheNodeThenTimesOut:
+    """A private route whose send reaches the node but whose answer is lost."""
+
+    name = "private"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def send_raw(self, raw: bytes) -> None:
+        async with connected(self.url) as w3:
+            await w3.eth.send_raw_transaction(raw)
+        raise RpcTimeout("eth_sendRawTransaction (private): no answer")
+
+
+def test_our_own_bytes_using_the_nonce_count_as_sent_not_a_reason_to_sign_again(
+    sqlite_backend: StoreBackend,
+) -> None:
+    async def scenario() -> None:
+        with anvil() as node:
+            lossy = ReachesTheNodeThenTimesOut(node.url)
+            async with rig(node.url, sqlite_backend, private_route=lossy) as keeper:
+                # automine: the private send is mined at once, and the public fallback then
+                # hears "nonce too low" for the very same bytes
+                entry = await keeper.sender.submit(transfer())
+                assert entry.state is S.SENT and entry.nonce == 0
+                assert keeper.store.entries_in([S.DROPPED, S.FAILED]) == []
+                assert await keeper_txs_on_chain(keeper.w3) == [entry.tx_hash]  # sent once
+                assert (await keeper.on_head()).mined == (entry.id,)
+                assert (await keeper.sender.submit(transfer())).nonce == 1
 
     run(scenario())
 
