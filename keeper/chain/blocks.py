@@ -13,9 +13,9 @@ from typing import Any
 
 from web3 import AsyncWeb3, WebSocketProvider
 
-from keeper.core.chaintrack import ChainUpdate, jump, link, missing_parent
+from keeper.core.chaintrack import ChainUpdate, jump, link, missing_parent, reanchor
 from keeper.core.types import BlockRef
-from keeper.errors import RpcError
+from keeper.errors import ReorgTooDeep, RpcError
 
 log = logging.getLogger("keeper.blocks")
 
@@ -160,15 +160,27 @@ class ChainFollower:
         if tip is not None and head.number - tip.number - 1 > self._max_backfill:
             update = jump(known, head)
         else:
-            segment = [head]
-            while (need := missing_parent(known, segment, self._history)) is not None:
-                segment.insert(0, await self._fetch(need))
-            try:
-                update = link(known, segment)
-            except ValueError as exc:  # the chain moved while we fetched its blocks
-                raise RpcError(f"chain changed while linking head {head.number}: {exc}") from exc
+            update = await self._link(known, head)
         self._apply(update)
         return update
+
+    async def _link(self, known: list[BlockRef], head: BlockRef) -> ChainUpdate:
+        segment = [head]
+        try:
+            while (need := missing_parent(known, segment, self._history)) is not None:
+                segment.insert(0, await self._fetch(need))
+        except ReorgTooDeep as exc:
+            # Refusing would refuse every later head too: the keeper would stop for good.
+            log.error(
+                "%s: every kept block is dropped, following the new chain from %d",
+                exc,
+                head.number,
+            )
+            return reanchor(known, head)
+        try:
+            return link(known, segment)
+        except ValueError as exc:  # the chain moved while we fetched its blocks
+            raise RpcError(f"chain changed while linking head {head.number}: {exc}") from exc
 
     def _apply(self, update: ChainUpdate) -> None:
         dropped = {b.number for b in update.dropped}

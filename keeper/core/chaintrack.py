@@ -97,6 +97,12 @@ def jump(known: Sequence[BlockRef], head: BlockRef) -> ChainUpdate:
     return ChainUpdate(added=(head,), unverified_gap=gap)
 
 
+def reanchor(known: Sequence[BlockRef], head: BlockRef) -> ChainUpdate:
+    """Give up linking (the fork point is below every kept block): all of them are dropped
+    and ``head`` starts the window again."""
+    return ChainUpdate(added=(head,), dropped=tuple(reversed(known)))
+
+
 def _check_contiguous(segment: Sequence[BlockRef]) -> None:
     for older, newer in itertools.pairwise(segment):
         if newer.number != older.number + 1 or newer.parent_hash != older.hash:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from keeper.chain.blocks import LatestHead
+from keeper.chain.blocks import ChainFollower, LatestHead
+from keeper.core.chaintrack import ChainUpdate
 from keeper.core.types import BlockRef
 
 
@@ -43,3 +44,37 @@ def test_take_waits_for_a_head() -> None:
         return (await waiter)[0]
 
     assert asyncio.run(go()).number == 5
+
+
+def _fork_chain(first: int, last: int, fork: str, parent_fork: str) -> dict[int, BlockRef]:
+    """Blocks first..last labelled ``fork``; the first one's parent is on ``parent_fork``."""
+    return {
+        n: BlockRef(n, f"{fork}{n}", f"{parent_fork if n == first else fork}{n - 1}", 1000 + n)
+        for n in range(first, last + 1)
+    }
+
+
+def test_a_reorg_of_the_block_jumped_to_is_followed_not_a_dead_end() -> None:
+    """Down for longer than the backfill limit, the keeper jumps to the head (the window is
+    that one block); when that block is reorged away, the new chain is followed."""
+    b_chain = _fork_chain(200, 205, "b", parent_fork="a")
+
+    async def fetch(number: int) -> BlockRef:
+        return b_chain[number]
+
+    follower = ChainFollower(
+        fetch, history=128, max_backfill=64, known=[head(n) for n in range(1, 101)]
+    )
+
+    async def go() -> list[ChainUpdate]:
+        updates = [await follower.follow(head(200))]  # a jump: blocks 101..199 not verified
+        for n in (201, 202):
+            updates.append(await follower.follow(b_chain[n]))
+        return updates
+
+    jumped, reorged, after = asyncio.run(go())
+    assert jumped.unverified_gap == (101, 199)
+    assert [b.hash for b in reorged.dropped] == ["a200"]
+    assert [b.hash for b in reorged.added] == ["b201"]  # the window starts again there
+    assert after.added == (b_chain[202],) and not after.reorg
+    assert follower.tip == b_chain[202]
