@@ -81,13 +81,32 @@ class Pipeline:
             acted = {d.vault for d in decisions if d.action == Action.REBALANCE}
         else:
             acted = await self.actor.act(block, snapshot, decisions)
-        self.memory = remember(snapshot.vaults, self.memory, acted)
+        self._remember(block, snapshot, decisions, acted)
         self.store.commit_block(block, decisions)
-        for vault in acted:
-            mem = self.memory[vault]
-            self.store.set_markers(vault, mem.request_nonce, mem.params_version)
         _log_decisions(decisions, acted, dry_run=self.actor is None)
         return TickReport(block, decisions, frozenset(acted), calls, update)
+
+    def _remember(
+        self, block: BlockRef, snapshot: Snapshot, decisions: Sequence[Decision], acted: set[str]
+    ) -> None:
+        """Carry the oracle rounds and governance counters to the next block, and store the
+        counters that must survive a restart: a vault's baseline the first time it is seen
+        (a request made while the keeper is down then still fires), and the counters of the
+        requests handled by a live keeper (a dry run never marks a request handled in the
+        database a live keeper will use)."""
+        satisfied = {d.vault for d in decisions if d.action == Action.HOLD and d.trigger}
+        handled = acted | satisfied
+        first_seen = {s.address for s in snapshot.vaults if s.address not in self.memory}
+        self.memory = remember(
+            snapshot.vaults,
+            self.memory,
+            handled,
+            block.timestamp,
+            self.costs.oracle_max_jump_bps,
+        )
+        for vault in first_seen | (handled if self.actor is not None else set()):
+            mem = self.memory[vault]
+            self.store.set_markers(vault, mem.request_nonce, mem.params_version)
 
     async def _read(self, block: BlockRef) -> tuple[Snapshot, int]:
         """One multicall; a second read only in the block where the registry changed."""

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from keeper.core import bands
-from keeper.core.oracle_guard import check_round
+from keeper.core.oracle_guard import GuardVerdict, check_round
 from keeper.core.portfolio import portfolio_greeks_for_states
 from keeper.core.types import (
     WAD,
@@ -45,17 +45,19 @@ class CostConfig:
 class VaultMemory:
     """What the keeper carries from block to block about a vault."""
 
-    request_nonce: int  # last governance request acted on
-    params_version: int  # last parameter version acted on
+    request_nonce: int  # last governance request handled
+    params_version: int  # last parameter version handled
     round_id: int = 0  # newest oracle round seen
     answer: int = 0  # its answer
     previous_answer: int | None = None  # the answer of the round before it
+    accepted_answer: int = 0  # the answer of the newest round the guards accepted
 
-    def jump_reference(self, round_id: int) -> int | None:
-        """The answer a round must not jump away from: the round before it.
-
-        Measured round over round, so a genuine move blocks one round, not forever."""
-        return self.previous_answer if round_id == self.round_id else (self.answer or None)
+    def jump_references(self, round_id: int) -> tuple[int, ...]:
+        """The answers round ``round_id`` may not jump away from all at once: the round before
+        it (a genuine move blocks one round, not forever) and the last accepted answer (a feed
+        back from a glitch is accepted at once)."""
+        previous = self.previous_answer if round_id == self.round_id else self.answer
+        return tuple(a for a in (previous or 0, self.accepted_answer) if a > 0)
 
 
 def decide_block(
@@ -81,9 +83,16 @@ def decide_block(
 def _guard(state: VaultState, mem: VaultMemory | None, now: int, max_jump_bps: int) -> str:
     if state.paused:
         return "paused by governance"
-    reference = mem.jump_reference(state.oracle.round_id) if mem else None
-    verdict = check_round(state.oracle, now, state.params.oracle_heartbeat, reference, max_jump_bps)
+    verdict = _oracle_verdict(state, mem, now, max_jump_bps)
     return "" if verdict.ok else f"oracle {verdict.reason}"
+
+
+def _oracle_verdict(
+    state: VaultState, mem: VaultMemory | None, now: int, max_jump_bps: int
+) -> GuardVerdict:
+    references = mem.jump_references(state.oracle.round_id) if mem else ()
+    heartbeat = state.params.oracle_heartbeat
+    return check_round(state.oracle, now, heartbeat, references, max_jump_bps)
 
 
 def _evaluate(
@@ -208,20 +217,22 @@ def _vault_decision(
     expired = sum(1 for leg in state.book if leg.expiry <= block.timestamp)
     if expired:
         reason += f" ({expired} expired option(s) ignored: governance should remove them)"
-    if trigger and abs(trade_wei) < DUST_WEI:
-        trigger, reason = "", f"{reason}, but already at target ({risk.deviation:.2e})"
+    at_target = bool(trigger) and abs(trade_wei) < DUST_WEI
+    if at_target:  # the trigger is satisfied without a trade (a request is then handled)
+        reason = f"{reason}, but already at target ({risk.deviation:.2e})"
+    act = bool(trigger) and not at_target
     return Decision(
         vault=state.address,
         block_number=block.number,
         block_hash=block.hash,
-        action=Action.REBALANCE if trigger else Action.HOLD,
+        action=Action.REBALANCE if act else Action.HOLD,
         reason=reason,
         delta=risk.delta,
         gamma=risk.gamma,
         band=risk.half_width,
         deviation=risk.deviation,
         urgent=risk.urgent,
-        trade_wei=trade_wei if trigger else 0,
+        trade_wei=trade_wei if act else 0,
         spot_answer=state.oracle.answer,
         trigger=trigger,
         spot_move=risk.spot_move,
@@ -257,16 +268,23 @@ def _decision(state: VaultState, block: BlockRef, action: Action, reason: str) -
 
 
 def remember(
-    states: Sequence[VaultState], memory: Mapping[str, VaultMemory], acted: set[str]
+    states: Sequence[VaultState],
+    memory: Mapping[str, VaultMemory],
+    handled: set[str],
+    now: int,
+    max_jump_bps: int,
 ) -> dict[str, VaultMemory]:
-    """The memory after a block: the newest oracle rounds, and the governance counters of the
-    vaults in ``acted`` (whose rebalance was sent, or decided in a dry run). A vault seen for the
-    first time starts from its current counters: requests made before the keeper knew it are
-    not replayed."""
+    """The memory after a block: the newest oracle rounds (and the newest the guards accepted,
+    judged exactly as ``decide_block`` did), and the governance counters of the vaults in
+    ``handled`` (a rebalance was sent, decided in a dry run, or not needed). A vault seen for
+    the first time starts from its current counters: requests made before the keeper knew it
+    are not replayed."""
     out = dict(memory)
     for state in states:
         old = memory.get(state.address)
-        keep_counters = old is not None and state.address not in acted
+        keep_counters = old is not None and state.address not in handled
+        accepted = _oracle_verdict(state, old, now, max_jump_bps).ok
+        last_accepted = state.oracle.answer if accepted else (old.accepted_answer if old else 0)
         rnd = state.oracle
         if not rnd.ok or rnd.answer <= 0:  # never a reference for the jump guard
             rnd = OracleRound(old.round_id, old.answer, 0, rnd.decimals) if old else rnd
@@ -277,5 +295,6 @@ def remember(
             round_id=rnd.round_id,
             answer=old.answer if old and same_round else rnd.answer,
             previous_answer=(old.previous_answer if same_round else old.answer) if old else None,
+            accepted_answer=last_accepted,
         )
     return out

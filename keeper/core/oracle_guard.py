@@ -2,12 +2,16 @@
 
 A round is rejected when the feed call failed, the answer is not positive, the round is
 stale (older than the heartbeat, the same rule as the vault: fresh iff
-``updated_at + heartbeat >= now``), it claims to come from the future, or it jumped further
-from the previous accepted answer than ``max_jump_bps``. Pure: ``now`` is passed in.
+``updated_at + heartbeat >= now``), it claims to come from the future, or it is further than
+``max_jump_bps`` from EVERY reference answer it is given. The keeper gives two: the previous
+round's answer (a genuine move is accepted once the next round confirms it) and the last
+accepted answer (a feed coming back from a glitch is accepted at once). Pure: ``now`` is
+passed in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -32,15 +36,15 @@ def check_round(
     round: OracleRound,
     now: int,
     heartbeat: int,
-    previous_answer: int | None,
+    references: Sequence[int],
     max_jump_bps: int,
     future_tolerance: int = FUTURE_TOLERANCE_SECONDS,
 ) -> GuardVerdict:
     """Accept or reject ``round`` at time ``now`` (unix seconds).
 
-    ``previous_answer`` is the last answer the keeper accepted (``None``: no jump check). The
-    jump test is exact integer arithmetic: reject iff ``|answer - previous| * 10000 >
-    max_jump_bps * previous``.
+    ``references``: answers the round may not jump away from all at once (empty, or none
+    positive: no jump check). The jump test is exact integer arithmetic: a reference ``r``
+    is exceeded iff ``|answer - r| * 10000 > max_jump_bps * r``.
     """
     rid = round.round_id
     if not round.ok:
@@ -56,15 +60,15 @@ def check_round(
         )
     if age > heartbeat:
         return GuardVerdict(False, f"stale: round {rid} is {age}s old, heartbeat {heartbeat}s")
-    if previous_answer is not None and previous_answer > 0:
-        moved = abs(round.answer - previous_answer) * 10_000
-        if moved > max_jump_bps * previous_answer:
-            return GuardVerdict(
-                False,
-                f"jump: round {rid} answer {round.answer} is "
-                f"{_jump_bps(round.answer, previous_answer):.1f} bps from previous "
-                f"{previous_answer}, max {max_jump_bps} bps",
-            )
+    positive = [r for r in references if r > 0]
+    if positive and all(abs(round.answer - r) * 10_000 > max_jump_bps * r for r in positive):
+        nearest = min(positive, key=lambda r: _jump_bps(round.answer, r))
+        return GuardVerdict(
+            False,
+            f"jump: round {rid} answer {round.answer} is "
+            f"{_jump_bps(round.answer, nearest):.1f} bps from previous "
+            f"{nearest}, max {max_jump_bps} bps",
+        )
     return GuardVerdict(True, f"ok: round {rid} answer {round.answer}, {age}s old")
 
 

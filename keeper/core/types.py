@@ -112,5 +112,6 @@ class Decision:
     urgent: bool = False
     trade_wei: int = 0  # signed underlying amount to buy (+) or sell (-), base units
     spot_answer: int = 0  # oracle answer the decision used
-    trigger: str = ""  # "band" | "urgent" | "request" | "params" | "" (no action)
+    trigger: str = ""  # "band" | "urgent" | "request" | "params" | "" (none fired); a HOLD
+    # with a trigger: it fired but the vault is already at target (nothing to trade)
     spot_move: float = 0.0  # spot move (quote) from a fresh hedge to the band edge

@@ -87,6 +87,28 @@ def test_governance_request_yields_a_rebalance(
     assert again["short-calls"].action == Action.HOLD
 
 
+def test_a_request_made_while_the_keeper_is_down_fires_and_a_dry_run_leaves_it_pending(
+    rpc_url: str, fresh_world: ForkedWorld, governance: Any, chain: Any, tmp_path: Path
+) -> None:
+    db = tmp_path / "keeper.sqlite"
+
+    def one_tick() -> Decision:
+        k = start_dry_keeper(rpc_url, fresh_world.manifest_file, db)
+        try:
+            return by_name(fresh_world, k.tick(chain))["short-calls"]
+        finally:
+            k.stop()
+
+    assert one_tick().action == Action.HOLD  # first sight: the vault's counters are stored
+    fresh_world.set_price(fresh_world.feed.latestRoundData()[1] / 1e8 + 2, governance)
+    fresh_world.vaults["short-calls"].requestRebalance(sender=governance)  # keeper is down
+    after_restart = one_tick()
+    assert after_restart.action == Action.REBALANCE and after_restart.trigger == "request"
+    # A dry run decided it but sent nothing: the database does not call it handled.
+    again = one_tick()
+    assert again.action == Action.REBALANCE and again.trigger == "request"
+
+
 def test_stale_oracle_is_skipped_with_the_reason(
     keeper: Running, fresh_world: ForkedWorld, chain: Any
 ) -> None:

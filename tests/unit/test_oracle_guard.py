@@ -23,7 +23,7 @@ def _round(answer: int = PRICE, age: int = 120, ok: bool = True, round_id: int =
 
 
 def _check(r: OracleRound, previous: int | None = PRICE, max_jump_bps: int = 500) -> GuardVerdict:
-    return check_round(r, NOW, HEARTBEAT, previous, max_jump_bps)
+    return check_round(r, NOW, HEARTBEAT, () if previous is None else (previous,), max_jump_bps)
 
 
 def test_accepts_a_fresh_round_near_the_previous_answer() -> None:
@@ -59,7 +59,7 @@ def test_rejects_round_from_the_future_beyond_tolerance() -> None:
     assert not verdict.ok
     assert verdict.reason.startswith("future: round 42")
     assert f"{FUTURE_TOLERANCE_SECONDS + 5}s ahead" in verdict.reason
-    assert not check_round(_round(age=-5), NOW, HEARTBEAT, None, 500, future_tolerance=0).ok
+    assert not check_round(_round(age=-5), NOW, HEARTBEAT, (), 500, future_tolerance=0).ok
 
 
 def test_rejects_a_jump_beyond_max_bps_in_both_directions() -> None:
@@ -87,3 +87,11 @@ def test_order_of_guards_reports_the_most_basic_failure() -> None:
 def test_require_ok_raises_oracle_rejected_with_the_reason() -> None:
     with pytest.raises(OracleRejected, match="stale: round 42 is 3900s old"):
         require_ok(_check(_round(age=3900)))
+
+
+def test_a_round_near_any_reference_passes_and_the_nearest_is_named() -> None:
+    glitch, normal = PRICE * 3 // 2, PRICE
+    # back from a glitch: far from the glitch (the previous round), near the last accepted
+    assert check_round(_round(answer=normal), NOW, HEARTBEAT, (glitch, normal), 500).ok
+    far = check_round(_round(answer=PRICE * 2), NOW, HEARTBEAT, (glitch, normal), 500)
+    assert not far.ok and f"from previous {glitch}" in far.reason  # the nearer reference
