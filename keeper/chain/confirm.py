@@ -25,7 +25,7 @@ from web3.exceptions import BlockNotFound, TransactionNotFound
 from keeper.chain.retry import READ_POLICY, RetryPolicy
 from keeper.chain.sender import Sender
 from keeper.core.types import BlockRef
-from keeper.errors import FeeCapExceeded, KeeperError, RetryableError
+from keeper.errors import FeeCapExceeded, JournalConflict, KeeperError, RetryableError
 from keeper.store import OPEN_STATES, JournalEntry, JournalState, Store, TxKind
 
 log = logging.getLogger("keeper.confirm")
@@ -167,7 +167,10 @@ class Confirmer:
         extends_last = (
             last is not None and block.number == last.number + 1 and block.parent_hash == last.hash
         )
-        if not extends_last:  # a reorg, a gap or the first head: look at recent mined entries
+        # Receipts can come from a block newer than the head being processed; a reorg of
+        # that block would not show as a break between our heads, so check those too.
+        ahead = any(e.sender == self.address for e in self._store.mined_since(block.number))
+        if not extends_last or ahead:  # a reorg, a gap, the first head, or receipts ahead
             await self._check_reorgs(tally)
         self._last_head = block  # only once the check above has passed
         await self._settle_open(tally)
@@ -196,7 +199,10 @@ class Confirmer:
         cutoff = self._clock() - self.config.stale_intent_seconds
         for entry in self._store.entries_in([S.INTENT], self.address):
             if entry.updated_at <= cutoff:
-                self._store.mark_failed(entry.id, "never signed: the keeper stopped first")
+                try:
+                    self._store.mark_failed(entry.id, "never signed: the keeper stopped first")
+                except JournalConflict:  # another instance failed it first
+                    continue
                 tally.add("failed", entry.id)
 
     # --- reorgs ----------------------------------------------------------------------------
@@ -217,7 +223,10 @@ class Confirmer:
                 canonical[number] = await self.block_hash_at(number)
             if canonical[number] == entry.mined_block_hash:
                 continue
-            back = self._store.mark_reorged(entry.id, head)
+            try:
+                back = self._store.mark_reorged(entry.id, head)
+            except JournalConflict:  # another instance saw the same reorg first
+                continue
             tally.add("reorged", entry.id)
             log.warning(
                 "reorg removed the block of a mined transaction",
@@ -261,6 +270,14 @@ class Confirmer:
         # The count was read before the receipts, so a transaction of ours mined below it
         # would have shown a receipt: the nonce went to a transaction we did not journal.
         if nonce < mined_count:
+            if await self._any_known(group):
+                # ours, mined, but its receipt is not served yet (a lagging index or another
+                # node behind a load balancer): dropping it would free the vault to send again
+                log.info(
+                    "nonce used by a transaction of ours without a receipt yet: wait",
+                    extra={"fields": {"nonce": nonce}},
+                )
+                return
             for entry in group:
                 if entry.state in OPEN_STATES:
                     self._store.mark_dropped(entry.id, "nonce used by another transaction")
@@ -283,6 +300,12 @@ class Confirmer:
         waited = head - sent_at
         if tally.replace_stuck and waited >= self.config.stuck_after_blocks:
             await self._unstick(newest, head, tally)
+
+    async def _any_known(self, group: list[JournalEntry]) -> bool:
+        for entry in group:
+            if entry.tx_hash is not None and await self.is_known(entry.tx_hash):
+                return True
+        return False
 
     async def _find_mined(self, group: list[JournalEntry], tally: _Tally) -> bool:
         candidates = [

@@ -1,0 +1,91 @@
+"""The sending side's edge cases on a fake chain: lost answers, lagging receipt indexes,
+receipts ahead of the processed head, two instances racing on one journal entry."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fake_chain import bhash, build, intent, run
+
+from keeper.core.types import BlockRef
+from keeper.errors import RpcTimeout
+from keeper.store import JournalState
+
+S = JournalState
+VAULT = "0x" + "aa" * 20
+
+
+def test_a_lost_answer_then_nonce_too_low_for_our_own_bytes_is_sent_once(
+    tmp_path: Path,
+) -> None:
+    _, w3, account, sender, _ = build(tmp_path)
+    eth = w3.eth
+    tries: list[bytes] = []
+
+    def reaches_then_times_out(raw: bytes) -> None:
+        tries.append(raw)
+        eth.accept(raw)
+        if len(tries) == 1:
+            eth.mine()  # mined before the retry: the retry hears "nonce too low"
+            raise RpcTimeout("eth_sendRawTransaction: timed out")
+
+    eth.send_hook = reaches_then_times_out
+    entry = run(sender.submit(intent(account.address, VAULT)))
+    assert entry.state is S.SENT and entry.id == 1
+    assert set(eth.sent) == {entry.tx_hash}  # one signed transaction, never a second
+
+
+def test_a_lagging_receipt_index_does_not_drop_our_mined_transaction(tmp_path: Path) -> None:
+    store, w3, account, sender, confirmer = build(tmp_path)
+    eth = w3.eth
+    entry = run(sender.submit(intent(account.address, VAULT)))
+    eth.mine()
+    eth.hide_receipts = True  # the nonce is used, the receipt is not served yet
+    run(confirmer.on_block(eth.ref(eth.head)))
+    assert store.entry(entry.id).state is S.SENT and store.vault_in_flight(VAULT)
+    eth.hide_receipts = False
+    eth.mine()
+    assert run(confirmer.on_block(eth.ref(eth.head))).mined == (entry.id,)
+
+
+def test_a_receipt_from_a_block_ahead_of_the_head_is_checked_when_that_block_is_reorged(
+    tmp_path: Path,
+) -> None:
+    store, w3, account, sender, confirmer = build(tmp_path)
+    eth = w3.eth
+    entry = run(sender.submit(intent(account.address, VAULT)))
+    processed = eth.ref(eth.head)  # the keeper processes head 10 ...
+    eth.mine()  # ... while the node is at 11 already, our transaction in it
+    run(confirmer.on_block(processed))
+    assert store.entry(entry.id).mined_block_number == 11
+    # 11 is replaced by 11' without it; the transaction is pending again
+    tx_hash = entry.tx_hash
+    assert tx_hash is not None and entry.nonce is not None and entry.raw_tx is not None
+    del eth.mined[tx_hash]
+    eth.mined_nonces.discard(entry.nonce)
+    eth.pool[tx_hash] = (entry.nonce, entry.raw_tx)
+    eth.fork[11] = "b"
+    eth.head = 11
+    report = run(confirmer.on_block(BlockRef(11, bhash(11, "b"), bhash(10, "a"), 0)))
+    assert report.reorged == (entry.id,)
+    assert store.entry(entry.id).state is S.SENT and store.vault_in_flight(VAULT)
+
+
+def test_an_intent_another_instance_failed_first_does_not_abort_the_block(
+    tmp_path: Path,
+) -> None:
+    later = time.time() + 10_000
+    store, w3, account, _, confirmer = build(tmp_path, clock=lambda: later)
+    store.create_intent(intent(account.address, VAULT))
+    seen = store.entries_in([S.INTENT], account.address)  # this instance read it ...
+    store.mark_failed(seen[0].id, "failed by the other instance")  # ... the other failed it
+    real = store.entries_in
+
+    def stale_view(states: Any, sender: str | None = None) -> Any:
+        return seen if list(states) == [S.INTENT] else real(states, sender)
+
+    store.entries_in = stale_view  # type: ignore[method-assign]
+    report = run(confirmer.on_block(w3.eth.ref(w3.eth.head)))
+    assert report.failed == ()  # not counted twice, and the block went on
