@@ -23,10 +23,10 @@ from web3 import AsyncWeb3
 from web3.exceptions import BlockNotFound, TransactionNotFound
 
 from keeper.chain.retry import READ_POLICY, RetryPolicy
-from keeper.chain.sender import Sender
+from keeper.chain.sender import CANCEL_GAS, Sender
 from keeper.core.types import BlockRef
 from keeper.errors import FeeCapExceeded, JournalConflict, KeeperError, RetryableError
-from keeper.store import OPEN_STATES, JournalEntry, JournalState, Store, TxKind
+from keeper.store import OPEN_STATES, JournalEntry, JournalState, Store, TxIntent, TxKind
 
 log = logging.getLogger("keeper.confirm")
 S = JournalState
@@ -65,6 +65,7 @@ class ConfirmReport:
     rebroadcast: tuple[int, ...] = ()
     failed: tuple[int, ...] = ()
     waiting_for_fees: tuple[int, ...] = ()
+    gap_filled_by: tuple[int, ...] = ()  # new 0-value entries that fill a given-back nonce
     errors: tuple[str, ...] = ()
 
 
@@ -175,7 +176,40 @@ class Confirmer:
         self._last_head = block  # only once the check above has passed
         await self._settle_open(tally)
         await self._sender.nonces.detect_external_use()
+        await self._fill_gaps(tally)
         return self._logged(tally.report(), "block", block.number)
+
+    async def _fill_gaps(self, tally: _Tally) -> None:
+        """A nonce given back below one still in flight (its transaction was refused after a
+        later one was sent) holds up every later transaction: fill it at once with a 0-value
+        self-transfer, as urgent as a cancel."""
+        in_flight = [e.nonce for e in self._store.open_entries(self.address) if e.nonce is not None]
+        if not in_flight:
+            return
+        for gap in (n for n in self._store.free_nonces(self.address) if n < max(in_flight)):
+            filler = TxIntent(
+                kind=TxKind.CANCEL,
+                sender=self.address,
+                to=self.address,
+                data=b"",
+                value_wei=0,
+                gas_limit=CANCEL_GAS,
+                urgent=True,
+                payload={"fills_nonce": gap},
+            )
+            try:
+                entry = await self._sender.submit(filler)
+            except KeeperError as exc:
+                log.error(
+                    "could not fill a nonce gap: later transactions wait behind it",
+                    extra={"fields": {"nonce": gap, "error": str(exc)}},
+                )
+                return
+            tally.add("gap_filled_by", entry.id)
+            log.warning(
+                "nonce gap filled with a 0-value self-transfer",
+                extra={"fields": {"nonce": entry.nonce, "entry": entry.id}},
+            )
 
     async def reconcile(self) -> ConfirmReport:
         """At start: bring the journal in line with the chain without sending anything twice.

@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fake_chain import bhash, build, intent, run
 
 from keeper.core.types import BlockRef
-from keeper.errors import RpcTimeout
+from keeper.errors import FatalError, RpcTimeout
 from keeper.store import JournalState
 
 S = JournalState
@@ -89,3 +90,39 @@ def test_an_intent_another_instance_failed_first_does_not_abort_the_block(
     store.entries_in = stale_view  # type: ignore[method-assign]
     report = run(confirmer.on_block(w3.eth.ref(w3.eth.head)))
     assert report.failed == ()  # not counted twice, and the block went on
+
+
+def test_a_nonce_given_back_below_a_sent_one_is_filled_so_the_later_one_can_land(
+    tmp_path: Path,
+) -> None:
+    store, w3, account, sender, confirmer = build(tmp_path)
+    eth = w3.eth
+    phase = ["no answer"]  # for X's nonce 0: first no answer at all, then refused for good
+
+    def node(raw: bytes) -> None:
+        _, nonce = eth.decode(raw)
+        if nonce == 0 and phase[0] == "no answer":
+            raise RpcTimeout("eth_sendRawTransaction: timed out")
+        if nonce == 0 and phase[0] == "refused":
+            raise FatalError("node refused: transaction would cause overdraft")
+        eth.accept(raw)
+
+    eth.send_hook = node
+    with pytest.raises(RpcTimeout):
+        run(sender.submit(intent(account.address, VAULT)))  # X, nonce 0: stays signed
+    x_raw = store.entry(1).raw_tx
+    other = "0x" + "bb" * 20
+    y = run(sender.submit(intent(account.address, other)))  # Y, nonce 1: sent
+    assert y.nonce == 1
+    phase[0] = "refused"
+    eth.send_hook = lambda raw: eth.accept(raw) if raw != x_raw else node(raw)
+    report = run(confirmer.on_block(eth.ref(eth.head)))
+    assert store.entry(1).state is S.FAILED  # X refused: nonce 0 given back, below Y's
+    (filler_id,) = report.gap_filled_by
+    filler = store.entry(filler_id)
+    assert filler.nonce == 0 and filler.to == account.address and filler.value_wei == 0
+    eth.mine()
+    eth.mine()
+    mined = run(confirmer.on_block(eth.ref(eth.head))).mined
+    assert set(mined) == {filler_id, y.id}
+    assert store.free_nonces(account.address) == [] and not store.vault_in_flight(other)
