@@ -65,6 +65,7 @@ class RebalanceActor:
     confirmer: Confirmer
     deviations: dict[str, float]  # each vault's latest deviation (shared with still_needed)
     session: aiohttp.ClientSession | None = None
+    urgent: set[str] = field(default_factory=set)  # vaults urgent now (shared with urgent_now)
     # vault -> (the decision it sent, the block its rebalance was mined in)
     to_verify: dict[str, tuple[Decision, int]] = field(default_factory=dict)
 
@@ -141,6 +142,8 @@ class RebalanceActor:
         self._verify_hedges(decisions)
         self.deviations.clear()
         self.deviations.update({d.vault: d.deviation for d in decisions if d.action != Action.SKIP})
+        self.urgent.clear()
+        self.urgent.update(d.vault for d in decisions if d.urgent)
         states = {s.address: s for s in snapshot.vaults}
         trades = self._trades(block, decisions, states)
         if not trades:

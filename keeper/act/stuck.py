@@ -54,6 +54,18 @@ def still_needed_for(deviations: dict[str, float], executes: BatchCheck = _alway
     return still_needed
 
 
+def urgent_now_for(urgent: set[str]) -> Callable[[JournalEntry], bool]:
+    """The confirmer's other question: has the work of this stuck rebalance become urgent (one
+    of its vaults past its hard limit in the latest decisions)? Then its replacement may go up
+    to the emergency cap, like any urgent rebalance: a spike must not pin an urgent vault
+    behind its own stuck transaction."""
+
+    def urgent_now(entry: JournalEntry) -> bool:
+        return entry.kind == TxKind.REBALANCE and any(v in urgent for v in entry.vaults)
+
+    return urgent_now
+
+
 def batch_check(w3: AsyncWeb3[Any], keeper: str, policy: RetryPolicy = READ_POLICY) -> BatchCheck:
     """Would every leg of this journaled batch still execute at the latest block?"""
 

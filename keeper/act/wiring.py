@@ -7,7 +7,7 @@ from eth_utils.address import to_checksum_address
 from web3 import AsyncWeb3
 
 from keeper.act.actor import ActConfig, RebalanceActor
-from keeper.act.stuck import batch_check, still_needed_for
+from keeper.act.stuck import batch_check, still_needed_for, urgent_now_for
 from keeper.chain.aggregator import ZeroExClient
 from keeper.chain.confirm import ConfirmConfig, Confirmer
 from keeper.chain.nonces import NonceManager
@@ -81,13 +81,17 @@ async def build_actor(settings: Settings, store: Store) -> RebalanceActor:
         max_fee_cap_wei=settings.max_fee_wei,
     )
     deviations: dict[str, float] = {}
+    urgent: set[str] = set()
     confirmer = Confirmer(
         w3,
         sender,
         store,
         ConfirmConfig(stuck_after_blocks=settings.stuck_after_blocks),
         still_needed=still_needed_for(deviations, batch_check(w3, account.address)),
+        urgent_now=urgent_now_for(urgent),
     )
-    actor = RebalanceActor(w3, config, store, router, sender, confirmer, deviations, session)
+    actor = RebalanceActor(
+        w3, config, store, router, sender, confirmer, deviations, session, urgent=urgent
+    )
     await actor.start()
     return actor

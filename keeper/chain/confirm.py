@@ -39,6 +39,14 @@ async def always_needed(entry: JournalEntry) -> bool:
     return True
 
 
+UrgentNow = Callable[[JournalEntry], bool]
+
+
+def never_urgent(entry: JournalEntry) -> bool:
+    """The default ``urgent_now``: a stuck transaction keeps the urgency it was sent with."""
+    return False
+
+
 @dataclass(frozen=True)
 class ConfirmConfig:
     stuck_after_blocks: int = 3
@@ -99,12 +107,14 @@ class Confirmer:
         still_needed: StillNeeded = always_needed,
         policy: RetryPolicy = READ_POLICY,
         clock: Callable[[], float] = time.time,
+        urgent_now: UrgentNow = never_urgent,
     ) -> None:
         self._w3 = w3
         self._sender = sender
         self._store = store
         self.config = config or ConfirmConfig()
         self._still_needed = still_needed
+        self._urgent_now = urgent_now
         self._policy = policy
         self._clock = clock
         self.address = sender.address
@@ -375,7 +385,7 @@ class Confirmer:
                 new = await self._sender.cancel(live, head)
                 tally.add("cancelled_by", new.id)
             else:
-                new = await self._sender.replace(live, head)
+                new = await self._sender.replace(live, head, urgent=self._urgent_now(live))
                 tally.add("replaced_by", new.id)
         except FeeCapExceeded as exc:
             tally.add("waiting_for_fees", live.id)

@@ -353,14 +353,17 @@ class Sender:
             return self._store.mark_sent(entry.id, at_block)
         return entry
 
-    async def replace(self, live: JournalEntry, at_block: int) -> JournalEntry:
-        """A same-nonce copy of ``live`` with both fees raised by at least 12.5%."""
+    async def replace(
+        self, live: JournalEntry, at_block: int, urgent: bool = False
+    ) -> JournalEntry:
+        """A same-nonce copy of ``live`` with both fees raised by at least 12.5%; up to the
+        emergency cap when ``live`` was urgent or its work has become urgent since."""
         old = live.signed()
         verdict = quote_replacement(
             FeeQuote(old.max_fee_wei, old.priority_fee_wei),
             await self.fee_history(),
             self.config.fees,
-            live.urgent,
+            live.urgent or urgent,
         )
         fees = self._go(verdict, f"replacement of entry {live.id}")
         signed = await self._sign(

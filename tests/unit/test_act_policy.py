@@ -11,7 +11,7 @@ from eth_abi.abi import encode
 from web3.exceptions import Web3RPCError
 
 from keeper.act import still_needed_for
-from keeper.act.stuck import batch_check
+from keeper.act.stuck import batch_check, urgent_now_for
 from keeper.chain.retry import RetryPolicy
 from keeper.errors import DecisionPending, RpcError
 from keeper.store import JournalEntry, JournalState, TxKind
@@ -119,3 +119,12 @@ def test_a_batch_whose_legs_all_execute_still_does() -> None:
     assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is True
     node.result = encode(["bool[]"], [[True, False]])  # one stale quote: cancel, quote afresh
     assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is False
+
+
+def test_a_stuck_rebalance_is_urgent_now_when_one_of_its_vaults_is() -> None:
+    urgent: set[str] = set()
+    check = urgent_now_for(urgent)
+    rebalance = entry(TxKind.REBALANCE, {"0xV": -0.6, "0xW": 0.2})
+    assert not check(rebalance)
+    urgent.add("0xW")  # the actor's latest decisions: 0xW past its hard limit
+    assert check(rebalance) and not check(entry(TxKind.CANCEL, {"0xW": 0.2}))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_chain import bhash, build, intent, run
+from fake_chain import GWEI, bhash, build, intent, run
 
 from keeper.core.types import BlockRef
 from keeper.errors import FatalError, RpcTimeout
@@ -126,3 +126,24 @@ def test_a_nonce_given_back_below_a_sent_one_is_filled_so_the_later_one_can_land
     mined = run(confirmer.on_block(eth.ref(eth.head))).mined
     assert set(mined) == {filler_id, y.id}
     assert store.free_nonces(account.address) == [] and not store.vault_in_flight(other)
+
+
+@pytest.mark.parametrize("urgent_now", [False, True])
+def test_a_stuck_rebalance_whose_vault_became_urgent_is_replaced_above_the_cap(
+    tmp_path: Path, urgent_now: bool
+) -> None:
+    store, w3, account, sender, confirmer = build(tmp_path)
+    confirmer._urgent_now = lambda entry: urgent_now
+    eth = w3.eth
+    entry = run(sender.submit(intent(account.address, VAULT)))  # non-urgent, at 10 gwei
+    eth.pool.clear()  # never mined ...
+    eth.base_fee = 150 * GWEI  # ... and a spike above the 100 gwei cap
+    eth.head += 3
+    report = run(confirmer.on_block(eth.ref(eth.head)))
+    if not urgent_now:  # non-urgent work waits for fees, the vault stays claimed
+        assert report.waiting_for_fees == (entry.id,) and report.replaced_by == ()
+        return
+    (new_id,) = report.replaced_by
+    new = store.entry(new_id)
+    assert new.nonce == entry.nonce
+    assert new.max_fee_wei is not None and new.max_fee_wei > 150 * GWEI  # above the cap
