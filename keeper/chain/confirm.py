@@ -136,15 +136,7 @@ class Confirmer:
 
     async def is_known(self, tx_hash: str) -> bool:
         """Whether the node has the transaction (pending or mined)."""
-
-        async def once() -> bool:
-            try:
-                await self._w3.eth.get_transaction(HexBytes(tx_hash))
-            except TransactionNotFound:
-                return False
-            return True
-
-        return await self._policy.call(once, "eth_getTransactionByHash")
+        return await self._sender.known_to_node(tx_hash)
 
     async def block_hash_at(self, number: int) -> str | None:
         """The canonical hash at ``number``; None when the chain is shorter now."""

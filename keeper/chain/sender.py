@@ -286,7 +286,7 @@ class Sender:
             # Our own bytes may be what used the nonce: an earlier try reached the node and
             # its answer was lost. Then it is sent, and signing the work again would send it
             # twice; only a nonce used by a transaction the node does not know is "dropped".
-            if not await self._known_to_node(entry.signed().tx_hash):
+            if not await self.known_to_node(entry.signed().tx_hash):
                 self._store.mark_dropped(entry.id, f"nonce used by another transaction: {exc}")
                 raise
             log.warning(
@@ -300,7 +300,7 @@ class Sender:
         log.info("transaction sent", extra={"fields": {"entry": sent.id, "hash": sent.tx_hash}})
         return sent
 
-    async def _known_to_node(self, tx_hash: str) -> bool:
+    async def known_to_node(self, tx_hash: str) -> bool:
         """Does the node have this transaction (pending or mined)?"""
 
         async def lookup() -> bool:
