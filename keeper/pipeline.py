@@ -14,7 +14,7 @@ from typing import Protocol
 from keeper.chain.blocks import ChainFollower
 from keeper.chain.reader import Snapshot, StateReader
 from keeper.core.chaintrack import ChainUpdate
-from keeper.core.decide import CostConfig, VaultMemory, decide_block, remember
+from keeper.core.decide import CostConfig, VaultMemory, decide_block, remember, reopen
 from keeper.core.types import Action, BlockRef, Decision
 from keeper.errors import KeeperError
 from keeper.store import Store
@@ -33,8 +33,10 @@ class Actor(Protocol):
     ) -> set[str]:
         """Submit the rebalances it can; return the vaults whose rebalance is now in flight."""
 
-    async def on_chain_update(self, update: ChainUpdate) -> None:
-        """Track receipts, replace stuck transactions, handle reorgs of mined ones."""
+    async def on_chain_update(self, update: ChainUpdate) -> dict[str, str]:
+        """Track receipts, replace stuck transactions, handle reorgs of mined ones. Returns
+        the governance triggers (vault -> "request" | "params") whose rebalance failed on
+        chain: they were not handled after all."""
 
     async def close(self) -> None:
         """Release connections."""
@@ -67,7 +69,7 @@ class Pipeline:
         update = await self.follower.follow(head)
         self._log_chain(update, superseded)
         if self.actor is not None:
-            await self.actor.on_chain_update(update)
+            self._reopen(await self.actor.on_chain_update(update))
         if update.head is None:
             return None
         block = update.head
@@ -107,6 +109,20 @@ class Pipeline:
         for vault in first_seen | (handled if self.actor is not None else set()):
             mem = self.memory[vault]
             self.store.set_markers(vault, mem.request_nonce, mem.params_version)
+
+    def _reopen(self, failed: dict[str, str]) -> None:
+        if not failed:
+            return
+        self.memory = reopen(self.memory, failed)
+        for vault, trigger in failed.items():
+            mem = self.memory.get(vault)
+            if mem is None:
+                continue
+            self.store.set_markers(vault, mem.request_nonce, mem.params_version)
+            log.warning(
+                "governance trigger fires again: its rebalance failed on chain",
+                extra={"fields": {"vault": vault, "trigger": trigger}},
+            )
 
     async def _read(self, block: BlockRef) -> tuple[Snapshot, int]:
         """One multicall; a second read only in the block where the registry changed."""

@@ -29,6 +29,7 @@ from keeper.chain.sender import Sender
 from keeper.config import GWEI
 from keeper.core import abi
 from keeper.core.chaintrack import ChainUpdate
+from keeper.core.decide import GOVERNANCE_TRIGGERS
 from keeper.core.planner import FeeGate, NoTrade, TradeSpec, pack_batches, size_trade, split_by_fees
 from keeper.core.swap import SwapRequest
 from keeper.core.types import Action, BlockRef, Decision, VaultState
@@ -78,17 +79,21 @@ class RebalanceActor:
 
     # --- the chain moved ---------------------------------------------------------------------
 
-    async def on_chain_update(self, update: ChainUpdate) -> None:
+    async def on_chain_update(self, update: ChainUpdate) -> dict[str, str]:
         if update.head is None:
-            return
+            return {}
         report = await self.confirmer.on_block(update.head)
+        failed: dict[str, str] = {}
         for entry_id in report.mined:
-            await self._inspect_mined(self.store.entry(entry_id))
+            failed |= await self._inspect_mined(self.store.entry(entry_id))
+        return failed
 
-    async def _inspect_mined(self, entry: JournalEntry) -> None:
-        """Log each leg's outcome from the receipt; successful legs are verified next block."""
+    async def _inspect_mined(self, entry: JournalEntry) -> dict[str, str]:
+        """Log each leg's outcome from the receipt; successful legs are verified next block.
+        Returns the governance triggers of the legs that failed (vault -> trigger)."""
+        failed: dict[str, str] = {}
         if entry.kind != TxKind.REBALANCE or entry.tx_hash is None:
-            return
+            return failed
         tx_hash = entry.tx_hash
         receipt = await READ_POLICY.call(
             lambda: self.w3.eth.get_transaction_receipt(tx_hash),  # type: ignore[arg-type]
@@ -102,6 +107,8 @@ class RebalanceActor:
             vault = abi.topic_address(item["topics"][2])
             if topic == abi.LEG_FAILED_TOPIC:
                 (reason,) = decode(["bytes"], bytes(item["data"]))
+                if vault in decided and decided[vault].trigger in GOVERNANCE_TRIGGERS:
+                    failed[vault] = decided[vault].trigger
                 log.error(
                     "rebalance leg failed on chain",
                     extra={
@@ -128,6 +135,7 @@ class RebalanceActor:
                 )
                 if vault in decided:
                     self.to_verify[vault] = (decided[vault], int(receipt["blockNumber"]))
+        return failed
 
     async def close(self) -> None:
         if self.session is not None:

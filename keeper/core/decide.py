@@ -298,3 +298,21 @@ def remember(
             accepted_answer=last_accepted,
         )
     return out
+
+
+GOVERNANCE_TRIGGERS = ("request", "params")
+
+
+def reopen(memory: Mapping[str, VaultMemory], failed: Mapping[str, str]) -> dict[str, VaultMemory]:
+    """Undo "handled" for the governance triggers whose rebalance failed on chain (``failed``:
+    vault -> trigger), so that the next block fires them again."""
+    out = dict(memory)
+    for vault, trigger in failed.items():
+        mem = out.get(vault)
+        if mem is None or trigger not in GOVERNANCE_TRIGGERS:
+            continue
+        if trigger == "request":
+            out[vault] = replace(mem, request_nonce=mem.request_nonce - 1)
+        else:
+            out[vault] = replace(mem, params_version=mem.params_version - 1)
+    return out

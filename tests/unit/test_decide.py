@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from keeper.core.decide import CostConfig, VaultMemory, decide_block, remember
+from keeper.core.decide import CostConfig, VaultMemory, decide_block, remember, reopen
 from keeper.core.types import (
     WAD,
     Action,
@@ -155,3 +155,15 @@ def test_gas_widens_the_band() -> None:
     cheap = decide_block(BLOCK, 1 * 10**9, [state], {}, COSTS)[0].band
     dear = decide_block(BLOCK, 300 * 10**9, [state], {}, COSTS)[0].band
     assert dear > cheap
+
+
+def test_a_governance_trigger_whose_rebalance_failed_on_chain_fires_again() -> None:
+    (d,) = decide_block(BLOCK, 0, [short_call_vault(0)], {}, COSTS)
+    state = replace(short_call_vault(d.trade_wei + WAD // 100), request_nonce=1)  # in band
+    handled = {state.address: VaultMemory(request_nonce=1, params_version=0)}
+    (quiet,) = decide_block(BLOCK, 0, [state], handled, COSTS)
+    assert quiet.action == Action.HOLD
+    again = reopen(handled, {state.address: "request", "0xunknown": "request"})
+    (retry,) = decide_block(BLOCK, 0, [state], again, COSTS)
+    assert retry.action == Action.REBALANCE and retry.trigger == "request"
+    assert reopen(handled, {state.address: "band"}) == handled  # only governance triggers
