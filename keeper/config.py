@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     max_backfill_blocks: int = Field(64, ge=0)
     reorg_history_blocks: int = Field(128, gt=1)
     oracle_max_jump_bps: int = Field(2000, gt=0)
+    oracle_stale_margin_seconds: int = Field(24, ge=0)
     gas_units_per_rebalance: int = Field(190_000, gt=0)
     gas_units_per_extra_vault: int = Field(110_000, gt=0)
     dex_fee_bps: float = Field(5.0, ge=0)

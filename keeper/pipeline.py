@@ -104,7 +104,7 @@ class Pipeline:
             self.memory,
             handled,
             block.timestamp,
-            self.costs.oracle_max_jump_bps,
+            self.costs,
         )
         for vault in first_seen | (handled if self.actor is not None else set()):
             mem = self.memory[vault]

@@ -44,6 +44,7 @@ def cost_config(settings: Settings) -> CostConfig:
         dex_fee_bps=settings.dex_fee_bps,
         slippage_bps_per_unit=settings.slippage_bps_per_unit,
         oracle_max_jump_bps=settings.oracle_max_jump_bps,
+        oracle_stale_margin_seconds=settings.oracle_stale_margin_seconds,
     )
 
 

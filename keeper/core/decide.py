@@ -39,6 +39,7 @@ class CostConfig:
     dex_fee_bps: float
     slippage_bps_per_unit: float
     oracle_max_jump_bps: int
+    oracle_stale_margin_seconds: int = 0  # a round this close to its heartbeat is stale
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def decide_block(
     now = block.timestamp
     skips: dict[int, Decision] = {}
     for i, state in enumerate(states):
-        reason = _guard(state, memory.get(state.address), now, costs.oracle_max_jump_bps)
+        reason = _guard(state, memory.get(state.address), now, costs)
         if reason:
             skips[i] = _decision(state, block, Action.SKIP, reason)
     live = [i for i in range(len(states)) if i not in skips]
@@ -80,19 +81,25 @@ def decide_block(
     return tuple(decided[i] for i in range(len(states)))
 
 
-def _guard(state: VaultState, mem: VaultMemory | None, now: int, max_jump_bps: int) -> str:
+def _guard(state: VaultState, mem: VaultMemory | None, now: int, costs: CostConfig) -> str:
     if state.paused:
         return "paused by governance"
-    verdict = _oracle_verdict(state, mem, now, max_jump_bps)
+    verdict = _oracle_verdict(state, mem, now, costs)
     return "" if verdict.ok else f"oracle {verdict.reason}"
 
 
 def _oracle_verdict(
-    state: VaultState, mem: VaultMemory | None, now: int, max_jump_bps: int
+    state: VaultState, mem: VaultMemory | None, now: int, costs: CostConfig
 ) -> GuardVerdict:
     references = mem.jump_references(state.oracle.round_id) if mem else ()
-    heartbeat = state.params.oracle_heartbeat
-    return check_round(state.oracle, now, heartbeat, references, max_jump_bps)
+    return check_round(
+        state.oracle,
+        now,
+        state.params.oracle_heartbeat,
+        references,
+        costs.oracle_max_jump_bps,
+        stale_margin=costs.oracle_stale_margin_seconds,
+    )
 
 
 def _evaluate(
@@ -272,7 +279,7 @@ def remember(
     memory: Mapping[str, VaultMemory],
     handled: set[str],
     now: int,
-    max_jump_bps: int,
+    costs: CostConfig,
 ) -> dict[str, VaultMemory]:
     """The memory after a block: the newest oracle rounds (and the newest the guards accepted,
     judged exactly as ``decide_block`` did), and the governance counters of the vaults in
@@ -283,7 +290,7 @@ def remember(
     for state in states:
         old = memory.get(state.address)
         keep_counters = old is not None and state.address not in handled
-        accepted = _oracle_verdict(state, old, now, max_jump_bps).ok
+        accepted = _oracle_verdict(state, old, now, costs).ok
         last_accepted = state.oracle.answer if accepted else (old.accepted_answer if old else 0)
         rnd = state.oracle
         if not rnd.ok or rnd.answer <= 0:  # never a reference for the jump guard

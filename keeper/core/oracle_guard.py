@@ -39,12 +39,15 @@ def check_round(
     references: Sequence[int],
     max_jump_bps: int,
     future_tolerance: int = FUTURE_TOLERANCE_SECONDS,
+    stale_margin: int = 0,
 ) -> GuardVerdict:
     """Accept or reject ``round`` at time ``now`` (unix seconds).
 
     ``references``: answers the round may not jump away from all at once (empty, or none
     positive: no jump check). The jump test is exact integer arithmetic: a reference ``r``
-    is exceeded iff ``|answer - r| * 10000 > max_jump_bps * r``.
+    is exceeded iff ``|answer - r| * 10000 > max_jump_bps * r``. ``stale_margin``: seconds
+    before the heartbeat runs out from which a round counts as stale already (a transaction
+    sent now is mined a block or two later, when the vault would find it stale and revert).
     """
     rid = round.round_id
     if not round.ok:
@@ -58,8 +61,11 @@ def check_round(
             f"future: round {rid} updated_at {round.updated_at} is {-age}s ahead of now {now}, "
             f"tolerance {future_tolerance}s",
         )
-    if age > heartbeat:
-        return GuardVerdict(False, f"stale: round {rid} is {age}s old, heartbeat {heartbeat}s")
+    if age > heartbeat - stale_margin:
+        margin = f" less a {stale_margin}s margin for inclusion" if stale_margin else ""
+        return GuardVerdict(
+            False, f"stale: round {rid} is {age}s old, heartbeat {heartbeat}s{margin}"
+        )
     positive = [r for r in references if r > 0]
     if positive and all(abs(round.answer - r) * 10_000 > max_jump_bps * r for r in positive):
         nearest = min(positive, key=lambda r: _jump_bps(round.answer, r))

@@ -19,7 +19,6 @@ from keeper.core.types import (
 NOW = 1_800_000_000
 DAY = 86_400
 COSTS = CostConfig(190_000, 10**9, 5.0, 0.5, 2000)
-JUMP = COSTS.oracle_max_jump_bps
 BLOCK = BlockRef(100, "0xb100", "0xb099", NOW)
 
 
@@ -79,7 +78,7 @@ def test_governance_request_and_parameter_change_act_regardless_of_the_band() ->
     (par,) = decide_block(BLOCK, 0, [replace(state, params_version=3)], mem, COSTS)
     assert par.action == Action.REBALANCE and par.trigger == "params"
     # Once acted on, the counters are remembered and the trigger does not fire again.
-    acted = remember([replace(state, request_nonce=1)], mem, {state.address}, NOW, JUMP)
+    acted = remember([replace(state, request_nonce=1)], mem, {state.address}, NOW, COSTS)
     (after,) = decide_block(BLOCK, 0, [replace(state, request_nonce=1)], acted, COSTS)
     assert after.action == Action.HOLD
 
@@ -113,11 +112,11 @@ def test_guards_skip_with_the_reason() -> None:
 
 def test_jump_guard_compares_round_over_round_so_a_real_move_blocks_one_round() -> None:
     state = short_call_vault(0)
-    mem = remember([state], {}, set(), NOW, JUMP)
+    mem = remember([state], {}, set(), NOW, COSTS)
     jumped = replace(state, oracle=OracleRound(8, 4500 * 10**8, NOW - 10, 8))
     (d,) = decide_block(BLOCK, 0, [jumped], mem, COSTS)
     assert d.reason.startswith("oracle jump")
-    mem = remember([jumped], mem, set(), NOW, JUMP)
+    mem = remember([jumped], mem, set(), NOW, COSTS)
     steady = replace(state, oracle=OracleRound(9, 4510 * 10**8, NOW - 5, 8))
     (d,) = decide_block(BLOCK, 0, [steady], mem, COSTS)
     assert d.action != Action.SKIP
@@ -125,11 +124,11 @@ def test_jump_guard_compares_round_over_round_so_a_real_move_blocks_one_round() 
 
 def test_a_feed_back_from_a_glitch_is_accepted_at_once() -> None:
     state = short_call_vault(0)
-    mem = remember([state], {}, set(), NOW, JUMP)  # round 7 at 3000: accepted
+    mem = remember([state], {}, set(), NOW, COSTS)  # round 7 at 3000: accepted
     glitch = replace(state, oracle=OracleRound(8, 4500 * 10**8, NOW - 10, 8))
     (d,) = decide_block(BLOCK, 0, [glitch], mem, COSTS)
     assert d.reason.startswith("oracle jump")
-    mem = remember([glitch], mem, set(), NOW, JUMP)
+    mem = remember([glitch], mem, set(), NOW, COSTS)
     back = replace(state, oracle=OracleRound(9, 3001 * 10**8, NOW - 5, 8))
     (d,) = decide_block(BLOCK, 0, [back], mem, COSTS)
     assert d.action != Action.SKIP  # near the last accepted 3000, though far from the glitch
@@ -144,7 +143,7 @@ def test_a_governance_request_at_target_holds_and_is_satisfied() -> None:
     assert hold.action == Action.HOLD and hold.trade_wei == 0
     assert hold.trigger == "request" and "already at target" in hold.reason
     # the caller counts it as handled: a later drift far inside the band does not fire it
-    after = remember([requested], mem, {hedged.address}, NOW, JUMP)
+    after = remember([requested], mem, {hedged.address}, NOW, COSTS)
     drifted = replace(requested, underlying_balance=requested.underlying_balance + 10**12)
     (later,) = decide_block(BLOCK, 0, [drifted], after, COSTS)
     assert later.action == Action.HOLD and later.trigger == ""

@@ -95,3 +95,14 @@ def test_a_round_near_any_reference_passes_and_the_nearest_is_named() -> None:
     assert check_round(_round(answer=normal), NOW, HEARTBEAT, (glitch, normal), 500).ok
     far = check_round(_round(answer=PRICE * 2), NOW, HEARTBEAT, (glitch, normal), 500)
     assert not far.ok and f"from previous {glitch}" in far.reason  # the nearer reference
+
+
+def test_a_round_inside_the_inclusion_margin_is_stale_already() -> None:
+    near_expiry = _round(age=HEARTBEAT - 10)
+    assert check_round(near_expiry, NOW, HEARTBEAT, (PRICE,), 500).ok  # the vault's own rule
+    verdict = check_round(near_expiry, NOW, HEARTBEAT, (PRICE,), 500, stale_margin=24)
+    assert not verdict.ok
+    assert verdict.reason == (
+        f"stale: round 42 is {HEARTBEAT - 10}s old, heartbeat {HEARTBEAT}s "
+        "less a 24s margin for inclusion"
+    )
