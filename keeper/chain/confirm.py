@@ -170,11 +170,11 @@ class Confirmer:
         extends_last = (
             last is not None and block.number == last.number + 1 and block.parent_hash == last.hash
         )
-        # Receipts can come from a block newer than the head being processed; a reorg of
-        # that block would not show as a break between our heads, so check those too.
-        ahead = any(e.sender == self.address for e in self._store.mined_since(block.number))
-        if not extends_last or ahead:  # a reorg, a gap, the first head, or receipts ahead
-            await self._check_reorgs(tally)
+        # A head that extends the last one reorged nothing we processed; but receipts can come
+        # from a block newer than the head being processed, and a reorg of that block would
+        # not show as a break between our heads: those are checked every time.
+        window = 0 if extends_last else self.config.reorg_window_blocks
+        await self._check_reorgs(tally, since=block.number - window)
         self._last_head = block  # only once the check above has passed
         await self._settle_open(tally)
         await self._sender.nonces.detect_external_use()
@@ -185,10 +185,14 @@ class Confirmer:
         """A nonce given back below one still in flight (its transaction was refused after a
         later one was sent) holds up every later transaction: fill it at once with a 0-value
         self-transfer, as urgent as a cancel."""
+        free = self._store.free_nonces(self.address)
+        if not free:  # the usual case: one query and done
+            return
         in_flight = [e.nonce for e in self._store.open_entries(self.address) if e.nonce is not None]
         if not in_flight:
             return
-        for gap in (n for n in self._store.free_nonces(self.address) if n < max(in_flight)):
+        highest = max(in_flight)
+        for gap in (n for n in free if n < highest):
             filler = TxIntent(
                 kind=TxKind.CANCEL,
                 sender=self.address,
@@ -223,7 +227,7 @@ class Confirmer:
         head = await self._sender.head()
         tally = _Tally(head, check_known=True)
         self._fail_stale_intents(tally)
-        await self._check_reorgs(tally)
+        await self._check_reorgs(tally, since=head - self.config.reorg_window_blocks)
         await self._settle_open(tally)
         await self._sender.nonces.sync()
         return self._logged(tally.report(), "reconcile", head)
@@ -243,13 +247,11 @@ class Confirmer:
 
     # --- reorgs ----------------------------------------------------------------------------
 
-    async def _check_reorgs(self, tally: _Tally) -> None:
+    async def _check_reorgs(self, tally: _Tally, since: int) -> None:
+        """Entries mined in block ``since`` or later whose block is no longer canonical go
+        back to ``sent`` (and are broadcast again if the node forgot them)."""
         head = tally.head
-        recent = [
-            e
-            for e in self._store.mined_since(head - self.config.reorg_window_blocks)
-            if e.sender == self.address
-        ]
+        recent = [e for e in self._store.mined_since(since) if e.sender == self.address]
         canonical: dict[int, str | None] = {}
         for entry in recent:
             number = entry.mined_block_number
