@@ -36,7 +36,6 @@ class Metrics:
     last_block: int | None = None
     last_block_timestamp: int | None = None
     last_progress_at: float | None = None  # unix seconds of the last processed tick
-    transactions_in_flight: int = 0
 
     def observe_tick(self, report: TickReport, seconds: float, now: float) -> None:
         self.ticks += 1
@@ -53,12 +52,16 @@ class Metrics:
     def observe_failure(self, kind: str) -> None:
         self.failures[kind] += 1
 
+    def seconds_since_progress(self, now: float) -> float:
+        return now - (self.last_progress_at or self.started_at)
+
     def health(self, now: float, max_age_seconds: float) -> Health:
-        since = now - (self.last_progress_at or self.started_at)
+        since = self.seconds_since_progress(now)
         return Health(since <= max_age_seconds, self.last_block, since)
 
-    def render(self, now: float) -> str:
-        """The Prometheus text exposition of every metric."""
+    def render(self, now: float, transactions_in_flight: int = 0) -> str:
+        """The Prometheus text exposition of every metric; ``transactions_in_flight`` is read
+        from the journal when the page is asked for, not on every block."""
         lines: list[str] = []
         _family(lines, "keeper_ticks_total", "counter", "Blocks processed", [("", self.ticks)])
         _family(
@@ -109,7 +112,7 @@ class Metrics:
             "keeper_transactions_in_flight",
             "gauge",
             "Journal entries not yet final (intent, signed, sent)",
-            [("", self.transactions_in_flight)],
+            [("", transactions_in_flight)],
         )
         if self.last_block is not None and self.last_block_timestamp is not None:
             _family(
@@ -126,13 +129,12 @@ class Metrics:
                 "Now minus the last processed block's timestamp",
                 [("", max(now - self.last_block_timestamp, 0.0))],
             )
-        progress = self.health(now, float("inf")).seconds_since_progress
         _family(
             lines,
             "keeper_seconds_since_progress",
             "gauge",
             "Seconds since a block was last processed (since the start before the first)",
-            [("", progress)],
+            [("", self.seconds_since_progress(now))],
         )
         return "\n".join(lines) + "\n"
 

@@ -23,12 +23,16 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def make_app(
-    metrics: Metrics, max_age_seconds: float, clock: Callable[[], float] = time.time
+    metrics: Metrics,
+    max_age_seconds: float,
+    clock: Callable[[], float] = time.time,
+    in_flight: Callable[[], int] = lambda: 0,
 ) -> web.Application:
+    """``in_flight``: counts the journal's unsettled transactions, once per scrape."""
+
     async def metrics_page(_: web.Request) -> web.Response:
-        return web.Response(
-            body=metrics.render(clock()).encode(), headers={"Content-Type": PROMETHEUS_TEXT}
-        )
+        page = metrics.render(clock(), transactions_in_flight=in_flight())
+        return web.Response(body=page.encode(), headers={"Content-Type": PROMETHEUS_TEXT})
 
     async def health_page(_: web.Request) -> web.Response:
         health = metrics.health(clock(), max_age_seconds)

@@ -138,7 +138,12 @@ class Keeper:
         port = self.settings.metrics_port
         if port is None:
             return None
-        app = monitor.make_app(self.metrics, self.settings.health_max_age_seconds, self.clock)
+        app = monitor.make_app(
+            self.metrics,
+            self.settings.health_max_age_seconds,
+            self.clock,
+            in_flight=lambda: len(self.store.entries_in(IN_FLIGHT_STATES)),
+        )
         return await monitor.start(app, self.settings.metrics_host, port)
 
     async def tick(self, head: BlockRef, superseded: list[int]) -> None:
@@ -157,6 +162,3 @@ class Keeper:
             return
         if report is not None:
             self.metrics.observe_tick(report, time.perf_counter() - started, self.clock())
-        if self.pipeline.actor is not None:
-            in_flight = self.store.entries_in(IN_FLIGHT_STATES)
-            self.metrics.transactions_in_flight = len(in_flight)

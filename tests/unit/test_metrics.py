@@ -53,8 +53,7 @@ def test_ticks_add_up() -> None:
     m.observe_tick(report(10, Action.HOLD, Action.REBALANCE), 0.25, now=START + 5)
     m.observe_tick(report(11, Action.SKIP, Action.HOLD, dropped=2), 0.5, now=START + 17)
     m.observe_failure("retryable")
-    m.transactions_in_flight = 1
-    got = samples(m.render(now=START + 12 * 11 + 3))
+    got = samples(m.render(now=START + 12 * 11 + 3, transactions_in_flight=1))
     assert got["keeper_ticks_total"] == 2
     assert got["keeper_tick_seconds_sum"] == 0.75 and got["keeper_tick_seconds_count"] == 2
     assert got['keeper_decisions_total{action="hold"}'] == 2
@@ -90,7 +89,7 @@ def test_health_counts_from_the_start_then_from_the_last_block() -> None:
 def test_metrics_and_health_over_http() -> None:
     m = Metrics(started_at=START)
     now = [START + 10]
-    app = monitor.make_app(m, max_age_seconds=60, clock=lambda: now[0])
+    app = monitor.make_app(m, max_age_seconds=60, clock=lambda: now[0], in_flight=lambda: 2)
 
     async def go() -> list[Any]:
         async with TestClient(TestServer(app)) as client:
@@ -111,6 +110,7 @@ def test_metrics_and_health_over_http() -> None:
     status, content_type, body, ok, stale, verdict = asyncio.run(go())
     assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
     assert "keeper_ticks_total 0" in body
+    assert "keeper_transactions_in_flight 2" in body  # counted when the page is asked for
     assert ok == 200 and stale == 503
     assert verdict == {"healthy": False, "last_block": None, "seconds_since_progress": 61.0}
 
