@@ -53,9 +53,13 @@ class CostModel:
 
     @property
     def band_lambda(self) -> float:
-        """The lambda given to the band: the fee only. Under trade-to-target a linear impact
-        adds a band-independent cost (``keeper.core.bands`` docstring), so it is left out."""
+        """The lambda given to the band: the fee, a fraction of traded value."""
         return float(proportional_cost(self.settings.dex_fee_bps, 0.0, 0.0))
+
+    @property
+    def band_impact(self) -> float:
+        """The kappa given to the band: the linear impact, fraction of value per unit traded."""
+        return float(proportional_cost(0.0, self.settings.slippage_bps_per_unit, 1.0))
 
     def trade(self, size: FloatArray, spot: FloatArray) -> TradeCosts:
         """Fees and slippage of trading ``size`` underlying units (sign ignored) at ``spot``."""

@@ -13,7 +13,8 @@ fine hedging, C tends to the Black-Scholes price on every path.
 
 Decisions are taken at steps 0..n-1 (the expiry step only settles). Every hedging policy puts
 the hedge on at step 0, as a vault does when it writes the book; after that the policy decides.
-A rebalance trades the whole deviation back to target.
+A rebalance leaves the deviation the policy asks for (``BandResult.trade_to``: the band's inner
+target ``+-h``, 0 for the others), exactly as the live keeper's decision does.
 """
 
 from __future__ import annotations
@@ -124,8 +125,8 @@ def simulate(policy: HedgePolicy, market: Market, trace_path: int = 0) -> PathOu
         deviation = market.option_delta[step] + state.hedge - market.target_delta
         if step > 0:
             state.deviation_sq += deviation * deviation
-        act = _decide(policy, market, state, step, deviation)
-        _trade(market, state, step, act, deviation)
+        act, leave = _decide(policy, market, state, step, deviation)
+        _trade(market, state, step, act, deviation - leave)
         trace_dev[step] = deviation[trace_path]
         trace_hedge[step] = state.hedge[trace_path]
         trace_act[step] = act[trace_path]
@@ -148,12 +149,14 @@ def simulate(policy: HedgePolicy, market: Market, trace_path: int = 0) -> PathOu
 
 def _decide(
     policy: HedgePolicy, market: Market, state: _Book, step: int, deviation: FloatArray
-) -> BoolArray:
+) -> tuple[BoolArray, FloatArray]:
+    """(act, the deviation a trade leaves) per path."""
     n_paths = market.n_paths
+    zero = np.zeros(n_paths)
     if not isinstance(policy, LivePolicy):
-        return np.full(n_paths, policy.hedges)
+        return np.full(n_paths, policy.hedges), zero
     if step == 0:
-        return np.ones(n_paths, dtype=np.bool_)
+        return np.ones(n_paths, dtype=np.bool_), zero
     inputs = BandInputs(
         deviation=deviation,
         gamma=market.option_gamma[step],
@@ -164,19 +167,21 @@ def _decide(
         fixed_cost=market.gas_quote[step],
         proportional_cost=market.costs.band_lambda,
         seconds_since_rebalance=(step - state.last_rebalance) * market.step_seconds,
+        impact_per_unit=market.costs.band_impact,
     )
     # The band's informative spot_move = H / |gamma| overflows to inf for a far out-of-the-money
     # book (gamma ~ 1e-300); inf is its documented value there, so the warning is noise.
     with np.errstate(over="ignore"):
         result = policy.band.evaluate(inputs)
-    return np.asarray(result.act | result.urgent, dtype=np.bool_)
+    return np.asarray(result.act | result.urgent, dtype=np.bool_), result.trade_to
 
 
-def _trade(market: Market, state: _Book, step: int, act: BoolArray, deviation: FloatArray) -> None:
+def _trade(market: Market, state: _Book, step: int, act: BoolArray, excess: FloatArray) -> None:
+    """Trade away ``excess`` (deviation minus what the trade leaves) where ``act``."""
     if not act.any():
         return
     spot = market.spot[step]
-    quantity = np.where(act, -deviation, 0.0)
+    quantity = np.where(act, -excess, 0.0)
     costs = market.costs.trade(quantity, spot)
     gas = np.where(act, market.gas_quote[step], 0.0)
     discount = market.discount[step]

@@ -3,64 +3,57 @@
 Three policies answer the same question through the same interface (:class:`BandPolicy`), so
 the keeper and the backtester can compare them on identical inputs:
 
-* :class:`GasAdjustedBand`: the cost-optimal band of a mean-variance hedger (derivation below);
-* :class:`FixedThreshold`: a constant band;
-* :class:`TimeBased`: rebalance on a clock.
+* :class:`GasAdjustedBand`: the cost-optimal band (H, h) of a mean-variance hedger with a fixed,
+  a proportional and a quadratic (price impact) cost per trade (derivation below and in
+  ``docs/hedging.md``);
+* :class:`FixedThreshold`: a constant band, trading back to target;
+* :class:`TimeBased`: rebalance on a clock, back to target.
 
-All three share two rules: the hard limit caps the band (``urgent`` = ``|deviation| >
-hard_limit`` always acts, whatever the cost), and ``act == |deviation| > half_width`` exactly.
+All share two rules: the hard limit caps the band (``urgent`` = ``|deviation| > hard_limit``
+always acts, whatever the cost), and a trade leaves the deviation at ``trade_to`` =
+``sign(deviation) * inner`` (``inner`` = h for the band, 0 for the others).
 
-Gas-adjusted band
------------------
-In the spirit of Whalley & Wilmott (1997, "An asymptotic analysis of an optimal hedging model for
-option pricing with transaction costs", Math. Finance 7(3)), with a fixed cost per trade for gas
-(fixed-cost asymptotics: Korn 1998; Altarovici, Muhle-Karbe & Soner 2015). Our keeper trades
-BACK TO TARGET whenever the deviation ``x`` reaches ``+-H``.
+Gas-adjusted band (v2: inner target)
+------------------------------------
+Impulse control of a diffusing deviation with a fixed cost (Constantinides 1986; Davis, Panas &
+Zariphopoulou 1993; Korn 1998, "Portfolio optimisation with strictly positive transaction costs
+and impulse control", Finance Stoch. 2): the optimal policy is a band ``[-H, H]`` and a trade at
+the edge goes to an INNER point ``+-h``, ``0 <= h < H``; ``h = 0`` with a fixed cost only,
+``h -> H`` (Whalley & Wilmott 1997 / Leland 1985: trading to the edge) with a proportional cost
+only.
 
-* Between trades ``dx = Gamma dS`` with ``dS = sigma S dW``, so ``x`` diffuses with variance rate
-  ``v = Gamma^2 sigma^2 S^2``. Started at 0, it leaves ``[-H, H]`` after ``H^2 / v`` on average,
-  so trades cost ``(K + lambda S H) v / H^2`` per unit time (each trade moves ``H`` underlying).
-* Unhedged delta ``x`` adds ``x^2 sigma^2 S^2`` of P&L variance per unit time; a mean-variance
-  hedger with risk aversion ``gamma_ra`` charges ``(gamma_ra / 2) sigma^2 S^2 E[x^2]``, and over an
-  excursion from 0 to +-H the occupation density is proportional to ``H - |x|``, so
-  ``E[x^2] = H^2 / 6``.
-* Setting the derivative of the total cost rate
-  ``C(H) = K v / H^2 + lambda S v / H + gamma_ra sigma^2 S^2 H^2 / 12`` to zero and dividing by
-  ``sigma^2 S^2`` gives the quartic ``(gamma_ra / 6) H^4 - lambda S Gamma^2 H - 2 K Gamma^2 = 0``,
-  whose left side is convex in ``H > 0`` and negative at 0: one positive root, found by Newton
-  from an upper bound (monotone convergence).
-* Limits: ``lambda = 0`` gives ``H = (12 K Gamma^2 / gamma_ra)^(1/4)``; ``K = 0`` gives
-  ``H = (6 lambda S Gamma^2 / gamma_ra)^(1/3)``. Whalley-Wilmott's band is
-  ``(3/2 lambda S Gamma^2 / gamma_ra)^(1/3)``, smaller by ``4^(1/3)``: they trade only back to
-  the band edge (infinitesimal trades, cost paid on local time), we trade to the centre.
+* Between trades ``x`` diffuses with variance rate ``v = Gamma^2 sigma^2 S^2``. Started at ``h``
+  it leaves ``(-H, H)`` after ``(H^2 - h^2) / v`` on average, and each trade moves ``H - h``, so
+  costs accrue at ``v (K + b (H - h) + c (H - h)^2) / (H^2 - h^2)`` per unit time, with
+  ``K`` gas, ``b = lambda S`` (fee) and ``c = kappa S`` (linear impact ``kappa |q|`` of the value).
+* The renewal process' stationary density is the Green's function of ``(-H, H)`` averaged over
+  the restart points ``+-h``, whence ``E[x^2] = (H^2 + h^2) / 6``; the hedger pays
+  ``r sigma^2 S^2 E[x^2]`` with ``r = gamma_ra / 2`` (the vault's risk aversion ``gamma_ra``
+  charges ``(gamma_ra / 2) Var``).
+* Dividing by ``sigma^2 S^2`` (sigma cancels): minimise over ``H > h >= 0``
+  ``Gamma^2 (K + b (H - h) + c (H - h)^2) / (H^2 - h^2) + r (H^2 + h^2) / 6``.
+  With ``L = (Gamma^2 K / r)^(1/4)``, ``H = L u``, ``h = L w`` it becomes
+  ``r L^2 f(u, w)``, ``f = (1 + beta (u - w) + chi (u - w)^2) / (u^2 - w^2) + (u^2 + w^2) / 6``,
+  ``beta = Gamma^2 b / (r L^3)``, ``chi = Gamma^2 c / (r L^2)``: the optimum (u*, w*) depends on
+  two numbers only and is precomputed on a log grid (:func:`band_table`), looked up bilinearly.
+* Limits: ``beta = chi = 0`` gives ``u* = 6^(1/4)``, ``w* = 0`` (``H = (12 K Gamma^2 /
+  gamma_ra)^(1/4)``, trading to the centre); ``K -> 0`` gives ``h -> H = (3 b Gamma^2 /
+  (4 r))^(1/3)``, Whalley-Wilmott's ``(3/2 lambda S Gamma^2 / gamma_ra)^(1/3)``.
 
-Volatility and time to expiry enter only through Gamma (``Gamma = phi(d1) / (S sigma sqrt(tau))``
-per unit, Hull ch. 19). In DELTA units the band WIDENS with gamma (``H ~ Gamma^(1/2)`` when gas
-dominates, ``Gamma^(2/3)`` when fees dominate); what NARROWS as gamma grows is the spot move that
-reaches the band edge from a fresh hedge, ``H / Gamma ~ Gamma^(-1/2 .. -1/3)``
-(:attr:`BandResult.spot_move`).
+Last trade near expiry: a trade that removes ``x^2 - h^2`` of variance rate is worth at most
+``r sigma^2 S^2 (x^2 - h^2) tau`` over the time ``tau`` left; outside the band the keeper trades
+only if that exceeds the trade's cost ``K + b (|x| - h) + c (|x| - h)^2`` (urgent trades always go).
 
-Edge cases: ``Gamma = 0`` means the deviation does not drift, while any deviation costs risk
-forever, so the optimal band is 0 and the floor decides (act iff ``|x| > floor``). Zero risk
-aversion means an infinite band: only the hard limit acts. Zero volatility makes Gamma 0 (see
-:mod:`keeper.core.greeks`). The discount factor over one inter-trade interval is ignored.
-
-Horizon effect: the analysis is asymptotic (many trades before expiry). When the expected wait
-to the first trade, ``H^2 / v`` (:func:`expected_wait_years`), exceeds the time left to expiry the
-band brings no benefit over not trading; we do NOT special-case it (near expiry at the money Gamma
-explodes, the band widens in delta but the trigger move shrinks, which is the right direction), and
-expose the wait so the backtester can measure how often the asymptotic regime is left.
-
-Cost inputs: ``K`` is the quote cost of one rebalance whatever its size (gas,
-:func:`gas_cost_quote`); ``lambda`` the fraction of traded value lost (fee + slippage,
-:func:`proportional_cost`). Note that under trade-to-centre a LINEAR price impact ``kappa * size``
-adds ``kappa S H^2`` per trade, i.e. the H-independent ``kappa S v`` per unit time: it does not
-move the optimal band, only the fee and size-independent slippage do. Callers that still fold
-impact into lambda (evaluated at the expected trade size) get a conservative, wider band.
+Edge cases: ``Gamma = 0``: the deviation does not drift, so the band is 0 and the floor decides.
+Zero risk aversion: an infinite band, only the hard limit acts. ``K = 0``: ``L = 0``; the lookup
+then uses the smallest fixed cost that keeps beta and chi on the table (its effect on (H, h) is
+below the table's resolution). Cost inputs: ``K`` from :func:`gas_cost_quote`, ``lambda``
+from :func:`proportional_cost` (the fee), ``kappa`` = impact per unit traded.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from typing import Final, Protocol, TypeVar
 
@@ -74,8 +67,6 @@ from keeper.errors import ConfigError
 DUST_UNITS: Final = 1e-9
 """Smallest deviation (underlying units) worth a trade when a time-based clock fires."""
 
-_NEWTON_MAX_STEPS: Final = 60
-_NEWTON_TOLERANCE: Final = 4e-16
 _BPS: Final = 1e-4
 _T = TypeVar("_T", bound=np.generic)
 
@@ -100,8 +91,9 @@ class BandInputs:
     t_years: npt.ArrayLike  # size-weighted time to expiry, years
     risk_aversion: npt.ArrayLike  # per quote unit
     fixed_cost: npt.ArrayLike  # K: quote cost of one rebalance regardless of size (gas)
-    proportional_cost: npt.ArrayLike  # lambda: fraction of traded value (fee + slippage)
+    proportional_cost: npt.ArrayLike  # lambda: fraction of traded value (the DEX fee)
     seconds_since_rebalance: npt.ArrayLike
+    impact_per_unit: npt.ArrayLike = 0.0  # kappa: fraction of traded value per unit traded
 
 
 @dataclass(frozen=True)
@@ -112,6 +104,8 @@ class BandResult:
     act: BoolArray  # rebalance now
     urgent: BoolArray  # |deviation| > hard_limit: act whatever the cost
     spot_move: FloatArray  # half_width / |gamma|: spot move from a fresh hedge to the band edge
+    inner: FloatArray  # h >= 0: a trade leaves |deviation| = inner (0: back to target)
+    trade_to: FloatArray  # sign(deviation) * min(inner, |deviation|): what a trade leaves
 
 
 class BandPolicy(Protocol):
@@ -132,20 +126,60 @@ def trigger_move(half_width: BandResult | npt.ArrayLike, gamma: npt.ArrayLike) -
         return np.where(g > 0.0, h / np.where(g > 0.0, g, 1.0), np.inf)
 
 
-def _result(inputs: BandInputs, half_width: FloatArray, hard_limit: npt.ArrayLike) -> BandResult:
-    """Cap the band by the hard limit and decide; every array gets the shape of all inputs."""
+def _result(
+    inputs: BandInputs,
+    half_width: FloatArray,
+    hard_limit: npt.ArrayLike,
+    inner: npt.ArrayLike = 0.0,
+    worth: npt.ArrayLike = True,
+) -> BandResult:
+    """Cap the band (and the inner target) by the hard limit and decide: act outside the band
+    where the trade is ``worth`` it, and always past the hard limit; every array gets the shape
+    of all inputs."""
     dev, hard, gam = _f(inputs.deviation), _f(hard_limit), _f(inputs.gamma)
     shape = np.broadcast_shapes(
-        half_width.shape, hard.shape, *(np.shape(getattr(inputs, f.name)) for f in fields(inputs))
+        half_width.shape,
+        hard.shape,
+        np.shape(inner),
+        np.shape(worth),
+        *(np.shape(getattr(inputs, f.name)) for f in fields(inputs)),
     )
     abs_dev = np.abs(dev)
     half = _full(np.minimum(half_width, hard), shape)
+    urgent = abs_dev > hard
+    target = np.minimum(_f(inner), half)
     return BandResult(
         half_width=half,
-        act=_full(abs_dev > half, shape),
-        urgent=_full(abs_dev > hard, shape),
+        act=_full(((abs_dev > half) & np.asarray(worth, dtype=np.bool_)) | urgent, shape),
+        urgent=_full(urgent, shape),
         spot_move=_full(trigger_move(half, gam), shape),
+        inner=_full(target, shape),
+        trade_to=_full(np.sign(dev) * np.minimum(target, abs_dev), shape),
     )
+
+
+def last_trade_worth(inputs: BandInputs, inner: npt.ArrayLike) -> BoolArray:
+    """The last-trade test: ``(gamma_ra / 2) sigma^2 S^2 (x^2 - h^2) tau > K + b (|x| - h) +
+    c (|x| - h)^2`` (module docstring); the variance a trade removes over the time left must
+    be worth its cost."""
+    x, h = np.abs(_f(inputs.deviation)), np.minimum(_f(inner), np.abs(_f(inputs.deviation)))
+    spot = np.abs(_f(inputs.spot))
+    q = x - h
+    with np.errstate(invalid="ignore", over="ignore"):
+        risk = (
+            np.maximum(_f(inputs.risk_aversion), 0.0)
+            / 2.0
+            * np.square(_f(inputs.vol) * spot)
+            * (x * x - h * h)
+            * np.maximum(_f(inputs.t_years), 0.0)
+        )
+        cost = (
+            np.maximum(_f(inputs.fixed_cost), 0.0)
+            + np.maximum(_f(inputs.proportional_cost), 0.0) * spot * q
+            + np.maximum(_f(inputs.impact_per_unit), 0.0) * spot * q * q
+        )
+    worth: BoolArray = np.asarray(risk > cost, dtype=np.bool_)
+    return worth
 
 
 def _full(x: npt.NDArray[_T], shape: tuple[int, ...]) -> npt.NDArray[_T]:
@@ -154,56 +188,124 @@ def _full(x: npt.NDArray[_T], shape: tuple[int, ...]) -> npt.NDArray[_T]:
     return arr if arr.shape == shape else np.broadcast_to(arr, shape).copy()
 
 
-def solve_band_quartic(a: npt.ArrayLike, b: npt.ArrayLike, c: npt.ArrayLike) -> FloatArray:
-    """Positive root of ``a H^4 - b H - c = 0`` for ``a > 0``, ``b, c >= 0`` (vectorised).
-
-    ``b = c = 0`` gives 0; ``a = 0`` (or a root beyond the float range) gives ``inf``. With
-    ``s = max((2c/a)^(1/4), (2b/a)^(1/3))`` (so ``a s^4 >= b s + c``: an upper bound, at most
-    ``2^(1/3)`` times the root) the scaled unknown ``y = H / s`` solves
-    ``y^4 - B y - C = 0`` with ``B, C <= 1/2``; Newton from ``y = 1`` decreases monotonically to
-    the root because the left side is convex and increasing there.
-    """
-    a_, b_, c_ = np.broadcast_arrays(_f(a), _f(b), _f(c))
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore", under="ignore"):
-        a_pos = a_ > 0.0
-        a_safe = np.where(a_pos, a_, 1.0)
-        scale = np.maximum(np.sqrt(np.sqrt(2.0 * c_ / a_safe)), np.cbrt(2.0 * b_ / a_safe))
-        solvable = a_pos & (scale > 0.0) & np.isfinite(scale)
-        s = np.where(solvable, scale, 1.0)
-        s3 = s * s * s
-        big_b = np.where(solvable, b_ / (a_safe * s3), 0.0)
-        big_c = np.where(solvable, c_ / (a_safe * s3 * s), 1.0)
-        # y stays in [2^(-1/3), 1], so an absolute step test is a relative one
-        y = np.ones_like(s)
-        for _ in range(_NEWTON_MAX_STEPS):
-            y3 = y * y * y
-            step = (y3 * y - big_b * y - big_c) / (4.0 * y3 - big_b)
-            y -= step
-            if step.size == 0 or np.max(np.abs(step)) <= _NEWTON_TOLERANCE:
-                break
-        root = y * s
-    zero = (b_ == 0.0) & (c_ == 0.0) & a_pos
-    return np.where(solvable, root, np.where(zero, 0.0, np.inf))
+_TABLE_LOG10_MIN: Final = -4.0
+_TABLE_LOG10_MAX: Final = 6.0
+_TABLE_NODES: Final = 81
+_GOLDEN_STEPS: Final = 90
+_LOG_D_RANGE: Final = (-10.0, 4.0)
 
 
-def optimal_half_width(
+def scaled_band_cost(
+    u: npt.ArrayLike, w: npt.ArrayLike, beta: npt.ArrayLike, chi: npt.ArrayLike
+) -> FloatArray:
+    """``f(u, w) = (1 + beta (u - w) + chi (u - w)^2) / (u^2 - w^2) + (u^2 + w^2) / 6``, the band's
+    cost rate in units of ``r L^2`` (module docstring); ``inf`` unless ``u > w >= 0``."""
+    u_, w_ = _f(u), _f(w)
+    d = u_ - w_
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = (1.0 + _f(beta) * d + _f(chi) * d * d) / (d * (u_ + w_)) + (u_ * u_ + w_ * w_) / 6
+    return np.where((d > 0.0) & (w_ >= 0.0), cost, np.inf)
+
+
+def _best_sum(d: FloatArray, beta: FloatArray, chi: FloatArray) -> FloatArray:
+    """For a fixed ``d = u - w``, the ``s = u + w >= d`` minimising ``f``:
+    ``s^3 = 6 (1 + beta d + chi d^2) / d`` (from ``df/ds = 0``), or ``d`` (then ``w = 0``)."""
+    s: FloatArray = np.maximum(np.cbrt(6.0 * (1.0 + beta * d + chi * d * d) / d), d)
+    return s
+
+
+def _profile(log_d: FloatArray, beta: FloatArray, chi: FloatArray) -> FloatArray:
+    d = np.exp(log_d)
+    s = _best_sum(d, beta, chi)
+    return scaled_band_cost((s + d) / 2, (s - d) / 2, beta, chi)
+
+
+def minimise_scaled_band(beta: npt.ArrayLike, chi: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """(u*, w*) minimising ``f`` for each (beta, chi) (vectorised): the inner minimum over
+    ``s = u + w`` is closed-form (:func:`_best_sum`), the outer over ``ln d`` a golden-section
+    search (the profile is unimodal in ``ln d``: one stationary point on every grid we tested)."""
+    b_, c_ = np.broadcast_arrays(_f(beta), _f(chi))
+    lo = np.full(b_.shape, _LOG_D_RANGE[0])
+    hi = np.full(b_.shape, _LOG_D_RANGE[1])
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(_GOLDEN_STEPS):
+        x1 = hi - ratio * (hi - lo)
+        x2 = lo + ratio * (hi - lo)
+        left = _profile(x1, b_, c_) < _profile(x2, b_, c_)
+        hi = np.where(left, x2, hi)
+        lo = np.where(left, lo, x1)
+    d = np.exp((lo + hi) / 2)
+    s = _best_sum(d, b_, c_)
+    return (s + d) / 2, (s - d) / 2
+
+
+@functools.cache
+def band_table() -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The precomputed table: (log10 grid, u*[beta, chi], w*[beta, chi]) on
+    ``log10 beta, log10 chi`` in ``[-4, 6]`` (81 x 81 nodes, built once, ~10 ms)."""
+    grid = np.linspace(_TABLE_LOG10_MIN, _TABLE_LOG10_MAX, _TABLE_NODES)
+    beta, chi = np.meshgrid(10.0**grid, 10.0**grid, indexing="ij")
+    u, w = minimise_scaled_band(beta, chi)
+    return grid, u, w
+
+
+def lookup_band(beta: npt.ArrayLike, chi: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """(u*, w*) by bilinear interpolation of :func:`band_table` in (log10 beta, log10 chi);
+    arguments below the table are clamped to it (their cost terms are negligible there)."""
+    grid, u_tab, w_tab = band_table()
+    step = grid[1] - grid[0]
+    with np.errstate(divide="ignore"):
+        pos = [
+            (np.clip(np.log10(np.maximum(_f(x), 0.0)), grid[0], grid[-1]) - grid[0]) / step
+            for x in (beta, chi)
+        ]
+    i, j = (np.minimum(p.astype(np.intp), grid.size - 2) for p in pos)
+    fi, fj = pos[0] - i, pos[1] - j
+
+    def interp(tab: FloatArray) -> FloatArray:
+        top = tab[i, j] * (1 - fj) + tab[i, j + 1] * fj
+        bottom = tab[i + 1, j] * (1 - fj) + tab[i + 1, j + 1] * fj
+        result: FloatArray = top * (1 - fi) + bottom * fi
+        return result
+
+    return interp(u_tab), interp(w_tab)
+
+
+def optimal_band(
     gamma: npt.ArrayLike,
-    spot: npt.ArrayLike,
     risk_aversion: npt.ArrayLike,
     fixed_cost: npt.ArrayLike,
-    proportional_cost: npt.ArrayLike,
-) -> FloatArray:
-    """Unconstrained cost-optimal half-width H (underlying units): root of
-    ``(gamma_ra / 6) H^4 - lambda S Gamma^2 H - 2 K Gamma^2 = 0`` (module docstring).
+    fee_per_unit: npt.ArrayLike,
+    impact_per_unit2: npt.ArrayLike,
+) -> tuple[FloatArray, FloatArray]:
+    """Unconstrained optimum (H, h), underlying units, of the cost rate in the module docstring:
+    ``K`` = ``fixed_cost``, ``b`` = ``fee_per_unit`` (quote per unit traded, ``lambda S``),
+    ``c`` = ``impact_per_unit2`` (quote per unit squared, ``kappa S``); ``risk_aversion`` is the
+    vault's ``gamma_ra`` (``r = gamma_ra / 2``).
 
-    0 when Gamma = 0 or both costs are 0; ``inf`` when risk aversion is 0.
+    (0, 0) when Gamma = 0 or every cost is 0; (inf, inf) when the risk aversion is 0.
     """
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore"):
         g2 = np.square(_f(gamma))
-        a = np.maximum(_f(risk_aversion), 0.0) / 6.0
-        b = np.maximum(_f(proportional_cost), 0.0) * np.abs(_f(spot)) * g2
-        c = 2.0 * np.maximum(_f(fixed_cost), 0.0) * g2
-    return solve_band_quartic(a, b, c)
+    r = np.maximum(_f(risk_aversion), 0.0) / 2.0
+    k, b, c = (np.maximum(_f(x), 0.0) for x in (fixed_cost, fee_per_unit, impact_per_unit2))
+    beta_max, chi_max = 10.0**_TABLE_LOG10_MAX, 10.0**_TABLE_LOG10_MAX
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        r_safe = np.where(r > 0.0, r, 1.0)
+        # smallest K keeping beta <= beta_max and chi <= chi_max (beta ~ K^-3/4, chi ~ K^-1/2)
+        k_beta = r_safe / g2 * np.power(g2 * b / (r_safe * beta_max), 4.0 / 3.0)
+        k_chi = r_safe / g2 * np.square(g2 * c / (r_safe * chi_max))
+        k_eff = np.maximum(k, np.where(g2 > 0.0, np.maximum(k_beta, k_chi), 0.0))
+        length = np.sqrt(np.sqrt(g2 * k_eff / r_safe))
+        beta = g2 * b / (r_safe * length**3)
+        chi = g2 * c / (r_safe * length**2)
+        u, w = lookup_band(np.nan_to_num(beta), np.nan_to_num(chi))
+        outer, inner = length * u, length * w
+    outer, inner = np.nan_to_num(outer, nan=np.inf), np.nan_to_num(inner, nan=np.inf)  # Gamma^2 inf
+    none = (g2 == 0.0) | ((k == 0.0) & (b == 0.0) & (c == 0.0))
+    outer = np.where(r > 0.0, np.where(none, 0.0, outer), np.inf)
+    inner = np.where(r > 0.0, np.where(none, 0.0, inner), np.inf)
+    return outer, inner
 
 
 def expected_wait_years(
@@ -222,21 +324,25 @@ def expected_wait_years(
 
 @dataclass(frozen=True)
 class GasAdjustedBand:
-    """Cost-optimal band ``clip(H, floor, hard_limit)`` with H from :func:`optimal_half_width`."""
+    """Cost-optimal band ``clip(H, floor, hard_limit)`` and inner target ``min(h, band)`` from
+    :func:`optimal_band`, acting outside the band only when :func:`last_trade_worth` agrees
+    (and always past the hard limit)."""
 
     floor: npt.ArrayLike  # governance minimum half-width, underlying units
     hard_limit: npt.ArrayLike  # underlying units
 
     def evaluate(self, inputs: BandInputs) -> BandResult:
-        h = optimal_half_width(
+        spot = np.abs(_f(inputs.spot))
+        outer, inner = optimal_band(
             inputs.gamma,
-            inputs.spot,
             inputs.risk_aversion,
             inputs.fixed_cost,
-            inputs.proportional_cost,
+            _f(inputs.proportional_cost) * spot,
+            _f(inputs.impact_per_unit) * spot,
         )
-        half = np.maximum(h, _f(self.floor))
-        return _result(inputs, half, self.hard_limit)
+        half = np.maximum(outer, _f(self.floor))
+        inner = np.minimum(inner, half)
+        return _result(inputs, half, self.hard_limit, inner, last_trade_worth(inputs, inner))
 
 
 @dataclass(frozen=True)

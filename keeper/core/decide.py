@@ -128,12 +128,11 @@ def _evaluate(
         fixed_cost=bands.gas_cost_quote(
             costs.gas_units_per_rebalance, base_fee_wei, costs.priority_fee_wei, spot
         ),
-        proportional_cost=bands.proportional_cost(
-            costs.dex_fee_bps, costs.slippage_bps_per_unit, deviation
-        ),
+        proportional_cost=bands.proportional_cost(costs.dex_fee_bps, 0.0, 0.0),
         seconds_since_rebalance=np.array([now - s.last_rebalance_at for s in states], dtype=float),
+        impact_per_unit=bands.proportional_cost(0.0, costs.slippage_bps_per_unit, 1.0),
     )
-    half, act, urgent, move = _evaluate_policies(states, inputs)
+    result = _evaluate_policies(states, inputs)
     return [
         _vault_decision(
             state,
@@ -143,10 +142,13 @@ def _evaluate(
                 float(greeks.net_delta[i]),
                 float(deviation[i]),
                 float(greeks.gamma[i]),
-                float(half[i]),
-                bool(act[i]),
-                bool(urgent[i]),
-                float(move[i]),
+                float(result.half_width[i]),
+                bool(result.act[i]),
+                bool(result.urgent[i]),
+                float(result.spot_move[i]),
+                float(result.inner[i]),
+                float(result.trade_to[i]),
+                float(np.asarray(inputs.vol)[i]),
             ),
         )
         for i, state in enumerate(states)
@@ -164,6 +166,9 @@ class _Risk:
     act: bool
     urgent: bool
     spot_move: float
+    inner: float  # the band's inner target h
+    trade_to: float  # the deviation a band or urgent trade leaves
+    vol: float
 
 
 def _live(state: VaultState, now: int) -> VaultState:
@@ -171,14 +176,10 @@ def _live(state: VaultState, now: int) -> VaultState:
     return state if len(live) == len(state.book) else replace(state, book=live)
 
 
-def _evaluate_policies(
-    states: Sequence[VaultState], inputs: bands.BandInputs
-) -> tuple[
-    npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.float64]
-]:
+def _evaluate_policies(states: Sequence[VaultState], inputs: bands.BandInputs) -> bands.BandResult:
     """Evaluate each vault under its own policy, one vectorized call per policy kind."""
     n = len(states)
-    half, move = np.zeros(n), np.zeros(n)
+    half, move, inner, trade_to = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     act, urgent = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     kinds = np.array([int(s.params.policy) for s in states])
     for kind in np.unique(kinds):
@@ -193,7 +194,8 @@ def _evaluate_policies(
         result = policy.evaluate(_subset(inputs, idx))
         half[idx], act[idx] = result.half_width, result.act
         urgent[idx], move[idx] = result.urgent, result.spot_move
-    return half, act, urgent, move
+        inner[idx], trade_to[idx] = result.inner, result.trade_to
+    return bands.BandResult(half, act, urgent, move, inner, trade_to)
 
 
 def _policy_params(group: Sequence[VaultState]) -> npt.NDArray[np.float64]:
@@ -219,8 +221,10 @@ def _subset(inputs: bands.BandInputs, idx: npt.NDArray[np.intp]) -> bands.BandIn
 def _vault_decision(
     state: VaultState, block: BlockRef, mem: VaultMemory | None, risk: _Risk
 ) -> Decision:
-    trade_wei = -round(risk.deviation * WAD)
     trigger, reason = _trigger(state, mem, risk)
+    # the band and the hard limit trade to the inner target; governance asks for the target
+    leave = risk.trade_to if trigger in ("band", "urgent") else 0.0
+    trade_wei = -round((risk.deviation - leave) * WAD)
     expired = sum(1 for leg in state.book if leg.expiry <= block.timestamp)
     if expired:
         reason += f" ({expired} expired option(s) ignored: governance should remove them)"
@@ -243,6 +247,9 @@ def _vault_decision(
         spot_answer=state.oracle.answer,
         trigger=trigger,
         spot_move=risk.spot_move,
+        inner=risk.inner,
+        trade_to_deviation=leave if act else risk.deviation,
+        vol=risk.vol,
     )
 
 
@@ -256,7 +263,15 @@ def _trigger(state: VaultState, mem: VaultMemory | None, risk: _Risk) -> tuple[s
     if mem is not None and state.params_version > mem.params_version:
         return "params", f"parameters changed (version {state.params_version})"
     if risk.act:
-        return "band", f"outside band: |deviation| {dev:.4f} > half-width {half:.4f}"
+        return "band", (
+            f"outside band: |deviation| {dev:.4f} > half-width {half:.4f}, "
+            f"trading to inner target {risk.inner:.4f}"
+        )
+    if dev > half:
+        return "", (
+            f"outside band (|deviation| {dev:.4f} > half-width {half:.4f}) but the risk left "
+            "before expiry is not worth a trade (last-trade test)"
+        )
     return "", (
         f"inside band: |deviation| {dev:.4f} <= half-width {half:.4f}"
         f" (trigger move {risk.spot_move:.2f})"

@@ -115,3 +115,7 @@ class Decision:
     trigger: str = ""  # "band" | "urgent" | "request" | "params" | "" (none fired); a HOLD
     # with a trigger: it fired but the vault is already at target (nothing to trade)
     spot_move: float = 0.0  # spot move (quote) from a fresh hedge to the band edge
+    inner: float = 0.0  # h: the band's inner target |deviation| (0: trade back to target)
+    trade_to_deviation: float = 0.0  # the deviation the trade leaves (sign(dev) * h on a band
+    # or urgent trigger, 0 on a governance trigger); trade_wei = -(deviation - this) in wei
+    vol: float = 0.0  # the volatility the greeks and the band used (implied or realized)

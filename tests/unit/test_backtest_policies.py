@@ -94,9 +94,8 @@ def test_a_band_that_never_acts_only_puts_the_initial_hedge_on(
 
     def never(self: bands.FixedThreshold, inputs: bands.BandInputs) -> bands.BandResult:
         none = np.zeros(np.shape(inputs.deviation), dtype=bool)
-        return bands.BandResult(
-            np.full(none.shape, np.inf), none, none, np.full(none.shape, np.inf)
-        )
+        inf, zero = np.full(none.shape, np.inf), np.zeros(none.shape)
+        return bands.BandResult(inf, none, none, inf, zero, zero)
 
     monkeypatch.setattr(bands.FixedThreshold, "evaluate", never)
     spec = PolicySpec("fixed", PolicyFamily.FIXED_THRESHOLD, 0.5, ())

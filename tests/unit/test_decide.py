@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from keeper.core.decide import CostConfig, VaultMemory, decide_block, remember, reopen
 from keeper.core.types import (
     WAD,
@@ -63,13 +65,17 @@ def test_hedged_vault_holds_and_unhedged_is_urgent() -> None:
     (d,) = decide_block(BLOCK, 0, [bare], {}, COSTS)
     assert d.action == Action.REBALANCE and d.urgent and d.trigger == "urgent"
     assert d.trade_wei > 0  # short calls: buy underlying
+    # the trade goes to the band's inner target h, not to the target itself
+    assert 0.0 < d.inner < d.band and d.trade_to_deviation == pytest.approx(-d.inner)
+    assert d.trade_wei == -round((d.deviation - d.trade_to_deviation) * WAD)
     (again,) = decide_block(BLOCK, 0, [replace(bare, underlying_balance=d.trade_wei)], {}, COSTS)
-    assert again.action == Action.HOLD and abs(again.deviation) < 1e-9
+    assert again.action == Action.HOLD
+    assert again.deviation == pytest.approx(d.trade_to_deviation, abs=1e-9)
 
 
 def test_governance_request_and_parameter_change_act_regardless_of_the_band() -> None:
     (d,) = decide_block(BLOCK, 0, [short_call_vault(0)], {}, COSTS)
-    state = short_call_vault(d.trade_wei + WAD // 100)  # 0.01 WETH over: inside the band
+    state = short_call_vault(-round(d.deviation * WAD) + WAD // 100)  # 0.01 over: in the band
     mem = {state.address: VaultMemory(request_nonce=0, params_version=0)}
     (hold,) = decide_block(BLOCK, 0, [state], mem, COSTS)
     assert hold.action == Action.HOLD
@@ -136,7 +142,7 @@ def test_a_feed_back_from_a_glitch_is_accepted_at_once() -> None:
 
 def test_a_governance_request_at_target_holds_and_is_satisfied() -> None:
     (d,) = decide_block(BLOCK, 0, [short_call_vault(0)], {}, COSTS)
-    hedged = short_call_vault(d.trade_wei)  # exactly at target
+    hedged = short_call_vault(-round(d.deviation * WAD))  # exactly at target
     mem = {hedged.address: VaultMemory(request_nonce=0, params_version=0)}
     requested = replace(hedged, request_nonce=1)
     (hold,) = decide_block(BLOCK, 0, [requested], mem, COSTS)
