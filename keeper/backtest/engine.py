@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from keeper.backtest.costs import CostModel
-from keeper.backtest.policies import HedgePolicy, LivePolicy
+from keeper.backtest.policies import DpPolicy, HedgePolicy, LivePolicy
 from keeper.core.bands import BandInputs
 
 FloatArray = npt.NDArray[np.float64]
@@ -153,6 +153,9 @@ def _decide(
     """(act, the deviation a trade leaves) per path."""
     n_paths = market.n_paths
     zero = np.zeros(n_paths)
+    if isinstance(policy, DpPolicy):
+        spot, fee = market.spot[step], market.base_fee_gwei[step]
+        return policy.solution.decide(step, spot, deviation, np.asarray(fee))
     if not isinstance(policy, LivePolicy):
         return np.full(n_paths, policy.hedges), zero
     if step == 0:

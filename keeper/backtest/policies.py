@@ -2,14 +2,15 @@
 
 The live keeper's three policies are built with ``keeper.core.bands.policy_for``, the very
 function the keeper uses, and evaluated through their ``evaluate(BandInputs)`` on arrays of
-all paths at once. Two references have no live counterpart: never hedging, and rebalancing
-to target at every step.
+all paths at once. Three references have no live counterpart: never hedging, rebalancing
+to target at every step, and the dynamic-programming optimum (``keeper.backtest.dp``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from keeper.backtest.dp import DpSolution
 from keeper.backtest.scenario import PolicyFamily, VaultSettings
 from keeper.core.bands import BandPolicy, policy_for
 from keeper.core.types import PolicyKind
@@ -41,7 +42,16 @@ class ReferencePolicy:
     hedges: bool
 
 
-HedgePolicy = LivePolicy | ReferencePolicy
+@dataclass(frozen=True)
+class DpPolicy:
+    """The dynamic-programming optimum (``keeper.backtest.dp``), solved for the scenario."""
+
+    name: str
+    family: PolicyFamily
+    solution: DpSolution
+
+
+HedgePolicy = LivePolicy | ReferencePolicy | DpPolicy
 
 
 def build_policy(

@@ -32,6 +32,7 @@ class PolicyFamily(enum.StrEnum):
     TIME_BASED = "time_based"
     NO_HEDGE = "no_hedge"
     EVERY_STEP = "every_step"
+    DP_OPTIMAL = "dp_optimal"  # the dynamic-programming optimum (keeper.backtest.dp)
 
 
 # The field that holds each family's parameter (None: the family has no parameter).
@@ -41,6 +42,7 @@ PARAM_FIELD: dict[PolicyFamily, str | None] = {
     PolicyFamily.TIME_BASED: "interval_steps",
     PolicyFamily.NO_HEDGE: None,
     PolicyFamily.EVERY_STEP: None,
+    PolicyFamily.DP_OPTIMAL: None,
 }
 
 
@@ -90,11 +92,23 @@ class VaultSettings:
 
 
 @dataclass(frozen=True)
+class DpGrid:
+    """The dynamic program's grid (``dp_optimal``): nodes per axis and their ranges."""
+
+    spot_nodes: int = 41
+    spot_width: float = 4.0  # the spot grid spans +- this many sd of ln S over the horizon
+    deviation_nodes: int = 61
+    deviation_max: float = 25.0  # underlying units
+    gas_states: int = 7
+
+
+@dataclass(frozen=True)
 class PolicySpec:
     name: str
     family: PolicyFamily
     param: float | None  # the headline setting; None: the best point of the sweep
     sweep: tuple[float, ...]  # settings traced on the cost/risk frontier
+    grid: DpGrid | None = None  # dp_optimal only
 
 
 @dataclass(frozen=True)
@@ -316,8 +330,20 @@ def _policy(table: Fields) -> PolicySpec:
             raise table.error(field, "is required (or give a 'sweep' to pick the best from)")
         if family is PolicyFamily.TIME_BASED:
             _whole_steps(table, field, param, sweep)
+    grid = _dp_grid(table) if family is PolicyFamily.DP_OPTIMAL else None
     table.finish()
-    return PolicySpec(name=name, family=family, param=param, sweep=sweep)
+    return PolicySpec(name=name, family=family, param=param, sweep=sweep, grid=grid)
+
+
+def _dp_grid(table: Fields) -> DpGrid:
+    default = DpGrid()
+    return DpGrid(
+        spot_nodes=table.integer("spot_nodes", default.spot_nodes, minimum=3),
+        spot_width=table.number("spot_width", default.spot_width, positive=True),
+        deviation_nodes=table.integer("deviation_nodes", default.deviation_nodes, minimum=3),
+        deviation_max=table.number("deviation_max", default.deviation_max, positive=True),
+        gas_states=table.integer("gas_states", default.gas_states, minimum=1),
+    )
 
 
 def _whole_steps(table: Fields, field: str, param: float | None, sweep: tuple[float, ...]) -> None:

@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from keeper.backtest.book import book_greeks, book_value, payoff_owed
 from keeper.backtest.costs import CostModel
+from keeper.backtest.dp import DpSolution, solve
 from keeper.backtest.durations import SECONDS_PER_YEAR
 from keeper.backtest.engine import Market, PathTrace, simulate
 from keeper.backtest.gas import gas_paths
@@ -22,9 +23,10 @@ from keeper.backtest.paths import (
     history_paths,
     merton_paths,
 )
-from keeper.backtest.policies import build_policy
+from keeper.backtest.policies import DpPolicy, HedgePolicy, build_policy
 from keeper.backtest.prices import LoadReport, load_price_csv
-from keeper.backtest.scenario import HistoryModel, PolicySpec, Scenario
+from keeper.backtest.scenario import DpGrid, HistoryModel, PolicyFamily, PolicySpec, Scenario
+from keeper.errors import ConfigError
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -136,13 +138,44 @@ def build_market(scenario: Scenario) -> MarketBuild:
     return MarketBuild(market, price, report, paths.window_starts)
 
 
+def solve_dp(scenario: Scenario, grid: DpGrid) -> DpSolution:
+    """The dynamic program for a simulated scenario (GBM, or Merton's diffusion part)."""
+    model = scenario.paths
+    if isinstance(model, HistoryModel):
+        raise ConfigError(
+            f"{scenario.name}: dp_optimal needs a simulated price model (gbm or merton); "
+            "real windows have no transition law to optimise against"
+        )
+    return solve(
+        scenario.book,
+        model.vol,
+        model.drift,
+        scenario.step_seconds,
+        scenario.n_steps,
+        CostModel(scenario.costs),
+        scenario.gas,
+        scenario.risk_aversion,
+        grid,
+        scenario.seed,
+    )
+
+
 def run_policy(
     scenario: Scenario, build: MarketBuild, spec: PolicySpec, param: float | None
 ) -> SettingRun:
     """One setting of one policy over the whole market."""
-    policy = build_policy(
-        spec.name, spec.family, param, scenario.vault, scenario.step_seconds, scenario.risk_aversion
-    )
+    policy: HedgePolicy
+    if spec.family is PolicyFamily.DP_OPTIMAL:
+        policy = DpPolicy(spec.name, spec.family, solve_dp(scenario, spec.grid or DpGrid()))
+    else:
+        policy = build_policy(
+            spec.name,
+            spec.family,
+            param,
+            scenario.vault,
+            scenario.step_seconds,
+            scenario.risk_aversion,
+        )
     outcomes = simulate(policy, build.market, scenario.example_path)
     measures = measure(
         outcomes,
