@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from keeper.backtest.compare import comparisons
+from keeper.backtest.compare import Row, comparisons, halves, rows
 from keeper.backtest.measures import JSON_FIELDS, PolicyMeasures
 from keeper.backtest.study import StudyResult
 
@@ -64,7 +64,73 @@ def to_json(result: StudyResult) -> dict[str, object]:
         }
         for c in comparisons(result)
     ]
+    document["decomposition"] = decomposition_json(result)
     return document
+
+
+def _row_json(row: Row) -> dict[str, object]:
+    parts = row.parts
+    return {
+        "policy": row.policy,
+        "family": row.family,
+        "param": row.param,
+        "total_cost": parts.total,
+        "unhedgeable": parts.unhedgeable,
+        "covariance": parts.covariance,
+        "own_costs": parts.own_costs,
+        "own_error": parts.own_error,
+        "controllable": parts.controllable,
+        "saving_vs_band": _clean(row.saving),
+        "saving_stderr": _clean(row.saving_stderr),
+    }
+
+
+def _samples(result: StudyResult) -> list[tuple[str, list[Row]]]:
+    """("all paths", rows), and for real windows ("in sample" and "out of sample", rows)."""
+    found = [("all paths", rows(result, None, None))]
+    split = halves(result)
+    if split is not None:
+        first, second = split
+        found.append(("in sample (first half, tuned there)", rows(result, first, first)))
+        found.append(
+            ("out of sample (second half, tuned on the first)", rows(result, first, second))
+        )
+    return found
+
+
+def decomposition_json(result: StudyResult) -> dict[str, object]:
+    """Per sample, the decomposition of each family's chosen setting (``compare`` docstring)."""
+    return {
+        "lags": result.overlap_lags,
+        "samples": {name: [_row_json(r) for r in found] for name, found in _samples(result)},
+    }
+
+
+def format_decomposition(result: StudyResult) -> list[str]:
+    lines = [
+        "",
+        "what a policy controls: total = unhedgeable (zero-cost every-step hedge) + covariance"
+        f" + own costs + own error; saving vs band +- paired SE (Newey-West, "
+        f"{result.overlap_lags} lags), USD",
+    ]
+    head = (
+        f"{'policy':18} {'param':>9} {'total':>9} {'unhedg.':>9} {'cov':>8} {'own cost':>9}"
+        f" {'own err':>8} {'control.':>9} {'vs band':>16}"
+    )
+    for name, found in _samples(result):
+        lines += ["", f"{name}:", head]
+        for r in found:
+            p = r.parts
+            param = "-" if r.param is None else format(r.param, "g")
+            versus = (
+                "" if not math.isfinite(r.saving) else f"{r.saving:+,.0f} +- {r.saving_stderr:,.0f}"
+            )
+            lines.append(
+                f"{r.policy:18} {param:>9} {p.total:>9,.0f} {p.unhedgeable:>9,.0f} "
+                f"{p.covariance:>8,.0f} {p.own_costs:>9,.0f} {p.own_error:>8,.0f} "
+                f"{p.controllable:>9,.0f} {versus:>16}"
+            )
+    return lines
 
 
 _COLUMNS = (
@@ -130,6 +196,7 @@ def format_table(result: StudyResult, *, show_sweeps: bool = True) -> str:
         lines += ["", "sweeps (the frontier):", _header()]
         for policy in swept:
             lines += [_row(run.measures, policy.spec.name) for run in policy.sweep]
+    lines += format_decomposition(result)
     found = comparisons(result)
     if found:
         lines.append("")

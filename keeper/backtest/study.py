@@ -23,7 +23,7 @@ from keeper.backtest.paths import (
     history_paths,
     merton_paths,
 )
-from keeper.backtest.policies import DpPolicy, HedgePolicy, build_policy
+from keeper.backtest.policies import DpPolicy, HedgePolicy, ReferencePolicy, build_policy
 from keeper.backtest.prices import LoadReport, load_price_csv
 from keeper.backtest.scenario import DpGrid, HistoryModel, PolicyFamily, PolicySpec, Scenario
 from keeper.errors import ConfigError
@@ -71,8 +71,9 @@ class StudyResult:
     n_steps: int
     data_report: LoadReport | None
     window_starts: IntArray | None
-    bootstrap_block: int  # paths per block when resampling (overlapping real windows)
+    overlap_lags: int  # later windows each real window overlaps (0: independent paths)
     policies: tuple[PolicyResult, ...]
+    baseline: FloatArray  # per path: hedging cost of the zero-cost every-step hedge
 
 
 def with_overrides(
@@ -217,11 +218,21 @@ def _total(measures: PolicyMeasures) -> float:
     return measures.total_cost if math.isfinite(measures.total_cost) else math.inf
 
 
-def _bootstrap_block(scenario: Scenario) -> int:
-    """Real windows overlap ``horizon / stride`` at a time, so they are resampled in blocks."""
-    if isinstance(scenario.paths, HistoryModel):
-        return max(1, math.ceil(scenario.horizon_seconds / scenario.paths.window_stride_seconds))
-    return 1
+def overlap_lags(horizon_seconds: float, window_starts: IntArray | None) -> int:
+    """How many later windows a real window overlaps (the Newey-West lag); 0 when simulated."""
+    if window_starts is None or window_starts.size < 2:
+        return 0
+    spacing = float(np.median(np.diff(np.sort(window_starts))))
+    return max(0, math.ceil(horizon_seconds / spacing) - 1) if spacing > 0 else 0
+
+
+def zero_cost_baseline(build: MarketBuild) -> FloatArray:
+    """Per path, the hedging cost of rebalancing to target at every step with no costs: the
+    every-step hedge's cost minus what it paid in gas, fees and slippage."""
+    every = ReferencePolicy("baseline", PolicyFamily.EVERY_STEP, hedges=True)
+    outcomes = simulate(every, build.market)
+    result: FloatArray = outcomes.hedge_cost - (outcomes.gas + outcomes.fees + outcomes.slippage)
+    return result
 
 
 def run_study(scenario: Scenario, *, sweep: bool = True) -> StudyResult:
@@ -235,6 +246,7 @@ def run_study(scenario: Scenario, *, sweep: bool = True) -> StudyResult:
         n_steps=build.market.n_steps,
         data_report=build.data_report,
         window_starts=build.window_starts,
-        bootstrap_block=_bootstrap_block(scenario),
+        overlap_lags=overlap_lags(scenario.horizon_seconds, build.window_starts),
         policies=results,
+        baseline=zero_cost_baseline(build),
     )
