@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     gas_units_per_extra_vault: int = Field(110_000, gt=0)
     dex_fee_bps: float = Field(5.0, ge=0)
     slippage_bps_per_unit: float = Field(0.5, ge=0)
+    vol_half_life_seconds: float = Field(259_200.0, ge=0)  # EWMA of the oracle's rounds; 0: off
+    realized_vol_vaults: str = ""  # comma-separated vaults hedged at the realised vol
+
+    @property
+    def realized_vol_vault_set(self) -> frozenset[str]:
+        """``realized_vol_vaults`` as lower-case addresses."""
+        return frozenset(
+            a.strip().lower() for a in self.realized_vol_vaults.split(",") if a.strip()
+        )
 
     # --- sending -------------------------------------------------------------------
     dry_run: bool = False

@@ -45,6 +45,8 @@ def cost_config(settings: Settings) -> CostConfig:
         slippage_bps_per_unit=settings.slippage_bps_per_unit,
         oracle_max_jump_bps=settings.oracle_max_jump_bps,
         oracle_stale_margin_seconds=settings.oracle_stale_margin_seconds,
+        vol_half_life_seconds=settings.vol_half_life_seconds,
+        realized_vol_vaults=settings.realized_vol_vault_set,
     )
 
 

@@ -8,6 +8,7 @@ policy kind) -> governance triggers, which act regardless of the band.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -15,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from keeper.core import bands
+from keeper.core.greeks import ewma_variance
 from keeper.core.oracle_guard import GuardVerdict, check_round
 from keeper.core.portfolio import portfolio_greeks_for_states
 from keeper.core.types import (
@@ -40,6 +42,8 @@ class CostConfig:
     slippage_bps_per_unit: float
     oracle_max_jump_bps: int
     oracle_stale_margin_seconds: int = 0  # a round this close to its heartbeat is stale
+    vol_half_life_seconds: float = 0.0  # EWMA half-life of the realised vol; 0: not tracked
+    realized_vol_vaults: frozenset[str] = frozenset()  # lower-case addresses hedged at it
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class VaultMemory:
     answer: int = 0  # its answer
     previous_answer: int | None = None  # the answer of the round before it
     accepted_answer: int = 0  # the answer of the newest round the guards accepted
+    ewma_var: float = 0.0  # annualised EWMA variance of the accepted rounds (0: none yet)
+    vol_time: int = 0  # updated_at of the round that last fed ewma_var
 
     def jump_references(self, round_id: int) -> tuple[int, ...]:
         """The answers round ``round_id`` may not jump away from all at once: the round before
@@ -114,7 +120,8 @@ def _evaluate(
     now = block.timestamp
     # An expired option is settled off the book's hedging: it has no delta left to hedge.
     # It stays in the book until governance removes it; the decision says so.
-    greeks = portfolio_greeks_for_states([_live(s, now) for s in states], now)
+    vol = np.array([_vol(s, memory.get(s.address), costs) for s in states])
+    greeks = portfolio_greeks_for_states([_live(s, now) for s in states], now, vol)
     spot = np.array([s.oracle.price for s in states])
     target = np.array([s.params.target_delta_wad / WAD for s in states])
     deviation = greeks.net_delta - target
@@ -122,7 +129,7 @@ def _evaluate(
         deviation=deviation,
         gamma=greeks.gamma,
         spot=spot,
-        vol=np.array([s.params.implied_vol_wad / WAD for s in states]),
+        vol=vol,
         t_years=greeks.t_years,
         risk_aversion=np.array([s.params.risk_aversion_wad / WAD for s in states]),
         fixed_cost=bands.gas_cost_quote(
@@ -153,6 +160,38 @@ def _evaluate(
         )
         for i, state in enumerate(states)
     ]
+
+
+def _vol(state: VaultState, mem: VaultMemory | None, costs: CostConfig) -> float:
+    """The vault's realised EWMA vol when it opted in and an estimate exists, else its implied
+    vol (governance's, the default)."""
+    implied = state.params.implied_vol_wad / WAD
+    if mem is None or mem.ewma_var <= 0.0 or not costs.vol_half_life_seconds:
+        return implied
+    if state.address.lower() not in costs.realized_vol_vaults:
+        return implied
+    return math.sqrt(mem.ewma_var)
+
+
+def _ewma(
+    state: VaultState, old: VaultMemory | None, accepted: bool, costs: CostConfig
+) -> tuple[float, int]:
+    """(ewma_var, vol_time) after this block: an accepted round newer than the last one used
+    adds its log return (:func:`keeper.core.greeks.ewma_variance`); the first estimate starts
+    at the implied vol."""
+    rnd = state.oracle
+    implied_var = (state.params.implied_vol_wad / WAD) ** 2
+    if not costs.vol_half_life_seconds:
+        return 0.0, 0
+    if old is None or old.vol_time == 0 or old.accepted_answer <= 0:
+        return implied_var, rnd.updated_at if accepted else 0
+    if not accepted or rnd.updated_at <= old.vol_time:
+        return old.ewma_var, old.vol_time
+    ret = math.log(rnd.answer / old.accepted_answer)
+    var = ewma_variance(
+        old.ewma_var, ret, rnd.updated_at - old.vol_time, costs.vol_half_life_seconds
+    )
+    return float(var), rnd.updated_at
 
 
 @dataclass(frozen=True)
@@ -311,6 +350,7 @@ def remember(
         if not rnd.ok or rnd.answer <= 0:  # never a reference for the jump guard
             rnd = OracleRound(old.round_id, old.answer, 0, rnd.decimals) if old else rnd
         same_round = old is not None and rnd.round_id == old.round_id
+        ewma_var, vol_time = _ewma(state, old, accepted and rnd.answer > 0, costs)
         out[state.address] = VaultMemory(
             request_nonce=old.request_nonce if old and keep_counters else state.request_nonce,
             params_version=old.params_version if old and keep_counters else state.params_version,
@@ -318,6 +358,8 @@ def remember(
             answer=old.answer if old and same_round else rnd.answer,
             previous_answer=(old.previous_answer if same_round else old.answer) if old else None,
             accepted_answer=last_accepted,
+            ewma_var=ewma_var,
+            vol_time=vol_time,
         )
     return out
 

@@ -397,3 +397,40 @@ def bs_price(
 ) -> FloatOrArray:
     """Black-Scholes-Merton price only (Hull ch. 15); same conventions as :func:`bs_greeks`."""
     return bs_greeks(spot, strike, vol, rate, t_years, is_call).price
+
+
+def ewma_variance(
+    variance: npt.ArrayLike,
+    log_return: npt.ArrayLike,
+    dt_seconds: npt.ArrayLike,
+    half_life_seconds: float,
+) -> FloatArray:
+    """One update of an annualised EWMA variance by a log return over ``dt_seconds``.
+
+    RiskMetrics-style exponential weighting (J.P. Morgan/Reuters, *RiskMetrics Technical
+    Document*, 1996, sect. 5.2.1) in calendar time, so irregular oracle rounds weigh by how long
+    they cover: ``w = 1 - 2^(-dt / half_life)``, ``var' = (1 - w) var + w r^2 / dt`` (``r^2 / dt``
+    is the return's variance rate, annualised). ``dt <= 0`` leaves ``var`` unchanged.
+    """
+    var, ret, dt = (np.asarray(x, dtype=np.float64) for x in (variance, log_return, dt_seconds))
+    positive = dt > 0.0
+    safe = np.where(positive, dt, 1.0)
+    weight = np.where(positive, 1.0 - np.exp2(-safe / half_life_seconds), 0.0)
+    rate = ret * ret / (safe / SECONDS_PER_YEAR)
+    updated: FloatArray = (1.0 - weight) * var + weight * np.where(positive, rate, 0.0)
+    return updated
+
+
+def ewma_vol_path(
+    spot: FloatArray, step_seconds: float, half_life_seconds: float, start_vol: float
+) -> FloatArray:
+    """Realised vol at every row of a time-major price array (row ``i`` uses the returns up to
+    row ``i``), from :func:`ewma_variance` started at ``start_vol``; shape of ``spot``."""
+    out = np.empty_like(spot, dtype=np.float64)
+    var = np.full(spot.shape[1:], start_vol * start_vol)
+    out[0] = start_vol
+    log_spot = np.log(spot)
+    for i in range(1, spot.shape[0]):
+        var = ewma_variance(var, log_spot[i] - log_spot[i - 1], step_seconds, half_life_seconds)
+        out[i] = np.sqrt(var)
+    return out

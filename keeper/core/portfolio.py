@@ -131,14 +131,18 @@ def legs_from_states(states: Sequence[VaultState]) -> LegArrays:
     return LegArrays(vault_index, strike, expiry, size, is_call)
 
 
-def portfolio_greeks_for_states(states: Sequence[VaultState], now: int) -> PortfolioGreeks:
+def portfolio_greeks_for_states(
+    states: Sequence[VaultState], now: int, vol: npt.ArrayLike | None = None
+) -> PortfolioGreeks:
     """Greeks of every vault in ``states`` at ``now`` (unix seconds), indexed like ``states``.
 
-    Spot is the vault's oracle answer, vol and rate its ``VaultParams`` wads, the hedge its
-    ``underlying_balance`` (so ``net_delta`` = option delta + underlying_balance / 1e18).
+    Spot is the vault's oracle answer, vol (unless ``vol`` gives one per vault, e.g. a realised
+    estimate) and rate its ``VaultParams`` wads, the hedge its ``underlying_balance`` (so
+    ``net_delta`` = option delta + underlying_balance / 1e18).
     """
     spot = np.array([s.oracle.price for s in states], dtype=np.float64)
-    vol = np.array([s.params.implied_vol_wad / WAD for s in states], dtype=np.float64)
+    if vol is None:
+        vol = np.array([s.params.implied_vol_wad / WAD for s in states], dtype=np.float64)
     rate = np.array([s.params.risk_free_rate_wad / WAD for s in states], dtype=np.float64)
     hedge = np.array([s.underlying_balance / WAD for s in states], dtype=np.float64)
     return portfolio_greeks(spot, vol, rate, now, legs_from_states(states), hedge)

@@ -172,3 +172,24 @@ def test_a_governance_trigger_whose_rebalance_failed_on_chain_fires_again() -> N
     (retry,) = decide_block(BLOCK, 0, [state], again, COSTS)
     assert retry.action == Action.REBALANCE and retry.trigger == "request"
     assert reopen(handled, {state.address: "band"}) == handled  # only governance triggers
+
+
+def test_a_vault_that_opted_in_is_hedged_at_the_ewma_realised_vol() -> None:
+    costs = replace(
+        COSTS, vol_half_life_seconds=3600.0, realized_vol_vaults=frozenset({"0xv1"})
+    )
+    state = short_call_vault(0)
+    mem = remember([state], {}, set(), NOW, costs)
+    assert mem[state.address].ewma_var == pytest.approx(0.8**2)  # starts at the implied vol
+    # a calm hour: the next round moves 0.01%, far below 80% vol, and the estimate falls
+    later = replace(state, oracle=OracleRound(8, 3000_30000000, NOW + 3540, 8))
+    mem = remember([later], mem, set(), NOW + 3600, costs)
+    var = mem[state.address].ewma_var
+    assert 0.0 < var < 0.8**2 * 0.6
+    block = BlockRef(101, "0xb101", "0xb100", NOW + 3600)
+    (opted,) = decide_block(block, 0, [later], mem, costs)
+    assert opted.vol == pytest.approx(var**0.5)
+    other = replace(later, address="0xV2")
+    (implied,) = decide_block(block, 0, [other], {"0xV2": mem[state.address]}, costs)
+    assert implied.vol == pytest.approx(0.8)  # not opted in: governance's implied vol
+    assert opted.gamma != implied.gamma

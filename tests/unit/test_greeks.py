@@ -255,3 +255,32 @@ def test_blocked_evaluation_of_long_inputs_matches_one_block() -> None:
         one = bs_greeks(spot[i], strike[i], vol[i], rate[i], t[i], call[i])
         assert one.price == pytest.approx(blocked.price[i], rel=1e-13, abs=1e-300)
         assert one.delta == pytest.approx(blocked.delta[i], rel=1e-13, abs=1e-300)
+
+
+# --- realised vol ----------------------------------------------------------------
+
+
+def test_ewma_variance_tracks_the_true_vol_of_gbm_returns() -> None:
+    from keeper.core.greeks import ewma_vol_path
+
+    rng = np.random.default_rng(8)
+    step, sigma, n = 3600.0, 0.6, 24 * 60
+    dt = step / (365 * 24 * 3600)
+    shocks = sigma * math.sqrt(dt) * rng.standard_normal((n, 200))
+    spot = 3000.0 * np.exp(np.vstack([np.zeros((1, 200)), np.cumsum(shocks, axis=0)]))
+    vol = ewma_vol_path(spot, step, 72 * 3600.0, start_vol=1.2)
+    assert vol.shape == spot.shape and np.all(vol[0] == 1.2)
+    # after ~20 half-lives the prior is forgotten: the estimate centres on the true vol
+    assert float(np.mean(vol[-1])) == pytest.approx(sigma, rel=0.03)
+    assert float(np.std(vol[-1])) < 0.1 * sigma
+
+
+def test_ewma_variance_weighs_rounds_by_the_time_they_cover() -> None:
+    from keeper.core.greeks import ewma_variance
+
+    half_life = 3600.0
+    # one return over a full half-life gets weight 1/2, and dt <= 0 changes nothing
+    year = 365 * 24 * 3600
+    rate = 0.01**2 / (half_life / year)
+    got = ewma_variance(np.array([0.25, 0.25]), 0.01, np.array([half_life, 0.0]), half_life)
+    np.testing.assert_allclose(got, [0.5 * 0.25 + 0.5 * rate, 0.25])
