@@ -7,7 +7,8 @@ on a grid of (time step, spot, deviation, gas state):
 * Spot: log-spot nodes ``ln S0 + z_i``, uniform over ``+-spot_width`` standard deviations of
   the horizon; one step moves ``ln S`` by ``(mu - sigma^2/2) dt + sigma sqrt(dt) e`` with ``e``
   from the 3-point Gauss-Hermite rule (``0`` with weight 2/3, ``+-sqrt 3`` with 1/6 each: exact
-  for polynomials up to degree 5); values between nodes are interpolated linearly.
+  for polynomials up to degree 5); values between nodes are interpolated by cubics
+  (:func:`_expect`: a step is a small fraction of a node).
 * Deviation: after a trade the deviation is ``y``; at the next step it is
   ``y + Delta_{t+1}(S') - Delta_t(S)`` (the book's Black-Scholes delta, exact), interpolated
   linearly on a uniform grid over ``+-deviation_max``.
@@ -48,6 +49,7 @@ BoolArray = npt.NDArray[np.bool_]
 _GH_NODES = np.array([-math.sqrt(3.0), 0.0, math.sqrt(3.0)])
 _GH_WEIGHTS = np.array([1.0 / 6.0, 2.0 / 3.0, 1.0 / 6.0])
 _GAS_SAMPLE_PATHS = 400
+_NO_EDGE = 1e12  # underlying units: no deviation reaches it
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,10 @@ class GasChain:
 
     def state_of(self, base_fee_gwei: npt.ArrayLike) -> IntArray:
         """The state of each base fee (the bin its log falls in)."""
-        index: IntArray = np.searchsorted(self.log_edges, np.log(np.asarray(base_fee_gwei)))
+        if self.log_edges.size == 0:
+            return np.zeros(np.shape(base_fee_gwei), dtype=np.int64)
+        fee = np.maximum(np.asarray(base_fee_gwei, dtype=np.float64), 1e-300)
+        index: IntArray = np.searchsorted(self.log_edges, np.log(fee))
         return index
 
 
@@ -94,7 +99,7 @@ class DpSolution:
     target_lo: FloatArray  # where a trade from below lo goes
     target_hi: FloatArray  # where a trade from above hi goes
     chain: GasChain
-    value0: float  # V_0 at the start (spot S0, the book's delta, the first gas state)
+    value0: float  # the DP's own expected objective from the start (spot S0, median gas)
 
     def decide(
         self, step: int, spot: FloatArray, deviation: FloatArray, base_fee_gwei: FloatArray
@@ -152,8 +157,8 @@ def solve(
     ).reshape(n_steps, ns, 3)
     # next spot as a fractional node index (the same offset from every node: a uniform log grid)
     hs = log_spot[1] - log_spot[0]
-    s_pos = np.clip(np.arange(ns)[:, None] + moves[None, :] / hs, 0.0, ns - 1.0)  # (ns, 3)
-    s_lo = np.minimum(s_pos.astype(np.int64), ns - 2)
+    s_pos = np.arange(ns)[:, None] + moves[None, :] / hs  # (ns, 3)
+    s_lo = np.floor(s_pos).astype(np.int64)
     s_frac = s_pos - s_lo
 
     gas_k = np.asarray(costs.gas_quote(chain.levels[None, :], spot[:, None]))  # (ns, ng)
@@ -178,9 +183,13 @@ def solve(
         trade = traded <= hold if not forced else np.ones_like(hold, dtype=bool)
         value = np.where(trade, traded, hold)
         lo[t], hi[t], target_lo[t], target_hi[t] = _intervals(trade, x, best_y)
+    # the forced first trade from the book's own delta (usually beyond the grid), median gas
     start = int(np.argmin(np.abs(log_spot - math.log(book.spot))))
-    x0 = float(delta_now[0, start] - book.target_delta)
-    value0 = float(np.interp(x0, x, value[:, start, 0]))
+    x0 = float(delta_now[0, start])
+    g0 = ng // 2
+    q0 = x0 - x
+    first = fee_b[start] * np.abs(q0) + impact_c[start] * q0 * q0 + hold[:, start, g0]
+    value0 = float(gas_k[start, g0] + first.min())
     return DpSolution(log_spot, lo, hi, target_lo, target_hi, chain, value0)
 
 
@@ -190,20 +199,43 @@ def _deltas(book: Book, spot: FloatArray, t_years: FloatArray) -> FloatArray:
     return delta - book.target_delta
 
 
-def _expect(value: FloatArray, shift: FloatArray, s_lo: IntArray, s_frac: FloatArray) -> FloatArray:
-    """``sum_k w_k V(y + shift[s, k], s'_k)`` by linear interpolation in both (clamped)."""
-    nx = value.shape[0]
+def _lagrange4(p: FloatArray) -> FloatArray:
+    """Cubic Lagrange weights of the nodes -1, 0, 1, 2 at fraction ``p`` in [0, 1)."""
+    weights: FloatArray = np.stack(
+        [
+            -p * (p - 1) * (p - 2) / 6,
+            (p + 1) * (p - 1) * (p - 2) / 2,
+            -(p + 1) * p * (p - 2) / 2,
+            (p + 1) * p * (p - 1) / 6,
+        ]
+    )
+    return weights
+
+
+def _expect(
+    value: FloatArray, shift: FloatArray, s_base: IntArray, s_frac: FloatArray
+) -> FloatArray:
+    """``sum_k w_k V(y + shift[s, k], s'_k)``: linear in the deviation, CUBIC in the spot.
+
+    A step moves ln S by far less than a node; linear interpolation would then add a variance
+    of ``|move| x node`` instead of ``move^2`` (numerical diffusion, an order of magnitude here),
+    while the 4-point cubic reproduces ``V + V' m + V'' m^2 / 2`` (Lagrange interpolation error
+    ``O(h^4)``, e.g. Press et al., *Numerical Recipes*, 3rd ed., 3.2).
+    """
+    nx, ns = value.shape[0], value.shape[1]
     out = np.zeros_like(value)
     base = np.arange(nx, dtype=np.float64)[:, None]
+    cols = np.arange(ns)[None, :]
     for k, weight in enumerate(_GH_WEIGHTS):
         pos = np.clip(base + shift[None, :, k], 0.0, nx - 1.0)  # (nx, ns)
         xi = np.minimum(pos.astype(np.int64), nx - 2)
         xf = (pos - xi)[:, :, None]
-        cols = np.arange(value.shape[1])
-        for node, w_s in ((s_lo[:, k], 1.0 - s_frac[:, k]), (s_lo[:, k] + 1, s_frac[:, k])):
-            v = value[:, node, :]  # (nx, ns, ng): the next spot node of each current node
-            interp = v[xi, cols[None, :]] * (1.0 - xf) + v[xi + 1, cols[None, :]] * xf
-            out += weight * w_s[None, :, None] * interp
+        lagrange = _lagrange4(s_frac[:, k])  # (4, ns)
+        for offset in range(4):
+            node = np.clip(s_base[:, k] + offset - 1, 0, ns - 1)
+            v = value[:, node, :]  # (nx, ns, ng): that next-spot node of each current node
+            interp = v[xi, cols] * (1.0 - xf) + v[xi + 1, cols] * xf
+            out += weight * lagrange[offset][None, :, None] * interp
     return out
 
 
@@ -232,4 +264,5 @@ def _intervals(
     from_zero = grid_y[int(np.argmin(np.abs(x)))]
     target_lo = np.where(any_hold, target_lo, from_zero)
     target_hi = np.where(any_hold, target_hi, from_zero)
-    return lo, hi, target_lo, target_hi
+    # "everywhere" / "nowhere" as a finite sentinel, so that interpolating never mixes infinities
+    return np.clip(lo, -_NO_EDGE, _NO_EDGE), np.clip(hi, -_NO_EDGE, _NO_EDGE), target_lo, target_hi

@@ -173,6 +173,10 @@ def _header() -> str:
     )
 
 
+def _param(value: float | None) -> str:
+    return "-" if value is None else format(value, "g")
+
+
 def format_table(result: StudyResult, *, show_sweeps: bool = True) -> str:
     """A fixed-width table of the headline settings, then every sweep point."""
     scenario = result.scenario
@@ -204,8 +208,9 @@ def format_table(result: StudyResult, *, show_sweeps: bool = True) -> str:
         band, other = c.band.measures, c.other.measures
         verdict = "beats" if c.saving > 0 else "does not beat"
         lines.append(
-            f"best gas-adjusted band ({band.param:g}) {verdict} best {c.against} "
-            f"({other.param:g}): total cost {band.total_cost:,.0f} vs {other.total_cost:,.0f}, "
+            f"best gas-adjusted band ({_param(band.param)}) {verdict} best {c.against} "
+            f"({_param(other.param)}): total cost {band.total_cost:,.0f} vs "
+            f"{other.total_cost:,.0f}, "
             f"saving {c.saving:,.0f} +- {c.saving_stderr:,.0f} ({100 * c.saving_fraction:+.1f}%)"
         )
     return "\n".join(lines)

@@ -175,9 +175,7 @@ def test_a_governance_trigger_whose_rebalance_failed_on_chain_fires_again() -> N
 
 
 def test_a_vault_that_opted_in_is_hedged_at_the_ewma_realised_vol() -> None:
-    costs = replace(
-        COSTS, vol_half_life_seconds=3600.0, realized_vol_vaults=frozenset({"0xv1"})
-    )
+    costs = replace(COSTS, vol_half_life_seconds=3600.0, realized_vol_vaults=frozenset({"0xv1"}))
     state = short_call_vault(0)
     mem = remember([state], {}, set(), NOW, costs)
     assert mem[state.address].ewma_var == pytest.approx(0.8**2)  # starts at the implied vol
