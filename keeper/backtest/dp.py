@@ -15,6 +15,8 @@ on a grid of (time step, spot, deviation, gas state):
 * Gas: a Markov chain on ``gas_states`` quantile bins of the scenario's base-fee process,
   transition matrix counted on simulated fee paths (a discrete approximation of the
   mean-reverting log process with spikes, whose state is the log fee itself).
+* The hard limit: beyond it (and at the grid's edges) a trade is forced, as for every live
+  policy (``deviation_max`` should be at least the vault's hard limit).
 * Stage cost: a trade from ``x`` to ``y`` costs ``K(S, g) + b |x - y| + c (x - y)^2`` (gas, fee,
   impact, as the backtest charges); holding ``y`` for a step costs
   ``risk_aversion sigma^2 S^2 y^2 dt``, the step's contribution to the variance of the hedging
@@ -136,6 +138,7 @@ def solve(
     risk_aversion: float,
     grid: DpGrid,
     seed: int,
+    hard_limit: float = math.inf,
 ) -> DpSolution:
     """Backward induction over the whole grid; see the module docstring."""
     dt = step_seconds / SECONDS_PER_YEAR
@@ -168,6 +171,9 @@ def solve(
     trade_cost = fee_b[None, None, :] * np.abs(q)[:, :, None] + impact_c * (q * q)[:, :, None]
     risk = risk_aversion * (model_vol * spot[None, :]) ** 2 * (x * x)[:, None] * dt  # (nx, ns)
 
+    # past the hard limit (and at the grid's edges, beyond which values are clamped) the vault
+    # rebalances whatever it costs, as under every live policy
+    must = (np.abs(x) >= hard_limit) | (np.abs(x) >= x[-1])
     shape = (n_steps, ns, ng)
     lo, hi, target_lo, target_hi = (np.empty(shape) for _ in range(4))
     value = np.zeros((nx, ns, ng))
@@ -179,8 +185,7 @@ def solve(
         options = trade_cost[:, :, :, None] + hold[None, :, :, :]  # (x, y, ns, ng)
         best_y = np.argmin(options, axis=1)  # (x, ns, ng)
         traded = np.take_along_axis(options, best_y[:, None], axis=1)[:, 0] + gas_k[None]
-        forced = t == 0
-        trade = traded <= hold if not forced else np.ones_like(hold, dtype=bool)
+        trade = (traded <= hold) | must[:, None, None] if t > 0 else np.ones_like(hold, dtype=bool)
         value = np.where(trade, traded, hold)
         lo[t], hi[t], target_lo[t], target_hi[t] = _intervals(trade, x, best_y)
     # the forced first trade from the book's own delta (usually beyond the grid), median gas

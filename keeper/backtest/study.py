@@ -158,6 +158,7 @@ def solve_dp(scenario: Scenario, grid: DpGrid) -> DpSolution:
         scenario.risk_aversion,
         grid,
         scenario.seed,
+        scenario.vault.hard_limit,
     )
 
 

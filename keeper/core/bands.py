@@ -251,24 +251,37 @@ def band_table() -> tuple[FloatArray, FloatArray, FloatArray]:
 
 def lookup_band(beta: npt.ArrayLike, chi: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     """(u*, w*) by bilinear interpolation of :func:`band_table` in (log10 beta, log10 chi);
-    arguments below the table are clamped to it (their cost terms are negligible there)."""
-    grid, u_tab, w_tab = band_table()
-    step = grid[1] - grid[0]
+    arguments outside the table are clamped to it (below it their cost terms are negligible)."""
     with np.errstate(divide="ignore"):
-        pos = [
-            (np.clip(np.log10(np.maximum(_f(x), 0.0)), grid[0], grid[-1]) - grid[0]) / step
-            for x in (beta, chi)
-        ]
-    i, j = (np.minimum(p.astype(np.intp), grid.size - 2) for p in pos)
-    fi, fj = pos[0] - i, pos[1] - j
+        return _lookup_log10(
+            np.log10(np.maximum(_f(beta), 0.0)), np.log10(np.maximum(_f(chi), 0.0))
+        )
 
-    def interp(tab: FloatArray) -> FloatArray:
-        top = tab[i, j] * (1 - fj) + tab[i, j + 1] * fj
-        bottom = tab[i + 1, j] * (1 - fj) + tab[i + 1, j + 1] * fj
+
+def _lookup_log10(log_beta: FloatArray, log_chi: FloatArray) -> tuple[FloatArray, FloatArray]:
+    grid, u_flat, w_flat = _flat_table()
+    n = grid.size
+    scale = (n - 1.0) / (grid[-1] - grid[0])
+    pi = np.clip((log_beta - grid[0]) * scale, 0.0, n - 1.0)
+    pj = np.clip((log_chi - grid[0]) * scale, 0.0, n - 1.0)
+    i = np.minimum(pi.astype(np.intp), n - 2)
+    j = np.minimum(pj.astype(np.intp), n - 2)
+    fi, fj = pi - i, pj - j
+    corner = i * n + j  # flat index: np.take on 1-d tables is far faster than 2-d fancy indexing
+
+    def interp(flat: FloatArray) -> FloatArray:
+        top = np.take(flat, corner) * (1 - fj) + np.take(flat, corner + 1) * fj
+        bottom = np.take(flat, corner + n) * (1 - fj) + np.take(flat, corner + n + 1) * fj
         result: FloatArray = top * (1 - fi) + bottom * fi
         return result
 
-    return interp(u_tab), interp(w_tab)
+    return interp(u_flat), interp(w_flat)
+
+
+@functools.cache
+def _flat_table() -> tuple[FloatArray, FloatArray, FloatArray]:
+    grid, u_tab, w_tab = band_table()
+    return grid, np.ascontiguousarray(u_tab).ravel(), np.ascontiguousarray(w_tab).ravel()
 
 
 def optimal_band(
@@ -283,28 +296,31 @@ def optimal_band(
     ``c`` = ``impact_per_unit2`` (quote per unit squared, ``kappa S``); ``risk_aversion`` is the
     vault's ``gamma_ra`` (``r = gamma_ra / 2``).
 
+    In logs: ``log L = (log Gamma^2 + log K - log r) / 4``, ``log beta = log(Gamma^2 b / r) -
+    3 log L``, ``log chi = log(Gamma^2 c / r) - 2 log L``. When ``K`` is too small for the table
+    (beta or chi above its top, e.g. ``K = 0``) the smallest ``K`` that keeps both on it is used.
     (0, 0) when Gamma = 0 or every cost is 0; (inf, inf) when the risk aversion is 0.
     """
-    with np.errstate(over="ignore"):
-        g2 = np.square(_f(gamma))
-    r = np.maximum(_f(risk_aversion), 0.0) / 2.0
-    k, b, c = (np.maximum(_f(x), 0.0) for x in (fixed_cost, fee_per_unit, impact_per_unit2))
-    beta_max, chi_max = 10.0**_TABLE_LOG10_MAX, 10.0**_TABLE_LOG10_MAX
+    gam, ra = _f(gamma), _f(risk_aversion)
+    top = _TABLE_LOG10_MAX
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        r_safe = np.where(r > 0.0, r, 1.0)
-        # smallest K keeping beta <= beta_max and chi <= chi_max (beta ~ K^-3/4, chi ~ K^-1/2)
-        k_beta = r_safe / g2 * np.power(g2 * b / (r_safe * beta_max), 4.0 / 3.0)
-        k_chi = r_safe / g2 * np.square(g2 * c / (r_safe * chi_max))
-        k_eff = np.maximum(k, np.where(g2 > 0.0, np.maximum(k_beta, k_chi), 0.0))
-        length = np.sqrt(np.sqrt(g2 * k_eff / r_safe))
-        beta = g2 * b / (r_safe * length**3)
-        chi = g2 * c / (r_safe * length**2)
-        u, w = lookup_band(np.nan_to_num(beta), np.nan_to_num(chi))
+        lg = 2.0 * np.log10(np.abs(gam))
+        lr = np.log10(ra / 2.0)
+        lk, lb, lc = (np.log10(_f(x)) for x in (fixed_cost, fee_per_unit, impact_per_unit2))
+        free = (lk == -np.inf) & (lb == -np.inf) & (lc == -np.inf)  # no cost at all
+        gb, gc = lg + lb - lr, lg + lc - lr  # log(Gamma^2 b / r), log(Gamma^2 c / r)
+        # beta <= top  <=>  log K >= 4/3 (gb - top) - lg + lr; chi <= top  <=>  2 (gc - top) ...
+        lk = np.fmax(lk, np.fmax((gb - top) * (4.0 / 3.0), 2.0 * (gc - top)) - lg + lr)
+        log_length = (lg + lk - lr) * 0.25
+        u, w = _lookup_log10(
+            np.nan_to_num(gb - 3.0 * log_length, nan=-np.inf),
+            np.nan_to_num(gc - 2.0 * log_length, nan=-np.inf),
+        )
+        length = 10.0**log_length
         outer, inner = length * u, length * w
-    outer, inner = np.nan_to_num(outer, nan=np.inf), np.nan_to_num(inner, nan=np.inf)  # Gamma^2 inf
-    none = (g2 == 0.0) | ((k == 0.0) & (b == 0.0) & (c == 0.0))
-    outer = np.where(r > 0.0, np.where(none, 0.0, outer), np.inf)
-    inner = np.where(r > 0.0, np.where(none, 0.0, inner), np.inf)
+    none = (lg == -np.inf) | free
+    outer = np.where(ra > 0.0, np.where(none, 0.0, np.nan_to_num(outer, nan=np.inf)), np.inf)
+    inner = np.where(ra > 0.0, np.where(none, 0.0, np.nan_to_num(inner, nan=np.inf)), np.inf)
     return outer, inner
 
 
