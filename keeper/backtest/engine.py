@@ -50,6 +50,8 @@ class Market:
     vol: float
     target_delta: float
     costs: CostModel
+    gas_usual_level_gwei: float = np.nan  # the base fee gas reverts to (gas timing)
+    gas_half_life_years: float = np.nan
 
     @property
     def n_steps(self) -> int:
@@ -171,12 +173,24 @@ def _decide(
         proportional_cost=market.costs.band_lambda,
         seconds_since_rebalance=(step - state.last_rebalance) * market.step_seconds,
         impact_per_unit=market.costs.band_impact,
+        **_gas_timing(policy, market, step),
     )
     # The band's informative spot_move = H / |gamma| overflows to inf for a far out-of-the-money
     # book (gamma ~ 1e-300); inf is its documented value there, so the warning is noise.
     with np.errstate(over="ignore"):
         result = policy.band.evaluate(inputs)
     return np.asarray(result.act | result.urgent, dtype=np.bool_), result.trade_to
+
+
+def _gas_timing(policy: LivePolicy, market: Market, step: int) -> dict[str, FloatArray]:
+    """The gas-timing inputs when the setting uses them (``BandInputs`` defaults: off)."""
+    if not policy.gas_timing:
+        return {}
+    usual = market.costs.gas_quote(market.gas_usual_level_gwei, market.spot[step])
+    return {
+        "reference_fixed_cost": usual,
+        "gas_half_life_years": np.asarray(market.gas_half_life_years),
+    }
 
 
 def _trade(market: Market, state: _Book, step: int, act: BoolArray, excess: FloatArray) -> None:

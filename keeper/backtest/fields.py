@@ -83,6 +83,12 @@ class Fields:
             raise self.error(key, f"must be one of {', '.join(choices)}; got {value!r}")
         return value
 
+    def boolean(self, key: str, default: Any = _REQUIRED) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {value!r}")
+        return value
+
     def duration(self, key: str, default: Any = _REQUIRED) -> float:
         """Seconds; see ``keeper.backtest.durations``."""
         value = self._get(key, default)

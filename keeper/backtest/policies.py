@@ -31,6 +31,7 @@ class LivePolicy:
     param: float  # risk aversion, threshold (underlying units) or interval (steps)
     band: BandPolicy
     band_risk_aversion: float  # the BandInputs.risk_aversion this setting runs with
+    gas_timing: bool = False  # the band's gas-timing rule (keeper.core.bands.gas_wait)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def build_policy(
     vault: VaultSettings,
     step_seconds: float,
     risk_aversion: float,
+    gas_timing: bool = False,
 ) -> HedgePolicy:
     """The policy for one setting; ``risk_aversion`` is the vault's (the band's default)."""
     if family is PolicyFamily.NO_HEDGE:
@@ -73,4 +75,4 @@ def build_policy(
     live_param = param * step_seconds if family is PolicyFamily.TIME_BASED else param
     band = policy_for(kind, live_param, vault.band_floor, vault.hard_limit)
     band_risk_aversion = param if family is PolicyFamily.GAS_ADJUSTED_BAND else risk_aversion
-    return LivePolicy(name, family, param, band, band_risk_aversion)
+    return LivePolicy(name, family, param, band, band_risk_aversion, gas_timing)

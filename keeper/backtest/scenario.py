@@ -109,6 +109,7 @@ class PolicySpec:
     param: float | None  # the headline setting; None: the best point of the sweep
     sweep: tuple[float, ...]  # settings traced on the cost/risk frontier
     grid: DpGrid | None = None  # dp_optimal only
+    gas_timing: bool = False  # gas_adjusted_band only: wait out gas spikes (bands.gas_wait)
 
 
 @dataclass(frozen=True)
@@ -331,8 +332,13 @@ def _policy(table: Fields) -> PolicySpec:
         if family is PolicyFamily.TIME_BASED:
             _whole_steps(table, field, param, sweep)
     grid = _dp_grid(table) if family is PolicyFamily.DP_OPTIMAL else None
+    timing = False
+    if family is PolicyFamily.GAS_ADJUSTED_BAND and table.has("gas_timing"):
+        timing = table.boolean("gas_timing")
     table.finish()
-    return PolicySpec(name=name, family=family, param=param, sweep=sweep, grid=grid)
+    return PolicySpec(
+        family=family, name=name, param=param, sweep=sweep, grid=grid, gas_timing=timing
+    )
 
 
 def _dp_grid(table: Fields) -> DpGrid:

@@ -13,7 +13,7 @@ from keeper.backtest.costs import CostModel
 from keeper.backtest.dp import DpSolution, solve
 from keeper.backtest.durations import SECONDS_PER_YEAR
 from keeper.backtest.engine import Market, PathTrace, simulate
-from keeper.backtest.gas import gas_paths
+from keeper.backtest.gas import GasModel, StochasticGas, gas_paths
 from keeper.backtest.measures import PolicyMeasures, measure
 from keeper.backtest.paths import (
     GbmModel,
@@ -134,6 +134,7 @@ def build_market(scenario: Scenario) -> MarketBuild:
         vol=book.vol,
         target_delta=book.target_delta,
         costs=costs,
+        **_gas_reversion(scenario.gas),
     )
     price = -book_value(book, book.spot, scenario.horizon_seconds / SECONDS_PER_YEAR)
     return MarketBuild(market, price, report, paths.window_starts)
@@ -162,6 +163,16 @@ def solve_dp(scenario: Scenario, grid: DpGrid) -> DpSolution:
     )
 
 
+def _gas_reversion(model: GasModel) -> dict[str, float]:
+    """The usual base fee and its half-life, for the band's gas timing (stochastic gas only)."""
+    if isinstance(model, StochasticGas):
+        return {
+            "gas_usual_level_gwei": model.base_fee_gwei,
+            "gas_half_life_years": model.half_life_seconds / SECONDS_PER_YEAR,
+        }
+    return {}
+
+
 def run_policy(
     scenario: Scenario, build: MarketBuild, spec: PolicySpec, param: float | None
 ) -> SettingRun:
@@ -177,6 +188,7 @@ def run_policy(
             scenario.vault,
             scenario.step_seconds,
             scenario.risk_aversion,
+            spec.gas_timing,
         )
     outcomes = simulate(policy, build.market, scenario.example_path)
     measures = measure(

@@ -94,6 +94,10 @@ class BandInputs:
     proportional_cost: npt.ArrayLike  # lambda: fraction of traded value (the DEX fee)
     seconds_since_rebalance: npt.ArrayLike
     impact_per_unit: npt.ArrayLike = 0.0  # kappa: fraction of traded value per unit traded
+    # gas timing (off unless both are given): K at the usual base fee, and the base fee's
+    # half-life (years) back to it after a spike
+    reference_fixed_cost: npt.ArrayLike = np.nan
+    gas_half_life_years: npt.ArrayLike = np.nan
 
 
 @dataclass(frozen=True)
@@ -338,6 +342,34 @@ def expected_wait_years(
         return np.where(rate > 0.0, h2 / np.where(rate > 0.0, rate, 1.0), np.inf)
 
 
+def gas_wait(inputs: BandInputs, inner: npt.ArrayLike) -> BoolArray:
+    """The gas-timing rule: wait out a gas spike when one half-life of waiting costs less risk
+    than it saves in gas.
+
+    A one-step look-ahead stopping rule (Chow, Robbins & Siegmund, *Great Expectations: The
+    Theory of Optimal Stopping*, 1971, ch. 3): the base fee's log excess over its usual level
+    halves in one half-life ``t_half``, so the gas of a trade then is ``sqrt(K K_ref)``; waiting
+    costs the risk of the deviation over ``t_half``. Wait iff
+    ``(gamma_ra / 2) sigma^2 S^2 (x^2 - h^2) t_half < K - sqrt(K K_ref)`` (never when gas is at
+    or below its usual level; off when ``K_ref`` or ``t_half`` is not given).
+    """
+    k, k_ref = _f(inputs.fixed_cost), _f(inputs.reference_fixed_cost)
+    t_half = _f(inputs.gas_half_life_years)
+    x = np.abs(_f(inputs.deviation))
+    h = np.minimum(_f(inner), x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        saving = k - np.sqrt(np.maximum(k * k_ref, 0.0))
+        risk = (
+            np.maximum(_f(inputs.risk_aversion), 0.0)
+            / 2.0
+            * np.square(_f(inputs.vol) * _f(inputs.spot))
+            * (x * x - h * h)
+            * t_half
+        )
+        wait: BoolArray = np.asarray((k > k_ref) & (risk < saving), dtype=np.bool_)
+    return wait
+
+
 @dataclass(frozen=True)
 class GasAdjustedBand:
     """Cost-optimal band ``clip(H, floor, hard_limit)`` and inner target ``min(h, band)`` from
@@ -358,7 +390,8 @@ class GasAdjustedBand:
         )
         half = np.maximum(outer, _f(self.floor))
         inner = np.minimum(inner, half)
-        return _result(inputs, half, self.hard_limit, inner, last_trade_worth(inputs, inner))
+        worth = last_trade_worth(inputs, inner) & ~gas_wait(inputs, inner)
+        return _result(inputs, half, self.hard_limit, inner, worth)
 
 
 @dataclass(frozen=True)
