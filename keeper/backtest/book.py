@@ -36,9 +36,12 @@ def book_value(book: Book, spot: float, t_years: float) -> float:
     return total
 
 
-def book_greeks(book: Book, spot: FloatArray, t_years: FloatArray) -> BookGreeks:
+def book_greeks(
+    book: Book, spot: FloatArray, t_years: FloatArray, vol: FloatArray | None = None
+) -> BookGreeks:
     """Greeks at every row of ``spot`` (n_steps, n_paths) with time to expiry ``t_years``
-    (n_steps,); every call prices all paths of a block of steps at once."""
+    (n_steps,), at the book's implied vol or at ``vol`` (shaped like ``spot``, e.g. a realised
+    estimate); every call prices all paths of a block of steps at once."""
     n_steps, n_paths = spot.shape
     delta = np.zeros((n_steps, n_paths))
     gamma = np.zeros((n_steps, n_paths))
@@ -46,7 +49,8 @@ def book_greeks(book: Book, spot: FloatArray, t_years: FloatArray) -> BookGreeks
         rows = slice(start, min(start + _ROWS_PER_CHUNK, n_steps))
         tau = t_years[rows, None]
         for leg in book.legs:
-            greeks = bs_greeks(spot[rows], leg.strike, book.vol, book.rate, tau, leg.is_call)
+            sigma = book.vol if vol is None else vol[rows]
+            greeks = bs_greeks(spot[rows], leg.strike, sigma, book.rate, tau, leg.is_call)
             delta[rows] += leg.size * np.asarray(greeks.delta)
             gamma[rows] += leg.size * np.asarray(greeks.gamma)
     return BookGreeks(delta, gamma)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from keeper.backtest.durations import parse_duration
 from keeper.backtest.report import format_table, to_json
 from keeper.backtest.scenario import load_scenario, shipped_scenarios
 from keeper.backtest.study import run_study, with_overrides
@@ -37,6 +38,11 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
     parser.add_argument("--no-sweep", action="store_true", help="run only the headline settings")
     parser.add_argument(
+        "--realized-vol",
+        metavar="HALF_LIFE",
+        help="hedge at the EWMA realised vol with this half-life (e.g. 72h), not the implied vol",
+    )
+    parser.add_argument(
         "--data-dir", type=Path, help="the real price data folder (default ../shared/data)"
     )
     parser.add_argument("--list", action="store_true", help="list the shipped scenarios")
@@ -61,7 +67,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         scenario = with_overrides(
-            load_scenario(args.scenario, args.data_dir), n_paths=args.paths, seed=args.seed
+            load_scenario(args.scenario, args.data_dir),
+            n_paths=args.paths,
+            seed=args.seed,
+            realized_vol_half_life=None
+            if args.realized_vol is None
+            else parse_duration(args.realized_vol, "--realized-vol"),
         )
         result = run_study(scenario, sweep=not args.no_sweep)
         if args.plot is not None:

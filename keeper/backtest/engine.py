@@ -52,6 +52,7 @@ class Market:
     costs: CostModel
     gas_usual_level_gwei: float = np.nan  # the base fee gas reverts to (gas timing)
     gas_half_life_years: float = np.nan
+    greeks_vol: FloatArray | None = None  # (n_steps, n_paths) realised vol, when the greeks use it
 
     @property
     def n_steps(self) -> int:
@@ -166,7 +167,7 @@ def _decide(
         deviation=deviation,
         gamma=market.option_gamma[step],
         spot=market.spot[step],
-        vol=market.vol,
+        vol=market.vol if market.greeks_vol is None else market.greeks_vol[step],
         t_years=market.t_years_left[step],
         risk_aversion=policy.band_risk_aversion,
         fixed_cost=market.gas_quote[step],

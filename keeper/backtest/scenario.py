@@ -62,6 +62,9 @@ class Book:
     rate: float  # risk-free rate, continuous, per year (financing and discounting)
     target_delta: float  # target net delta, underlying units
     legs: tuple[Leg, ...]
+    # the vol the hedge's greeks use: 0 = the implied vol; > 0 = the EWMA realised vol of the
+    # path's own steps with this half-life (seconds), started at the implied vol
+    realized_vol_half_life: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,9 @@ def _book(table: Fields) -> Book:
         rate=table.number("rate", 0.0),
         target_delta=table.number("target_delta", 0.0),
         legs=legs,
+        realized_vol_half_life=table.duration("realized_vol_half_life", 0.0)
+        if table.has("realized_vol_half_life")
+        else 0.0,
     )
     table.finish()
     return book

@@ -26,6 +26,7 @@ from keeper.backtest.paths import (
 from keeper.backtest.policies import DpPolicy, HedgePolicy, ReferencePolicy, build_policy
 from keeper.backtest.prices import LoadReport, load_price_csv
 from keeper.backtest.scenario import DpGrid, HistoryModel, PolicyFamily, PolicySpec, Scenario
+from keeper.core.greeks import ewma_vol_path
 from keeper.errors import ConfigError
 
 IntArray = npt.NDArray[np.int64]
@@ -77,9 +78,16 @@ class StudyResult:
 
 
 def with_overrides(
-    scenario: Scenario, *, n_paths: int | None = None, seed: int | None = None
+    scenario: Scenario,
+    *,
+    n_paths: int | None = None,
+    seed: int | None = None,
+    realized_vol_half_life: float | None = None,
 ) -> Scenario:
-    """The scenario with a different path count or seed (for quick runs and the CLI)."""
+    """The scenario with a different path count, seed or greeks vol (quick runs and the CLI)."""
+    if realized_vol_half_life is not None:
+        book = replace(scenario.book, realized_vol_half_life=realized_vol_half_life)
+        scenario = replace(scenario, book=book)
     if n_paths is not None:
         scenario = replace(scenario, n_paths=n_paths)
     if seed is not None:
@@ -116,7 +124,12 @@ def build_market(scenario: Scenario) -> MarketBuild:
     book = scenario.book
     times = np.arange(scenario.n_steps + 1) * scenario.step_seconds
     t_years_left = (scenario.horizon_seconds - times[:-1]) / SECONDS_PER_YEAR
-    greeks = book_greeks(book, paths.spot[:-1], t_years_left)
+    vol = None
+    if book.realized_vol_half_life > 0.0:
+        vol = ewma_vol_path(
+            paths.spot[:-1], scenario.step_seconds, book.realized_vol_half_life, book.vol
+        )
+    greeks = book_greeks(book, paths.spot[:-1], t_years_left, vol)
     base_fee = gas_paths(
         scenario.gas, scenario.step_seconds, scenario.n_steps, paths.n_paths, gas_rng
     )
@@ -134,6 +147,7 @@ def build_market(scenario: Scenario) -> MarketBuild:
         vol=book.vol,
         target_delta=book.target_delta,
         costs=costs,
+        greeks_vol=vol,
         **_gas_reversion(scenario.gas),
     )
     price = -book_value(book, book.spot, scenario.horizon_seconds / SECONDS_PER_YEAR)
