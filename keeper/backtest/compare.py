@@ -15,8 +15,10 @@ Paired standard errors: the saving ``total(other) - total(band)`` is the mean ov
 ``phi_other - phi_band`` with ``phi = c_i + ra n/(n-1) (C_i - mean C)^2`` (the influence
 function of the mean-variance total); its standard error uses the Newey-West (1987, "A simple,
 positive semi-definite, heteroskedasticity and autocorrelation consistent covariance matrix",
-Econometrica 55) long-run variance with Bartlett weights and ``lags`` = the number of later
-windows a real window overlaps (0 for independent simulated paths).
+Econometrica 55) long-run variance with Bartlett weights and ``lags`` = twice the number of
+later windows a real window overlaps (0 for independent simulated paths): Bartlett weights
+shrink the overlap's autocovariances, and twice the overlap recovers most of them (for an
+overlap of 6, 82% of the long-run variance instead of 67%).
 
 In and out of sample (real windows): every family's setting is picked on the first half of the
 windows (in time order) and evaluated on the second half.

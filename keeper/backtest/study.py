@@ -246,11 +246,12 @@ def _total(measures: PolicyMeasures) -> float:
 
 
 def overlap_lags(horizon_seconds: float, window_starts: IntArray | None) -> int:
-    """How many later windows a real window overlaps (the Newey-West lag); 0 when simulated."""
+    """The Newey-West lag: twice the number of later windows a real window overlaps
+    (``keeper.backtest.compare``); 0 when simulated."""
     if window_starts is None or window_starts.size < 2:
         return 0
     spacing = float(np.median(np.diff(np.sort(window_starts))))
-    return max(0, math.ceil(horizon_seconds / spacing) - 1) if spacing > 0 else 0
+    return 2 * max(0, math.ceil(horizon_seconds / spacing) - 1) if spacing > 0 else 0
 
 
 def zero_cost_baseline(build: MarketBuild) -> FloatArray:

@@ -391,3 +391,24 @@ def test_results_are_owned_arrays_of_the_broadcast_shape() -> None:
     )
     for arr in (res.half_width, res.act, res.urgent, res.spot_move):
         assert arr.shape == (4,) and arr.flags.writeable
+
+
+def test_the_gas_timing_rule_waits_out_a_spike_unless_the_risk_is_large() -> None:
+    band = GasAdjustedBand(floor=0.0, hard_limit=20.0)
+    ra, usual, spike = 10 * RA, K, 8 * K
+    t_half = 2 / (24 * 365)  # gas halves its log excess in 2 hours
+    outer = float(band.evaluate(_inputs(fixed_cost=spike, risk_aversion=ra)).half_width)
+    devs = np.array([1.05 * outer, 19.5])
+    common = {"deviation": devs, "fixed_cost": spike, "risk_aversion": ra}
+    timed = band.evaluate(_inputs(**common, reference_fixed_cost=usual, gas_half_life_years=t_half))
+    assert band.evaluate(_inputs(**common)).act.all()
+    # just outside the band the spike's excess gas outweighs 2 h of risk; far outside it does not
+    np.testing.assert_array_equal(timed.act, [False, True])
+    risk = ra / 2 * (0.8 * SPOT) ** 2 * (devs**2 - timed.inner**2) * t_half
+    np.testing.assert_array_equal(timed.act, risk >= spike - math.sqrt(spike * usual))
+    # at the usual gas the rule never waits
+    calm = {"deviation": devs, "risk_aversion": ra}
+    np.testing.assert_array_equal(
+        band.evaluate(_inputs(**calm, reference_fixed_cost=K, gas_half_life_years=t_half)).act,
+        band.evaluate(_inputs(**calm)).act,
+    )
