@@ -14,7 +14,7 @@ from keeper.backtest.study import PolicyResult, StudyResult
 from keeper.errors import ConfigError
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-_REFERENCES = (PolicyFamily.NO_HEDGE, PolicyFamily.EVERY_STEP)
+_REFERENCES = (PolicyFamily.NO_HEDGE, PolicyFamily.EVERY_STEP, PolicyFamily.DP_OPTIMAL)
 
 
 def _pyplot() -> Any:
@@ -48,14 +48,16 @@ def plot_study(result: StudyResult, path: Path) -> None:
 
 def _frontier(axes: Any, result: StudyResult) -> None:
     gamma = result.scenario.risk_aversion
-    risks: list[float] = []
-    costs: list[float] = []
-    for index, policy in enumerate(result.policies):
-        runs = policy.sweep or (policy.headline,)
+    step = result.scenario.step_seconds
+    runs_of = [policy.sweep or (policy.headline,) for policy in result.policies]
+    costs = [run.measures.costs_mean for runs in runs_of for run in runs]
+    risks = [run.measures.hedge_cost_std for runs in runs_of for run in runs]
+    with_costs = any(c > 0.0 for c in costs)  # a zero-cost study has no log-scale cost axis
+    for index, (policy, runs) in enumerate(zip(result.policies, runs_of, strict=True)):
         risk = [run.measures.hedge_cost_std for run in runs]
         cost = [run.measures.costs_mean for run in runs]
         color = f"C{index}"
-        if max(cost) <= 0.0:  # no costs at all (no hedge): a line at its risk
+        if with_costs and max(cost) <= 0.0:  # no costs at all (no hedge): a line at its risk
             axes.axvline(
                 risk[0],
                 color=color,
@@ -63,10 +65,7 @@ def _frontier(axes: Any, result: StudyResult) -> None:
                 linewidth=1.2,
                 label=f"{policy.spec.name} (no costs)",
             )
-            risks += risk
             continue
-        risks += risk
-        costs += cost
         style = "" if policy.spec.family in _REFERENCES else "-"
         axes.plot(
             risk,
@@ -85,38 +84,57 @@ def _frontier(axes: Any, result: StudyResult) -> None:
             markerfacecolor="none",
             markeredgecolor=color,
         )
-        _label_ends(axes, runs, risk, cost)
+        _label_points(axes, policy.spec.family, runs, step)
     best_total = min(p.best.measures.total_cost for p in result.policies)
-    x = np.geomspace(min(risks) * 0.8, max(risks) * 1.2, 400)
-    for level in (best_total, 2 * best_total):
-        y = level - gamma * x * x
-        keep = y > 0
-        axes.plot(x[keep], y[keep], ":", color="grey", linewidth=1)
     axes.set_xscale("log")
-    axes.set_yscale("log")
-    positive = [c for c in costs if c > 0.0] or [1.0]
-    axes.set_ylim(min(positive) / 2.0, max(positive) * 2.0)
-    axes.set_xlabel("risk: std of the hedging cost (quote units)")
-    axes.set_ylabel("mean gas + fees + slippage (quote units)")
+    if with_costs:
+        x = np.geomspace(min(risks) * 0.8, max(risks) * 1.2, 400)
+        for level in (best_total, 2 * best_total):
+            y = level - gamma * x * x
+            keep = y > 0
+            axes.plot(x[keep], y[keep], ":", color="grey", linewidth=1)
+        axes.set_yscale("log")
+        positive = [c for c in costs if c > 0.0]
+        axes.set_ylim(min(positive) / 2.0, max(positive) * 2.0)
+        subtitle = (
+            f"dotted: total cost = {best_total:,.0f} and {2 * best_total:,.0f} USD "
+            f"(costs + {gamma:g} x variance)"
+        )
+    else:
+        axes.set_ylim(-1.0, 1.0)
+        subtitle = "no costs in this study: every setting sits at 0; only the risk differs"
+    axes.set_xlabel("risk: std of the hedging cost (USD)")
+    axes.set_ylabel("mean gas + fees + slippage per path (USD)")
     axes.set_title(
-        f"cost vs risk (ring: lowest total cost of each policy)\ndotted: total cost = "
-        f"{best_total:,.0f} and {2 * best_total:,.0f} (costs + {gamma:g} x variance)",
-        fontsize=10,
+        f"cost vs risk (ring: lowest total cost of each policy)\n{subtitle}", fontsize=10
     )
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
 
 
-def _label_ends(axes: Any, runs: Any, risk: list[float], cost: list[float]) -> None:
-    """Name the parameter at both ends of a sweep (the middle is read off the ordering)."""
-    ends = {0, len(runs) - 1} if len(runs) > 1 else {0}
-    for position in sorted(ends):
-        param = runs[position].measures.param
-        if param is not None:
+def sweep_label(family: PolicyFamily, param: float | None, step_seconds: float) -> str:
+    """A sweep point's parameter with its unit, e.g. ``ra 2e-04/USD``, ``5 units``, ``6h``."""
+    if param is None:
+        return ""
+    if family is PolicyFamily.GAS_ADJUSTED_BAND:
+        return f"ra {param:.0e}/USD"
+    if family is PolicyFamily.FIXED_THRESHOLD:
+        return f"{param:g} units"
+    if family is PolicyFamily.TIME_BASED:
+        hours = param * step_seconds / 3600.0
+        return f"{hours:g}h" if hours < 48 else f"{hours / 24:g}d"
+    return f"{param:g}"
+
+
+def _label_points(axes: Any, family: PolicyFamily, runs: Any, step_seconds: float) -> None:
+    """Name every sweep point's parameter, with its unit."""
+    for run in runs:
+        label = sweep_label(family, run.measures.param, step_seconds)
+        if label:
             axes.annotate(
-                f"{param:g}",
-                (risk[position], cost[position]),
-                fontsize=8,
+                label,
+                (run.measures.hedge_cost_std, run.measures.costs_mean),
+                fontsize=7,
                 textcoords="offset points",
                 xytext=(5, 4),
             )
@@ -138,7 +156,7 @@ def _example(axes: Any, result: StudyResult) -> None:
         axes.axhline(leg.strike, color="grey", linestyle="--", linewidth=0.8)
     axes.set_ylim(low - gap * (len(live) + 1.5), high + gap)
     axes.set_xlabel("days")
-    axes.set_ylabel("spot (quote per underlying); dashed: strike")
+    axes.set_ylabel("spot (USD per underlying); dashed: strike")
     axes.set_title(f"example path {trace.path}: rebalances of each headline setting", fontsize=10)
     axes.legend(fontsize=8, loc="best")
     axes.grid(True, alpha=0.3)

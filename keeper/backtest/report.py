@@ -115,7 +115,7 @@ def format_decomposition(result: StudyResult) -> list[str]:
     ]
     head = (
         f"{'policy':18} {'param':>9} {'total':>9} {'unhedg.':>9} {'cov':>8} {'own cost':>9}"
-        f" {'own err':>8} {'control.':>9} {'vs band':>16}"
+        f" {'own err':>8} {'control.':>9} {'this - band':>16}"
     )
     for name, found in _samples(result):
         lines += ["", f"{name}:", head]
