@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from keeper.backtest.costs import CostModel
 from keeper.backtest.policies import DpPolicy, HedgePolicy, LivePolicy
-from keeper.core.bands import BandInputs
+from keeper.core.bands import BandInputs, GasAdjustedBand, subset_inputs
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -176,11 +176,22 @@ def _decide(
         impact_per_unit=market.costs.band_impact,
         **_gas_timing(policy, market, step),
     )
-    # The band's informative spot_move = H / |gamma| overflows to inf for a far out-of-the-money
-    # book (gamma ~ 1e-300); inf is its documented value there, so the warning is noise.
-    with np.errstate(over="ignore"):
-        result = policy.band.evaluate(inputs)
-    return np.asarray(result.act | result.urgent, dtype=np.bool_), result.trade_to
+    band = policy.band
+    if not isinstance(band, GasAdjustedBand):
+        result = band.evaluate(inputs)
+        return np.asarray(result.act | result.urgent, dtype=np.bool_), result.trade_to
+    # Only deviations beyond the band's cheap lower bound can act: evaluate just those (most
+    # paths sit well inside the band at any step). The band's informative spot_move = H / |gamma|
+    # overflows to inf for a far out-of-the-money book; inf is its documented value there.
+    bound = np.minimum(band.lower_bound(inputs), np.asarray(band.hard_limit, dtype=np.float64))
+    idx = np.flatnonzero(np.abs(deviation) > bound)
+    act, leave = np.zeros(n_paths, dtype=np.bool_), zero
+    if idx.size:
+        with np.errstate(over="ignore"):
+            result = band.evaluate(subset_inputs(inputs, idx))
+        act[idx] = result.act | result.urgent
+        leave[idx] = result.trade_to
+    return act, leave
 
 
 def _gas_timing(policy: LivePolicy, market: Market, step: int) -> dict[str, FloatArray]:

@@ -379,6 +379,20 @@ class GasAdjustedBand:
     floor: npt.ArrayLike  # governance minimum half-width, underlying units
     hard_limit: npt.ArrayLike  # underlying units
 
+    def lower_bound(self, inputs: BandInputs) -> FloatArray:
+        """A cheap lower bound of the half-width :meth:`evaluate` returns (before the hard
+        limit): ``max(floor, L min u*)`` with ``L = (Gamma^2 K / r)^(1/4)``, since the looked-up
+        ``u*`` is a convex combination of table entries and the lookup's K is at least K. A
+        caller with many deviations may evaluate only those beyond it (the backtester does)."""
+        _, u_tab, _ = band_table()
+        g2 = np.square(_f(inputs.gamma))
+        r = np.maximum(_f(inputs.risk_aversion), 0.0) / 2.0
+        k = np.maximum(_f(inputs.fixed_cost), 0.0)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            length = np.sqrt(np.sqrt(g2 * k / r))
+        bound: FloatArray = np.maximum(np.nan_to_num(length, nan=0.0) * u_tab.min(), _f(self.floor))
+        return bound
+
     def evaluate(self, inputs: BandInputs) -> BandResult:
         spot = np.abs(_f(inputs.spot))
         outer, inner = optimal_band(
@@ -419,6 +433,16 @@ class TimeBased:
         fired = _f(inputs.seconds_since_rebalance) >= _f(self.interval_seconds)
         half = np.where(fired, _f(self.dust), _f(self.hard_limit))
         return _result(inputs, half, self.hard_limit)
+
+
+def subset_inputs(inputs: BandInputs, idx: npt.NDArray[np.intp]) -> BandInputs:
+    """The inputs of the entries ``idx`` (1-d arrays are indexed, scalars kept)."""
+
+    def pick(x: object) -> object:
+        arr = np.asarray(x)
+        return arr[idx] if arr.ndim else arr
+
+    return BandInputs(**{k: pick(v) for k, v in vars(inputs).items()})  # type: ignore[arg-type]
 
 
 def policy_for(

@@ -230,7 +230,7 @@ def _evaluate_policies(states: Sequence[VaultState], inputs: bands.BandInputs) -
             np.array([s.params.band_floor_wad / WAD for s in group]),
             np.array([s.params.hard_limit_wad / WAD for s in group]),
         )
-        result = policy.evaluate(_subset(inputs, idx))
+        result = policy.evaluate(bands.subset_inputs(inputs, idx))
         half[idx], act[idx] = result.half_width, result.act
         urgent[idx], move[idx] = result.urgent, result.spot_move
         inner[idx], trade_to[idx] = result.inner, result.trade_to
@@ -247,14 +247,6 @@ def _policy_params(group: Sequence[VaultState]) -> npt.NDArray[np.float64]:
         ],
         dtype=float,
     )
-
-
-def _subset(inputs: bands.BandInputs, idx: npt.NDArray[np.intp]) -> bands.BandInputs:
-    def pick(x: object) -> object:
-        arr = np.asarray(x)
-        return arr[idx] if arr.ndim else arr
-
-    return bands.BandInputs(**{k: pick(v) for k, v in vars(inputs).items()})  # type: ignore[arg-type]
 
 
 def _vault_decision(

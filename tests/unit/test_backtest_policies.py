@@ -69,6 +69,10 @@ def test_the_engine_calls_the_live_evaluate_with_all_paths_at_once(
         return live_evaluate(self, inputs)
 
     monkeypatch.setattr(bands.GasAdjustedBand, "evaluate", spy)
+    # with a zero lower bound every path is evaluated (the engine skips those inside it)
+    monkeypatch.setattr(
+        bands.GasAdjustedBand, "lower_bound", lambda self, i: np.zeros(np.shape(i.deviation))
+    )
     spec = PolicySpec("band", PolicyFamily.GAS_ADJUSTED_BAND, 2e-4, ())
     run = run_policy(scenario, build, spec, 2e-4)
     assert len(seen) == scenario.n_steps - 1  # every decision after the initial hedge
@@ -100,3 +104,20 @@ def test_a_band_that_never_acts_only_puts_the_initial_hedge_on(
     monkeypatch.setattr(bands.FixedThreshold, "evaluate", never)
     spec = PolicySpec("fixed", PolicyFamily.FIXED_THRESHOLD, 0.5, ())
     assert run_policy(scenario, build, spec, 0.5).measures.rebalances_mean == 1.0
+
+
+def test_evaluating_only_beyond_the_lower_bound_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scenario = replace(
+        load_scenario("eth_30d_short_call"), n_paths=200, n_steps=300, step_seconds=8640.0
+    )
+    build = build_market(scenario)
+    spec = PolicySpec("band", PolicyFamily.GAS_ADJUSTED_BAND, 2e-4, ())
+    fast = run_policy(scenario, build, spec, 2e-4)
+    monkeypatch.setattr(
+        bands.GasAdjustedBand, "lower_bound", lambda self, i: np.zeros(np.shape(i.deviation))
+    )
+    full = run_policy(scenario, build, spec, 2e-4)
+    assert fast.measures.rebalances_mean > 5
+    np.testing.assert_array_equal(fast.hedge_cost, full.hedge_cost)

@@ -412,3 +412,17 @@ def test_the_gas_timing_rule_waits_out_a_spike_unless_the_risk_is_large() -> Non
         band.evaluate(_inputs(**calm, reference_fixed_cost=K, gas_half_life_years=t_half)).act,
         band.evaluate(_inputs(**calm)).act,
     )
+
+
+def test_the_lower_bound_never_exceeds_the_band() -> None:
+    rng = np.random.default_rng(4)
+    n = 4000
+    band = GasAdjustedBand(floor=0.05, hard_limit=math.inf)
+    inputs = _inputs(
+        gamma=10 ** rng.uniform(-5, 1, n),
+        fixed_cost=10 ** rng.uniform(-3, 3, n) * (rng.random(n) < 0.9),
+        proportional_cost=10 ** rng.uniform(-6, -2, n),
+        impact_per_unit=10 ** rng.uniform(-7, -3, n),
+        risk_aversion=10 ** rng.uniform(-7, -2, n),
+    )
+    assert np.all(band.lower_bound(inputs) <= band.evaluate(inputs).half_width)
