@@ -149,3 +149,19 @@ def test_the_book_value_is_the_writers_liability() -> None:
     scenario = load_scenario("zero_cost_textbook")
     value = book_value(scenario.book, scenario.book.spot, scenario.horizon_seconds / YEAR)
     assert value == pytest.approx(-240_000, rel=0.01)
+
+
+def test_greeks_at_the_realised_vol_follow_each_path() -> None:
+    from keeper.backtest.study import with_overrides
+
+    base = load_scenario("eth_30d_short_call")
+    small = replace(base, n_paths=50, n_steps=240, step_seconds=base.horizon_seconds / 240)
+    calm = replace(small, paths=replace(small.paths, vol=0.3))  # realised 30%, implied 80%
+    implied = build_market(calm).market
+    realised = build_market(with_overrides(calm, realized_vol_half_life=12 * 3600.0)).market
+    assert implied.greeks_vol is None
+    assert realised.greeks_vol is not None
+    assert realised.greeks_vol[0, 0] == pytest.approx(0.8)  # starts at the implied vol
+    assert float(np.median(realised.greeks_vol[-1])) == pytest.approx(0.3, rel=0.2)
+    # a lower vol concentrates gamma near the strike: the books differ
+    assert not np.allclose(realised.option_gamma[-1], implied.option_gamma[-1])
