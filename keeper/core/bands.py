@@ -316,15 +316,15 @@ def optimal_band(
         # beta <= top  <=>  log K >= 4/3 (gb - top) - lg + lr; chi <= top  <=>  2 (gc - top) ...
         lk = np.fmax(lk, np.fmax((gb - top) * (4.0 / 3.0), 2.0 * (gc - top)) - lg + lr)
         log_length = (lg + lk - lr) * 0.25
+        # fmax/fmin drop NaN (from Gamma^2 = inf or no cost): cheap ufuncs, not nan_to_num
         u, w = _lookup_log10(
-            np.nan_to_num(gb - 3.0 * log_length, nan=-np.inf),
-            np.nan_to_num(gc - 2.0 * log_length, nan=-np.inf),
+            np.fmax(gb - 3.0 * log_length, -np.inf), np.fmax(gc - 2.0 * log_length, -np.inf)
         )
         length = 10.0**log_length
         outer, inner = length * u, length * w
     none = (lg == -np.inf) | free
-    outer = np.where(ra > 0.0, np.where(none, 0.0, np.nan_to_num(outer, nan=np.inf)), np.inf)
-    inner = np.where(ra > 0.0, np.where(none, 0.0, np.nan_to_num(inner, nan=np.inf)), np.inf)
+    outer = np.where(ra > 0.0, np.where(none, 0.0, np.fmin(outer, np.inf)), np.inf)
+    inner = np.where(ra > 0.0, np.where(none, 0.0, np.fmin(inner, np.inf)), np.inf)
     return outer, inner
 
 
@@ -390,7 +390,7 @@ class GasAdjustedBand:
         k = np.maximum(_f(inputs.fixed_cost), 0.0)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             length = np.sqrt(np.sqrt(g2 * k / r))
-        bound: FloatArray = np.maximum(np.nan_to_num(length, nan=0.0) * u_tab.min(), _f(self.floor))
+        bound: FloatArray = np.fmax(length * u_tab.min(), _f(self.floor))  # fmax drops NaN
         return bound
 
     def evaluate(self, inputs: BandInputs) -> BandResult:
