@@ -47,6 +47,7 @@ def cost_config(settings: Settings) -> CostConfig:
         oracle_stale_margin_seconds=settings.oracle_stale_margin_seconds,
         vol_half_life_seconds=settings.vol_half_life_seconds,
         realized_vol_vaults=settings.realized_vol_vault_set,
+        gas_half_life_seconds=settings.gas_half_life_seconds,
     )
 
 

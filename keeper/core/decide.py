@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from keeper.core import bands
-from keeper.core.greeks import ewma_variance
+from keeper.core.greeks import SECONDS_PER_YEAR, ewma_variance
 from keeper.core.oracle_guard import GuardVerdict, check_round
 from keeper.core.portfolio import portfolio_greeks_for_states
 from keeper.core.types import (
@@ -44,6 +44,7 @@ class CostConfig:
     oracle_stale_margin_seconds: int = 0  # a round this close to its heartbeat is stale
     vol_half_life_seconds: float = 0.0  # EWMA half-life of the realised vol; 0: not tracked
     realized_vol_vaults: frozenset[str] = frozenset()  # lower-case addresses hedged at it
+    gas_half_life_seconds: float = 0.0  # base fee's half-life after a spike; 0: no gas timing
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,12 @@ def decide_block(
     states: Sequence[VaultState],
     memory: Mapping[str, VaultMemory],
     costs: CostConfig,
+    usual_base_fee_wei: int | None = None,
 ) -> tuple[Decision, ...]:
-    """One decision per vault in ``states``, in the same order; ``block.timestamp`` is "now"."""
+    """One decision per vault in ``states``, in the same order; ``block.timestamp`` is "now".
+
+    ``usual_base_fee_wei`` (e.g. a slow EWMA of recent base fees) turns on the band's
+    gas-timing rule when ``costs.gas_half_life_seconds`` is set too (``bands.gas_wait``)."""
     now = block.timestamp
     skips: dict[int, Decision] = {}
     for i, state in enumerate(states):
@@ -82,7 +87,9 @@ def decide_block(
         if reason:
             skips[i] = _decision(state, block, Action.SKIP, reason)
     live = [i for i in range(len(states)) if i not in skips]
-    evaluated = _evaluate(block, base_fee_wei, [states[i] for i in live], memory, costs)
+    evaluated = _evaluate(
+        block, base_fee_wei, [states[i] for i in live], memory, costs, usual_base_fee_wei
+    )
     decided = dict(zip(live, evaluated, strict=True)) | skips
     return tuple(decided[i] for i in range(len(states)))
 
@@ -114,6 +121,7 @@ def _evaluate(
     states: Sequence[VaultState],
     memory: Mapping[str, VaultMemory],
     costs: CostConfig,
+    usual_base_fee_wei: int | None = None,
 ) -> list[Decision]:
     if not states:
         return []
@@ -138,6 +146,7 @@ def _evaluate(
         proportional_cost=bands.proportional_cost(costs.dex_fee_bps, 0.0, 0.0),
         seconds_since_rebalance=np.array([now - s.last_rebalance_at for s in states], dtype=float),
         impact_per_unit=bands.proportional_cost(0.0, costs.slippage_bps_per_unit, 1.0),
+        **_gas_timing(costs, usual_base_fee_wei, spot),
     )
     result = _evaluate_policies(states, inputs)
     return [
@@ -160,6 +169,22 @@ def _evaluate(
         )
         for i, state in enumerate(states)
     ]
+
+
+def _gas_timing(
+    costs: CostConfig, usual_base_fee_wei: int | None, spot: npt.NDArray[np.float64]
+) -> dict[str, npt.NDArray[np.float64]]:
+    """The gas-timing inputs of ``BandInputs`` when both the usual fee and its half-life are
+    known; otherwise nothing (the rule stays off)."""
+    if usual_base_fee_wei is None or not costs.gas_half_life_seconds:
+        return {}
+    usual = bands.gas_cost_quote(
+        costs.gas_units_per_rebalance, usual_base_fee_wei, costs.priority_fee_wei, spot
+    )
+    return {
+        "reference_fixed_cost": np.asarray(usual, dtype=np.float64),
+        "gas_half_life_years": np.asarray(costs.gas_half_life_seconds / SECONDS_PER_YEAR),
+    }
 
 
 def _vol(state: VaultState, mem: VaultMemory | None, costs: CostConfig) -> float:

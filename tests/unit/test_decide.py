@@ -191,3 +191,18 @@ def test_a_vault_that_opted_in_is_hedged_at_the_ewma_realised_vol() -> None:
     (implied,) = decide_block(block, 0, [other], {"0xV2": mem[state.address]}, costs)
     assert implied.vol == pytest.approx(0.8)  # not opted in: governance's implied vol
     assert opted.gamma != implied.gamma
+
+
+def test_with_a_usual_base_fee_the_band_waits_out_a_gas_spike() -> None:
+    costs = replace(COSTS, gas_half_life_seconds=7200.0)
+    spike, usual = 400 * 10**9, 20 * 10**9
+    wide = 20 * WAD  # a hard limit beyond the band at the spike
+    (probe,) = decide_block(BLOCK, spike, [short_call_vault(0, hard_limit_wad=wide)], {}, costs)
+    target_hedge = -round(probe.deviation * WAD)  # the hedge that puts the vault at target
+    just_out = short_call_vault(target_hedge + round(1.05 * probe.band * WAD), hard_limit_wad=wide)
+    (plain,) = decide_block(BLOCK, spike, [just_out], {}, costs)
+    assert plain.action == Action.REBALANCE and plain.trigger == "band"
+    (timed,) = decide_block(BLOCK, spike, [just_out], {}, costs, usual_base_fee_wei=usual)
+    assert timed.action == Action.HOLD  # the spike's excess gas outweighs 2 h of risk
+    (calm,) = decide_block(BLOCK, usual, [just_out], {}, costs, usual_base_fee_wei=usual)
+    assert calm.action == Action.REBALANCE  # at the usual fee the rule never waits
