@@ -208,9 +208,10 @@ def _gas_timing(policy: LivePolicy, market: Market, step: int) -> dict[str, Floa
 def _trade(market: Market, state: _Book, step: int, act: BoolArray, excess: FloatArray) -> None:
     """Trade away ``excess`` (deviation minus what the trade leaves) where ``act``; only the
     acting paths are touched (usually a few percent of them)."""
-    idx = np.flatnonzero(act)
-    if idx.size == 0:
+    found = np.flatnonzero(act)
+    if found.size == 0:
         return
+    idx: slice | IntArray = slice(None) if found.size == act.size else found  # all: no gather
     spot = market.spot[step, idx]
     quantity = -excess[idx]
     costs = market.costs.trade(quantity, spot)
