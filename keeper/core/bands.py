@@ -44,6 +44,9 @@ Last trade near expiry: a trade that removes ``x^2 - h^2`` of variance rate is w
 ``r sigma^2 S^2 (x^2 - h^2) tau`` over the time ``tau`` left; outside the band the keeper trades
 only if that exceeds the trade's cost ``K + b (|x| - h) + c (|x| - h)^2`` (urgent trades always go).
 
+Gas timing (opt-in, :func:`gas_wait`): given the usual gas cost and the base fee's half-life,
+a trade at a gas spike waits while one half-life of risk costs less than the gas it saves.
+
 Edge cases: ``Gamma = 0``: the deviation does not drift, so the band is 0 and the floor decides.
 Zero risk aversion: an infinite band, only the hard limit acts. ``K = 0``: ``L = 0``; the lookup
 then uses the smallest fixed cost that keeps beta and chi on the table (its effect on (H, h) is
