@@ -107,8 +107,8 @@ class BandInputs:
 class BandResult:
     """A policy's verdict; arrays have the broadcast shape of the inputs (0-d for scalars)."""
 
-    half_width: FloatArray  # underlying units; act == |deviation| > half_width
-    act: BoolArray  # rebalance now
+    half_width: FloatArray  # underlying units; act needs |deviation| > half_width (or urgent)
+    act: BoolArray  # rebalance now (the band also asks the last-trade and gas-timing tests)
     urgent: BoolArray  # |deviation| > hard_limit: act whatever the cost
     spot_move: FloatArray  # half_width / |gamma|: spot move from a fresh hedge to the band edge
     inner: FloatArray  # h >= 0: a trade leaves |deviation| = inner (0: back to target)
