@@ -65,21 +65,23 @@ async def _run_until_signalled(settings: Settings, max_blocks: int | None) -> No
 
 
 async def _run(settings: Settings, max_blocks: int | None) -> None:
-    from keeper.runner import Keeper
+    from keeper.chain.rpc import endpoint_names
+    from keeper.runner import Keeper, make_rpc
 
     store = Store(settings.db_url, schema=settings.db_schema)
+    rpc = make_rpc(settings)
     actor = None
     if not settings.dry_run:
         from keeper.act import build_actor
 
-        actor = await build_actor(settings, store)
-    keeper = await Keeper.build(settings, store, actor)
+        actor = await build_actor(settings, store, rpc)
+    keeper = await Keeper.build(settings, store, actor, rpc)
     log.info(
         "keeper started",
         extra={
             "fields": {
                 "dry_run": settings.dry_run,
-                "rpc": settings.rpc_url,
+                "rpc": endpoint_names(settings.rpc_endpoints),
                 "db": _redact_url(settings.db_url),
             }
         },

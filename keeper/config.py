@@ -12,7 +12,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keeper.errors import ConfigError, ManifestError
@@ -32,7 +39,10 @@ class Settings(BaseSettings):
 
     # --- node ------------------------------------------------------------------
     rpc_url: str = "http://127.0.0.1:8545"
+    rpc_urls: str | None = None  # comma-separated; replaces rpc_url
     ws_url: str | None = None
+    ws_urls: str | None = None  # comma-separated; replaces ws_url
+    rpc_max_lag_blocks: int = Field(3, ge=0, le=1000)
     private_rpc_url: str | None = None
     rpc_timeout_seconds: float = Field(10.0, gt=0)
     poll_interval_seconds: float = Field(1.0, gt=0)
@@ -110,6 +120,22 @@ class Settings(BaseSettings):
             raise ValueError("must be a ws(s):// URL")
         return value
 
+    @field_validator("rpc_urls", "ws_urls")
+    @classmethod
+    def _url_list(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        schemes = ("http://", "https://") if info.field_name == "rpc_urls" else ("ws://", "wss://")
+        urls = _split(value)
+        if not urls:
+            raise ValueError("must list at least one URL")
+        for url in urls:
+            if not url.startswith(schemes):
+                raise ValueError(f"{url.split('://')[0]}:// is not {' or '.join(schemes)}")
+        if len(set(urls)) != len(urls):
+            raise ValueError("lists an endpoint twice")
+        return value
+
     @field_validator(
         "registry_address",
         "multicall_address",
@@ -129,12 +155,36 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _one_way_to_name_endpoints(self) -> Settings:
+        for one, many in (("rpc_url", "rpc_urls"), ("ws_url", "ws_urls")):
+            if {one, many} <= self.model_fields_set:
+                raise ValueError(f"set KEEPER_{many.upper()} or KEEPER_{one.upper()}, not both")
+        return self
+
+    @model_validator(mode="after")
     def _caps_ordered(self) -> Settings:
         if self.emergency_max_fee_gwei < self.max_fee_gwei:
             raise ValueError("emergency_max_fee_gwei must be >= max_fee_gwei")
         if self.max_priority_fee_gwei < self.priority_fee_gwei:
             raise ValueError("max_priority_fee_gwei must be >= priority_fee_gwei")
         return self
+
+    @property
+    def rpc_endpoints(self) -> tuple[str, ...]:
+        """Every HTTP JSON-RPC endpoint (``KEEPER_RPC_URLS``, else ``KEEPER_RPC_URL``)."""
+        return _split(self.rpc_urls) if self.rpc_urls else (self.rpc_url,)
+
+    @property
+    def ws_endpoints(self) -> tuple[str, ...]:
+        """Every websocket endpoint for ``newHeads`` (none: poll only)."""
+        if self.ws_urls:
+            return _split(self.ws_urls)
+        return (self.ws_url,) if self.ws_url else ()
+
+    @property
+    def rpc_setting(self) -> str:
+        """The setting that named the endpoints, for messages."""
+        return "KEEPER_RPC_URLS" if self.rpc_urls else "KEEPER_RPC_URL"
 
     @property
     def low_balance_wei(self) -> int:
@@ -147,6 +197,10 @@ class Settings(BaseSettings):
     @property
     def emergency_max_fee_wei(self) -> int:
         return int(self.emergency_max_fee_gwei * GWEI)
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 def load_settings(**overrides: Any) -> Settings:

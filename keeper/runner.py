@@ -7,15 +7,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
-from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from keeper import monitor
-from keeper.chain.blocks import ChainFollower, HeadSource, LatestHead, block_ref
+from keeper.chain.blocks import ChainFollower, HeadSource, LatestHead, block_fetcher
 from keeper.chain.reader import StateReader
-from keeper.chain.retry import READ_POLICY
+from keeper.chain.rpc import RpcClient, RpcConfig, RpcObserver
 from keeper.config import GWEI, Addresses, Settings
 from keeper.core.decide import CostConfig
 from keeper.core.types import BlockRef
@@ -28,13 +26,14 @@ from keeper.store.records import IN_FLIGHT_STATES
 log = logging.getLogger("keeper.runner")
 
 
-def make_web3(settings: Settings) -> AsyncWeb3[Any]:
-    provider = AsyncHTTPProvider(
-        settings.rpc_url,
-        request_kwargs={"timeout": settings.rpc_timeout_seconds},
-        exception_retry_configuration=None,  # keeper.chain.retry is the one retry policy
+def make_rpc(settings: Settings, observer: RpcObserver | None = None) -> RpcClient:
+    """The JSON-RPC client over every configured endpoint (``KEEPER_RPC_URLS``)."""
+    config = RpcConfig(
+        urls=settings.rpc_endpoints,
+        timeout_seconds=settings.rpc_timeout_seconds,
+        max_lag_blocks=settings.rpc_max_lag_blocks,
     )
-    return AsyncWeb3(provider)
+    return RpcClient(config, observer)
 
 
 def cost_config(settings: Settings) -> CostConfig:
@@ -48,14 +47,26 @@ def cost_config(settings: Settings) -> CostConfig:
     )
 
 
-async def check_chain(settings: Settings, w3: AsyncWeb3[Any], store: Store) -> int:
-    """The node's chain id, once it is the configured one and the database's (ConfigError)."""
-    chain_id = int(
-        await READ_POLICY.call(lambda: w3.eth.chain_id, f"eth_chainId at {settings.rpc_url}")
-    )
-    expected = settings.chain_id or Addresses.resolve(settings).chain_id
+def expected_chain(settings: Settings) -> tuple[int | None, str]:
+    """The chain id the keeper must find, and where that expectation came from."""
+    if settings.chain_id is not None:
+        return settings.chain_id, "KEEPER_CHAIN_ID"
+    from_manifest = Addresses.resolve(settings).chain_id
+    if from_manifest is not None:
+        return int(from_manifest), f"the manifest {settings.manifest}"
+    return None, "nothing (set KEEPER_CHAIN_ID or KEEPER_MANIFEST to check it)"
+
+
+async def check_chain(settings: Settings, rpc: RpcClient, store: Store) -> int:
+    """The nodes' chain id, once every endpoint agrees and it is the expected one and the
+    database's (``ConfigError`` naming the setting)."""
+    chain_id = await rpc.check_endpoints()
+    expected, source = expected_chain(settings)
     if expected is not None and chain_id != expected:
-        raise ConfigError(f"KEEPER_RPC_URL: node is on chain {chain_id}, expected {expected}")
+        raise ConfigError(
+            f"{settings.rpc_setting}: node is on chain {chain_id}, expected {expected} "
+            f"(from {source})"
+        )
     store.bind_chain(chain_id)
     return chain_id
 
@@ -63,7 +74,7 @@ async def check_chain(settings: Settings, w3: AsyncWeb3[Any], store: Store) -> i
 @dataclass
 class Keeper:
     settings: Settings
-    w3: AsyncWeb3[Any]
+    rpc: RpcClient
     store: Store
     pipeline: Pipeline
     clock: Callable[[], float] = time.time
@@ -73,23 +84,19 @@ class Keeper:
         self.metrics = Metrics(started_at=self.clock())
 
     @classmethod
-    async def build(cls, settings: Settings, store: Store, actor: Actor | None = None) -> Keeper:
+    async def build(
+        cls, settings: Settings, store: Store, actor: Actor | None, rpc: RpcClient
+    ) -> Keeper:
         addresses = Addresses.resolve(settings)
-        w3 = make_web3(settings)
-        await check_chain(settings, w3, store)
-
-        async def fetch_block(number: int) -> BlockRef:
-            block = await READ_POLICY.call(lambda: w3.eth.get_block(number), f"block {number}")
-            return block_ref(block)
-
+        await check_chain(settings, rpc, store)
         follower = ChainFollower(
-            fetch_block,
+            block_fetcher(rpc),
             history=settings.reorg_history_blocks,
             max_backfill=settings.max_backfill_blocks,
             known=store.recent_blocks(settings.reorg_history_blocks),
         )
         reader = StateReader(
-            w3,
+            rpc,
             addresses.multicall,
             addresses.registry,
             settings.multicall_chunk_size,
@@ -103,11 +110,11 @@ class Keeper:
                 "resuming after stored block",
                 extra={"fields": {"block": follower.tip.number, "hash": follower.tip.hash}},
             )
-        return cls(settings, w3, store, pipeline)
+        return cls(settings, rpc, store, pipeline)
 
     async def close(self) -> None:
-        """Release the node connections (the HTTP session of this event loop)."""
-        await self.w3.provider.disconnect()
+        """Release the node connections (the HTTP sessions of this event loop)."""
+        await self.rpc.close()
         if self.pipeline.actor is not None:
             await self.pipeline.actor.close()
 
@@ -115,8 +122,8 @@ class Keeper:
         """Process new heads until cancelled (or ``max_blocks`` heads, for tests and demos)."""
         slot = LatestHead()
         source = HeadSource(
-            self.w3,
-            self.settings.ws_url,
+            self.rpc,
+            self.settings.ws_endpoints,
             self.settings.poll_interval_seconds,
             silence_seconds=self.settings.head_silence_seconds,
         )
