@@ -65,31 +65,23 @@ async def _run_until_signalled(settings: Settings, max_blocks: int | None) -> No
 
 
 async def _run(settings: Settings, max_blocks: int | None) -> None:
-    from keeper.chain.rpc import endpoint_names
-    from keeper.runner import Keeper, make_rpc
+    from keeper.runner import BuildActor, Service
 
     store = Store(settings.db_url, schema=settings.db_schema)
-    rpc = make_rpc(settings)
-    actor = None
+    sending: BuildActor | None = None
+    account = None
     if not settings.dry_run:
         from keeper.act import build_actor
+        from keeper.chain.signer import signer_address
 
-        actor = await build_actor(settings, store, rpc)
-    keeper = await Keeper.build(settings, store, actor, rpc)
+        sending, account = build_actor, signer_address(settings)
     log.info(
-        "keeper started",
-        extra={
-            "fields": {
-                "dry_run": settings.dry_run,
-                "rpc": endpoint_names(settings.rpc_endpoints),
-                "db": _redact_url(settings.db_url),
-            }
-        },
+        "keeper starting",
+        extra={"fields": {"dry_run": settings.dry_run, "db": _redact_url(settings.db_url)}},
     )
     try:
-        await keeper.run(max_blocks)
+        await Service(settings, store, sending, account).run(max_blocks)
     finally:
-        await keeper.close()
         store.close()
 
 

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     # --- persistence -------------------------------------------------------------
     db_url: str = "sqlite:///keeper.sqlite"
     db_schema: str | None = None
+    lease_ttl_seconds: float = Field(20.0, ge=2, le=600)
 
     # --- signing key (one of the three) ---------------------------------------------
     keystore_path: Path | None = None

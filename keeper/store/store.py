@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -17,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from keeper.core.types import BlockRef, Decision
 from keeper.errors import ConfigError, JournalConflict
-from keeper.store import blocks, decisions, journal, markers, meta, nonces
+from keeper.store import blocks, decisions, journal, lease, markers, meta, nonces
 from keeper.store.records import (
     IN_FLIGHT_STATES,
     ON_CHAIN_STATES,
@@ -50,6 +51,8 @@ class Store:
         self._decision_history = decision_history
         self._clock = clock
         self._engine = _engine(url, schema)
+        self._fence: lease.Fence | None = None
+        self._sqlite_lock: lease.SqliteLock | None = None
         try:
             metadata.create_all(self._engine)
         except (IntegrityError, ProgrammingError):  # another instance created them just now
@@ -59,21 +62,68 @@ class Store:
 
     def close(self) -> None:
         self._engine.dispose()
+        if self._sqlite_lock is not None:
+            self._sqlite_lock.release()
 
     def bind_chain(self, chain_id: int) -> None:
         """Tie the database to ``chain_id`` (first use) or refuse another chain (ConfigError)."""
-        with self._tx() as conn:
+        with self._write() as conn:
             meta.bind_chain(conn, chain_id)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
+        """A read transaction."""
         with self._engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction: once this instance holds the leader lease, its first
+        statement checks the lease epoch (``LeaseLost`` if another instance took over), in
+        the same transaction as the write it guards."""
+        with self._engine.begin() as conn:
+            if self._fence is not None:
+                lease.check(conn, self._fence)
+            yield conn
+
+    # --- the leader lease ---------------------------------------------------------------
+
+    def take_lease(self, holder: str, ttl_seconds: float) -> lease.Held | lease.Standby:
+        """Renew or take the leader lease for ``holder``; every later write is fenced by it.
+
+        SQLite: the first call also takes the database file's lock (``ConfigError`` when
+        another keeper runs on the file: SQLite is single-instance)."""
+        sole = self._engine.dialect.name == "sqlite"
+        if sole and self._sqlite_lock is None:
+            database = self._engine.url.database
+            if database and database != ":memory:":
+                self._sqlite_lock = lease.SqliteLock(Path(database))
+                self._sqlite_lock.acquire()
+        with self._engine.begin() as conn:  # the holder of the SQLite lock is the only keeper
+            state = lease.acquire(conn, lease.LEASE_NAME, holder, ttl_seconds, sole=sole)
+        if isinstance(state, lease.Held):
+            self._fence = lease.Fence(lease.LEASE_NAME, holder, state.epoch)
+        else:
+            self._fence = None
+        return state
+
+    def check_lease(self) -> None:
+        """``LeaseLost`` unless this instance still holds the lease (before a broadcast)."""
+        if self._fence is not None:
+            with self._tx() as conn:
+                lease.check(conn, self._fence)
+
+    def release_lease(self) -> None:
+        """Give the lease up (clean stop): a standby takes over at once."""
+        if self._fence is not None:
+            with self._engine.begin() as conn:
+                lease.release(conn, self._fence)
+            self._fence = None
 
     # --- processed blocks -------------------------------------------------------------
 
     def record_block(self, block: BlockRef) -> None:
-        with self._tx() as conn:
+        with self._write() as conn:
             blocks.record(conn, block, self._block_history)
 
     def last_block(self) -> BlockRef | None:
@@ -92,7 +142,7 @@ class Store:
 
     def forget_blocks_from(self, number: int) -> None:
         """A reorg: blocks at or above ``number``, and their decisions, are forgotten."""
-        with self._tx() as conn:
+        with self._write() as conn:
             blocks.forget_from(conn, number)
             decisions.forget_from(conn, number)
 
@@ -105,13 +155,13 @@ class Store:
                 raise JournalConflict(
                     f"decision for {d.vault} is for block {d.block_number}, not {block.number}"
                 )
-        with self._tx() as conn:
+        with self._write() as conn:
             blocks.record(conn, block, self._block_history)
             decisions.save(conn, items)
             decisions.prune_below(conn, block.number - self._decision_history)
 
     def save_decisions(self, items: Sequence[Decision]) -> None:
-        with self._tx() as conn:
+        with self._write() as conn:
             decisions.save(conn, items)
 
     def latest_decisions(self) -> list[Decision]:
@@ -130,7 +180,7 @@ class Store:
             return markers.get(conn, vault)
 
     def set_markers(self, vault: str, request_nonce: int, params_version: int) -> None:
-        with self._tx() as conn:
+        with self._write() as conn:
             markers.put(conn, vault, request_nonce, params_version, self._clock())
 
     # --- journal: writes ------------------------------------------------------------------
@@ -138,51 +188,51 @@ class Store:
     def create_intent(self, intent: TxIntent) -> JournalEntry:
         """Journal a new intent and claim its vaults (``JournalConflict`` if one is in flight)."""
         try:
-            with self._tx() as conn:
+            with self._write() as conn:
                 entry_id = journal.create_intent(conn, intent, self._clock())
                 return journal.get(conn, entry_id)
         except IntegrityError as exc:  # another instance claimed a vault at the same moment
             raise JournalConflict(f"a rebalance is already in flight for {intent.vaults}") from exc
 
     def claim_nonce(self, entry_id: int) -> int:
-        with self._tx() as conn:
+        with self._write() as conn:
             return nonces.claim(conn, entry_id, self._clock())
 
     def mark_signed(self, entry_id: int, signed: SignedTx) -> JournalEntry:
-        with self._tx() as conn:
+        with self._write() as conn:
             return journal.mark_signed(conn, entry_id, signed, self._clock())
 
     def add_successor(
         self, old_id: int, kind: TxKind, to: str, value_wei: int, data: bytes, signed: SignedTx
     ) -> JournalEntry:
         """Journal a signed same-nonce replacement or cancel of a ``sent`` entry."""
-        with self._tx() as conn:
+        with self._write() as conn:
             new_id = journal.insert_successor(
                 conn, old_id, kind, to, value_wei, data, signed, self._clock()
             )
             return journal.get(conn, new_id)
 
     def mark_sent(self, entry_id: int, at_block: int) -> JournalEntry:
-        with self._tx() as conn:
+        with self._write() as conn:
             return journal.mark_sent(conn, entry_id, at_block, self._clock())
 
     def mark_mined(
         self, entry_id: int, block_number: int, block_hash: str, status: int
     ) -> JournalEntry:
-        with self._tx() as conn:
+        with self._write() as conn:
             return journal.mark_mined(
                 conn, entry_id, block_number, block_hash, status, self._clock()
             )
 
     def mark_dropped(self, entry_id: int, reason: str) -> JournalEntry:
-        with self._tx() as conn:
+        with self._write() as conn:
             return journal.mark_dropped(conn, entry_id, reason, self._clock())
 
     def mark_failed(self, entry_id: int, reason: str) -> JournalEntry:
         """The entry never reached the chain; its nonce is given back unless another entry
         of the group may be on chain with it."""
         now = self._clock()
-        with self._tx() as conn:
+        with self._write() as conn:
             entry = journal.mark_failed(conn, entry_id, reason, now)
             if entry.nonce is not None:
                 group = journal.for_nonce(conn, entry.sender, entry.nonce)
@@ -191,7 +241,7 @@ class Store:
             return entry
 
     def mark_reorged(self, entry_id: int, at_block: int) -> JournalEntry:
-        with self._tx() as conn:
+        with self._write() as conn:
             return journal.mark_reorged(conn, entry_id, at_block, self._clock())
 
     # --- journal: reads -------------------------------------------------------------------
@@ -242,7 +292,7 @@ class Store:
             return nonces.free_list(conn, sender)
 
     def resync_nonces(self, sender: str, chain_next: int) -> int:
-        with self._tx() as conn:
+        with self._write() as conn:
             return nonces.resync(conn, sender, chain_next, self._clock())
 
 
