@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError
 
-from keeper import monitor
+from keeper import doctor, monitor
 from keeper.chain.blocks import ChainFollower, HeadSource, LatestHead, block_fetcher
 from keeper.chain.reader import StateReader
 from keeper.chain.rpc import RpcClient, RpcConfig, RpcObserver, endpoint_names
@@ -284,6 +284,8 @@ class Service:
         rpc = make_rpc(self.settings, self.metrics)
         actor = None
         try:
+            await check_chain(self.settings, rpc, self.store)
+            doctor.enforce(await doctor.preflight(self.settings, rpc, self.account))
             if self.build_actor is not None:
                 actor = await self.build_actor(self.settings, self.store, rpc)
             keeper = await Keeper.build(

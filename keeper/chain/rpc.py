@@ -488,11 +488,19 @@ def _item(reply: dict[str, Any], method: str, endpoint: Endpoint) -> Any | Keepe
 
 class RpcBroadcaster:
     """``keeper.chain.sender.Broadcaster`` over ``RpcClient.broadcast``: every healthy
-    endpoint gets the bytes."""
+    endpoint gets the bytes.
 
-    def __init__(self, client: RpcClient, name: str = "rpc") -> None:
+    ``fence`` (e.g. ``Store.check_lease``) is called first and raises when this instance
+    no longer holds the leader lease: a leader paused past its lease does not broadcast."""
+
+    def __init__(
+        self, client: RpcClient, name: str = "rpc", fence: Callable[[], None] | None = None
+    ) -> None:
         self._client = client
         self.name = name
+        self._fence = fence
 
     async def send_raw(self, raw: bytes) -> None:
+        if self._fence is not None:
+            self._fence()
         await self._client.broadcast(raw)

@@ -118,6 +118,14 @@ def check(conn: Connection, fence: Fence) -> None:
         )
 
 
+def describe(conn: Connection) -> str | None:
+    """The holder of an unexpired lease and its epoch, for operators; None if none."""
+    row = conn.execute(select(lease).where(lease.c.name == LEASE_NAME)).mappings().first()
+    if row is None or not row["holder"] or float(row["expires_at"]) <= db_now(conn):
+        return None
+    return f"{row['holder']} at epoch {row['epoch']}"
+
+
 def holder_id() -> str:
     """A name for this process, unique across restarts: host, pid and start time."""
     return f"{os.uname().nodename}:{os.getpid()}:{int(time.time() * 1000) % 10**9}"

@@ -13,12 +13,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 
 from keeper.core.types import BlockRef, Decision
 from keeper.errors import ConfigError, JournalConflict
-from keeper.store import blocks, decisions, journal, lease, markers, meta, nonces
+from keeper.store import (
+    blocks,
+    decisions,
+    journal,
+    lease,
+    markers,
+    meta,
+    migrations,
+    nonces,
+    tables,
+)
 from keeper.store.records import (
     IN_FLIGHT_STATES,
     ON_CHAIN_STATES,
@@ -30,7 +40,6 @@ from keeper.store.records import (
     TxIntent,
     TxKind,
 )
-from keeper.store.tables import metadata
 
 DEFAULT_BLOCK_HISTORY = 256
 DEFAULT_DECISION_HISTORY = 50_400  # about a week of 12 s blocks
@@ -50,15 +59,11 @@ class Store:
         self._block_history = block_history
         self._decision_history = decision_history
         self._clock = clock
-        self._engine = _engine(url, schema)
         self._fence: lease.Fence | None = None
         self._sqlite_lock: lease.SqliteLock | None = None
-        try:
-            metadata.create_all(self._engine)
-        except (IntegrityError, ProgrammingError):  # another instance created them just now
-            metadata.create_all(self._engine)
-        with self._tx() as conn:
-            meta.check_schema(conn)
+        with database_errors(url):
+            self._engine = _engine(url, schema)
+            migrations.ensure_current(self._engine)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -106,6 +111,23 @@ class Store:
         else:
             self._fence = None
         return state
+
+    def lease_holder(self) -> str | None:
+        """Who holds the leader lease now (``holder`` at epoch ``n``); None if nobody does."""
+        with self._tx() as conn:
+            return lease.describe(conn)
+
+    def bound_chain(self) -> int | None:
+        """The chain the database journals; None before the first keeper bound it."""
+        with self._tx() as conn:
+            return meta.bound_chain(conn)
+
+    def probe_write(self) -> None:
+        """Write a row and roll it back: ``ConfigError`` naming KEEPER_DB_URL if the database
+        is read-only or locked."""
+        with database_errors(self.url), self._engine.connect() as conn, conn.begin() as tx:
+            conn.execute(tables.meta.insert().values(key="doctor_probe", value="1"))
+            tx.rollback()
 
     def check_lease(self) -> None:
         """``LeaseLost`` unless this instance still holds the lease (before a broadcast)."""
@@ -296,12 +318,85 @@ class Store:
             return nonces.resync(conn, sender, chain_next, self._clock())
 
 
+def upgrade_database(url: str, schema: str | None = None) -> tuple[str | None, str]:
+    """``keeper db upgrade``: migrate the database to the newest revision (revisions before
+    and after); errors name KEEPER_DB_URL."""
+    with database_errors(url):
+        engine = _engine(url, schema)
+        try:
+            return migrations.upgrade(engine)
+        finally:
+            engine.dispose()
+
+
+SUPPORTED = "sqlite:///keeper.sqlite (one instance) or postgresql+psycopg://user@host:5432/db"
+
+
+def check_url(url: str) -> URL:
+    """The parsed URL of a database the keeper supports (``ConfigError`` naming the setting)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"KEEPER_DB_URL: {url!r} is not a database URL; use {SUPPORTED}"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "postgres":
+        raise ConfigError(
+            "KEEPER_DB_URL: postgres:// is not a SQLAlchemy URL scheme; write "
+            "postgresql+psycopg://... (the psycopg 3 driver the keeper ships with)"
+        )
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"KEEPER_DB_URL: {backend} is not supported; use {SUPPORTED}")
+    if backend == "postgresql" and parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+        raise ConfigError(
+            f"KEEPER_DB_URL: driver {parsed.get_driver_name()!r} is not installed; write "
+            "postgresql+psycopg://..."
+        )
+    if backend == "sqlite" and parsed.database and parsed.database != ":memory:":
+        folder = Path(parsed.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise ConfigError(
+                f"KEEPER_DB_URL: cannot create the SQLite file {parsed.database}: the folder "
+                f"{folder} does not exist"
+            )
+    return parsed
+
+
+@contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """Any failure to reach or use the database as one ``ConfigError`` naming KEEPER_DB_URL
+    (without the password)."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except OperationalError as exc:
+        shown = _shown(url)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if "locked" in reason:
+            reason += " (another process holds the SQLite file: is a keeper running on it?)"
+        raise ConfigError(f"KEEPER_DB_URL: cannot use the database {shown}: {reason}") from None
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise ConfigError(f"KEEPER_DB_URL: database error at {_shown(url)}: {reason}") from None
+
+
+def _shown(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
+
+
 def _engine(url: str, schema: str | None) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+    parsed = check_url(url)
+    if parsed.get_backend_name() == "sqlite":  # ?timeout=S: seconds to wait for a lock
+        timeout = float(str(parsed.query.get("timeout", "30")))
+        engine = create_engine(parsed, connect_args={"timeout": timeout})
         _serialise_sqlite(engine)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
     if schema is None:
         return engine
     if engine.dialect.name == "sqlite":
