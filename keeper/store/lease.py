@@ -75,6 +75,8 @@ def acquire(
 ) -> Held | Standby:
     """Renew the lease if ``holder`` has it, take it over if it has expired (or at once when
     ``sole``: the caller knows no other instance is alive), else stand by."""
+    if conn.dialect.name == "postgresql":  # never wait long behind a frozen leader's write
+        conn.execute(text("SET LOCAL lock_timeout = '2s'"))
     insert_ignore(conn, lease, {"name": name, "holder": "", "epoch": 0, "expires_at": 0.0})
     row = conn.execute(select(lease).where(lease.c.name == name).with_for_update()).mappings().one()
     now = db_now(conn)

@@ -17,7 +17,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, 
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 
 from keeper.core.types import BlockRef, Decision
-from keeper.errors import ConfigError, JournalConflict
+from keeper.errors import ConfigError, DatabaseUnavailable, JournalConflict
 from keeper.store import (
     blocks,
     decisions,
@@ -78,7 +78,7 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         """A read transaction."""
-        with self._engine.begin() as conn:
+        with _unavailable(), self._engine.begin() as conn:
             yield conn
 
     @contextmanager
@@ -86,7 +86,7 @@ class Store:
         """A write transaction: once this instance holds the leader lease, its first
         statement checks the lease epoch (``LeaseLost`` if another instance took over), in
         the same transaction as the write it guards."""
-        with self._engine.begin() as conn:
+        with _unavailable(), self._engine.begin() as conn:
             if self._fence is not None:
                 lease.check(conn, self._fence)
             yield conn
@@ -364,6 +364,16 @@ def check_url(url: str) -> URL:
 
 
 @contextmanager
+def _unavailable() -> Iterator[None]:
+    """A connection lost mid-use is ``DatabaseUnavailable`` (retried on the next block)."""
+    try:
+        yield
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailable(f"database unavailable: {reason}") from exc
+
+
+@contextmanager
 def database_errors(url: str) -> Iterator[None]:
     """Any failure to reach or use the database as one ``ConfigError`` naming KEEPER_DB_URL
     (without the password)."""
@@ -397,6 +407,7 @@ def _engine(url: str, schema: str | None) -> Engine:
         _serialise_sqlite(engine)
     else:
         engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        _bound_idle_transactions(engine)
     if schema is None:
         return engine
     if engine.dialect.name == "sqlite":
@@ -406,6 +417,23 @@ def _engine(url: str, schema: str | None) -> Engine:
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     return engine.execution_options(schema_translate_map={None: schema})
+
+
+IDLE_IN_TRANSACTION_SECONDS = 10
+
+
+def _bound_idle_transactions(engine: Engine) -> None:
+    """PostgreSQL ends a session idle inside a transaction for 10 s (the keeper's take
+    milliseconds): a process frozen mid-transaction (SIGSTOP, a VM pause) cannot hold the
+    lease row's lock, and so block the standby's takeover, for longer."""
+
+    @event.listens_for(engine, "connect")
+    def _set_timeout(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(
+                f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_SECONDS}s'"
+            )
+        dbapi_connection.commit()
 
 
 def _serialise_sqlite(engine: Engine) -> None:
