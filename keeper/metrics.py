@@ -120,6 +120,10 @@ class Metrics:
             "Rebalance decisions not acted on (already in flight, fees above the cap)",
             registry=r,
         )
+        for kind in ("retryable", "fatal"):  # exported at 0 before the first failure
+            self.failures.labels(kind)
+        for action in Action:
+            self.decisions.labels(action.value)
         self.reorgs = Counter("keeper_reorgs", "Reorgs seen", registry=r)
         self.dropped_blocks = Counter(
             "keeper_dropped_blocks", "Processed blocks a reorg removed", registry=r

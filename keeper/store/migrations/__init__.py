@@ -14,6 +14,7 @@ https://alembic.sqlalchemy.org/en/latest/api/commands.html (running commands fro
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -24,6 +25,8 @@ from sqlalchemy import Connection, Engine, inspect, select, text
 
 from keeper.errors import ConfigError
 from keeper.store.tables import meta
+
+logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per step is noise at start
 
 HERE = Path(__file__).resolve().parent
 VERSION_TABLE = "keeper_alembic_version"

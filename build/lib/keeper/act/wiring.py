@@ -1,0 +1,98 @@
+"""Wiring the sending side from the settings: key, routes, fee policy, confirmer."""
+
+from __future__ import annotations
+
+import aiohttp
+from eth_utils.address import to_checksum_address
+from web3 import AsyncWeb3
+
+from keeper.act.actor import ActConfig, RebalanceActor
+from keeper.act.stuck import batch_check, still_needed_for, urgent_now_for
+from keeper.chain.aggregator import ZeroExClient
+from keeper.chain.confirm import ConfirmConfig, Confirmer
+from keeper.chain.nonces import NonceManager
+from keeper.chain.routing import Router
+from keeper.chain.rpc import RpcClient
+from keeper.chain.sender import Sender, SenderConfig, Web3Broadcaster
+from keeper.chain.signer import load_signer
+from keeper.chain.uniswap import UniswapDirect
+from keeper.config import GWEI, Addresses, Settings
+from keeper.core.fees import FeePolicy
+from keeper.runner import check_chain
+from keeper.store import Store
+
+
+async def build_actor(settings: Settings, store: Store, rpc: RpcClient) -> RebalanceActor:
+    """Wire the sending side from the settings (the key, the routes, the fee policy)."""
+    addresses = Addresses.resolve(settings)
+    account = load_signer(settings)
+    w3 = AsyncWeb3(
+        AsyncWeb3.AsyncHTTPProvider(
+            settings.rpc_endpoints[0],
+            request_kwargs={"timeout": settings.rpc_timeout_seconds},
+            exception_retry_configuration=None,  # keeper.chain.retry is the one retry policy
+        )
+    )
+    fees = FeePolicy(
+        priority_floor_wei=int(settings.priority_fee_gwei * GWEI),
+        priority_cap_wei=int(settings.max_priority_fee_gwei * GWEI),
+        max_fee_cap_wei=settings.max_fee_wei,
+        emergency_max_fee_cap_wei=settings.emergency_max_fee_wei,
+    )
+    chain_id = await check_chain(settings, rpc, store)  # before the journal is reconciled
+    nonces = NonceManager(w3, store, account.address)
+    private = None
+    if settings.private_rpc_url:
+        private_w3 = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(settings.private_rpc_url))
+        private = Web3Broadcaster(private_w3, "private")
+    sender = Sender(
+        w3,
+        account,
+        store,
+        nonces,
+        SenderConfig(fees=fees, low_balance_wei=settings.low_balance_wei),
+        private=private,
+    )
+    aggregator, session = None, None
+    if settings.aggregator_url:
+        session = aiohttp.ClientSession()
+        aggregator = ZeroExClient(
+            session,
+            settings.aggregator_url,
+            settings.aggregator_api_key,
+            chain_id,
+            settings.aggregator_timeout_seconds,
+        )
+    router = Router(
+        UniswapDirect(w3, addresses.quoter, addresses.swap_router),
+        aggregator,
+        aggregator_timeout_seconds=settings.aggregator_timeout_seconds,
+    )
+    config = ActConfig(
+        keeper=account.address,
+        batcher=to_checksum_address(addresses.batcher),
+        weth=to_checksum_address(addresses.weth),
+        usdc=to_checksum_address(addresses.usdc),
+        routers=frozenset({to_checksum_address(addresses.swap_router)}),
+        deadline_seconds=settings.deadline_seconds,
+        dex_fee_bps=round(settings.dex_fee_bps),
+        batch_gas_limit=settings.batch_gas_limit,
+        gas_per_leg=settings.gas_units_per_extra_vault,
+        gas_batch_base=settings.gas_units_per_rebalance - settings.gas_units_per_extra_vault,
+        max_fee_cap_wei=settings.max_fee_wei,
+    )
+    deviations: dict[str, float] = {}
+    urgent: set[str] = set()
+    confirmer = Confirmer(
+        w3,
+        sender,
+        store,
+        ConfirmConfig(stuck_after_blocks=settings.stuck_after_blocks),
+        still_needed=still_needed_for(deviations, batch_check(w3, account.address)),
+        urgent_now=urgent_now_for(urgent),
+    )
+    actor = RebalanceActor(
+        w3, config, store, router, sender, confirmer, deviations, session, urgent=urgent
+    )
+    await actor.start()
+    return actor

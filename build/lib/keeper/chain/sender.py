@@ -1,0 +1,404 @@
+"""Building, signing, journaling and broadcasting EIP-1559 transactions.
+
+The order is what makes a crash harmless: the intent is journaled, a nonce claimed, the
+transaction signed and its raw bytes journaled (``signed``) BEFORE anything is broadcast;
+only then is it sent and journaled ``sent``. Whatever is re-broadcast later (a retry, a
+restart, a reorg) is the SAME journaled bytes, never a new signature for the same work; a
+new signature is made only for a deliberate same-nonce replacement or cancel.
+
+Broadcasts go to a private send-only RPC (Flashbots-Protect style) when one is configured,
+falling back to the public node when the private one is unreachable or refuses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from eth_utils.address import to_checksum_address
+from web3 import AsyncWeb3
+from web3.exceptions import TransactionNotFound
+
+from keeper.chain.nonces import NonceManager
+from keeper.chain.retry import BROADCAST_POLICY, READ_POLICY, RetryPolicy
+from keeper.core.fees import (
+    FeeHistory,
+    FeePolicy,
+    FeeQuote,
+    FeeVerdict,
+    WaitForFees,
+    quote_cancel,
+    quote_new,
+    quote_replacement,
+)
+from keeper.errors import (
+    AlreadyKnown,
+    ConfigError,
+    FatalError,
+    FeeCapExceeded,
+    InsufficientFunds,
+    KeeperError,
+    NonceTooLow,
+    RpcError,
+    Underpriced,
+)
+from keeper.store import JournalEntry, JournalState, SignedTx, Store, TxIntent, TxKind
+
+log = logging.getLogger("keeper.sender")
+
+CANCEL_GAS = 21_000
+
+
+class Signer(Protocol):
+    """A ``LocalAccount`` or anything that signs like one."""
+
+    @property
+    def address(self) -> Any: ...
+
+    def sign_transaction(self, transaction_dict: Any) -> Any: ...
+
+
+class Broadcaster(Protocol):
+    name: str
+
+    async def send_raw(self, raw: bytes) -> None:
+        """Hand raw signed bytes to a node; raises a ``KeeperError`` when it refuses."""
+
+
+class Web3Broadcaster:
+    """``eth_sendRawTransaction`` through one ``AsyncWeb3`` (public node or private relay)."""
+
+    def __init__(self, w3: AsyncWeb3[Any], name: str, policy: RetryPolicy = BROADCAST_POLICY):
+        self._w3 = w3
+        self.name = name
+        self._policy = policy
+
+    async def send_raw(self, raw: bytes) -> None:
+        await self._policy.call(
+            lambda: self._w3.eth.send_raw_transaction(raw), f"eth_sendRawTransaction ({self.name})"
+        )
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    fees: FeePolicy = field(default_factory=FeePolicy)
+    fee_history_blocks: int = 10
+    gas_headroom_bps: int = 2_000  # estimate x 1.2
+    resend_after_nonce_conflict: bool = True  # one fresh nonce after "nonce too low"
+    low_balance_wei: int = 0  # warn when a send would leave the account below this
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
+
+
+class Sender:
+    def __init__(
+        self,
+        w3: AsyncWeb3[Any],
+        signer: Signer,
+        store: Store,
+        nonces: NonceManager,
+        config: SenderConfig | None = None,
+        private: Broadcaster | None = None,
+        policy: RetryPolicy = READ_POLICY,
+    ) -> None:
+        self._w3 = w3
+        self._signer = signer
+        self._store = store
+        self.nonces = nonces
+        self.config = config or SenderConfig()
+        self._policy = policy
+        self.address = to_checksum_address(signer.address)
+        if nonces.address != self.address:
+            raise ConfigError("the nonce manager and the signer are for different addresses")
+        public = Web3Broadcaster(w3, "public")
+        self._routes: Sequence[Broadcaster] = (private, public) if private else (public,)
+        self._chain_id: int | None = None
+
+    # --- chain reads --------------------------------------------------------------------
+
+    async def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(await self._policy.call(lambda: self._w3.eth.chain_id))
+        return self._chain_id
+
+    async def head(self) -> int:
+        return int(await self._policy.call(lambda: self._w3.eth.block_number, "eth_blockNumber"))
+
+    async def fee_history(self) -> FeeHistory:
+        percentile = self.config.fees.reward_percentile
+        raw = await self._policy.call(
+            lambda: self._w3.eth.fee_history(
+                self.config.fee_history_blocks, "latest", [percentile]
+            ),
+            "eth_feeHistory",
+        )
+        return FeeHistory(
+            base_fees=tuple(int(b) for b in raw["baseFeePerGas"]),
+            rewards=tuple(tuple(int(r) for r in row) for row in raw.get("reward", [])),
+            percentiles=(percentile,),
+            gas_used_ratios=tuple(float(g) for g in raw.get("gasUsedRatio", [])),
+        )
+
+    async def _gas_limit(self, intent: TxIntent) -> int:
+        if intent.gas_limit is not None:
+            return intent.gas_limit
+        call = {
+            "from": self.address,
+            "to": to_checksum_address(intent.to),
+            "data": intent.data,
+            "value": intent.value_wei,
+        }
+        estimate = await self._policy.call(
+            lambda: self._w3.eth.estimate_gas(call),  # type: ignore[arg-type]
+            "eth_estimateGas",
+        )
+        return int(estimate) * (10_000 + self.config.gas_headroom_bps) // 10_000
+
+    # --- signing ---------------------------------------------------------------------------
+
+    async def _sign(
+        self, nonce: int, to: str, value_wei: int, data: bytes, gas: int, fees: FeeQuote
+    ) -> SignedTx:
+        chain_id = await self.chain_id()
+        signed = self._signer.sign_transaction(
+            {
+                "type": 2,
+                "chainId": chain_id,
+                "nonce": nonce,
+                "to": to_checksum_address(to),
+                "value": value_wei,
+                "data": data,
+                "gas": gas,
+                "maxFeePerGas": fees.max_fee_wei,
+                "maxPriorityFeePerGas": fees.priority_fee_wei,
+            }
+        )
+        return SignedTx(
+            nonce=nonce,
+            chain_id=chain_id,
+            gas_limit=gas,
+            max_fee_wei=fees.max_fee_wei,
+            priority_fee_wei=fees.priority_fee_wei,
+            tx_hash=_hex(signed.hash),
+            raw_tx=bytes(signed.raw_transaction),
+        )
+
+    async def _check_funds(self, worst_case_wei: int) -> None:
+        """Refuse before a nonce is claimed when the account cannot pay ``gas x max fee +
+        value``; warn when paying would leave it below ``low_balance_wei``."""
+        balance = int(
+            await self._policy.call(
+                lambda: self._w3.eth.get_balance(self.address, "pending"), "eth_getBalance"
+            )
+        )
+        if balance < worst_case_wei:
+            raise InsufficientFunds(
+                f"the keeper account {self.address} holds {balance / 10**18:.6f} ETH, the "
+                f"transaction may cost up to {worst_case_wei / 10**18:.6f} ETH: fund the account"
+            )
+        if balance - worst_case_wei < self.config.low_balance_wei:
+            log.warning(
+                "keeper account balance low: fund it",
+                extra={
+                    "fields": {
+                        "account": self.address,
+                        "balance_eth": balance / 10**18,
+                        "low_balance_eth": self.config.low_balance_wei / 10**18,
+                    }
+                },
+            )
+
+    @staticmethod
+    def _go(verdict: FeeVerdict, what: str) -> FeeQuote:
+        if isinstance(verdict, WaitForFees):
+            raise FeeCapExceeded(
+                f"{what} waits: {verdict.reason} (next base fee {verdict.next_base_fee_wei} wei, "
+                f"tip {verdict.priority_fee_wei} wei, cap {verdict.cap_wei} wei)"
+            )
+        return verdict.quote
+
+    # --- new transactions ---------------------------------------------------------------------
+
+    async def submit(self, intent: TxIntent) -> JournalEntry:
+        """Journal, sign and broadcast ``intent``; returns the entry in state ``sent``.
+
+        ``FeeCapExceeded`` when fees are above the cap (nothing signed), ``RpcError`` when the
+        node could not be reached (the journaled bytes are re-broadcast by the confirmer).
+        """
+        entry = await self.prepare(intent)
+        try:
+            return await self.broadcast(entry)
+        except (NonceTooLow, Underpriced) as exc:
+            if not self.config.resend_after_nonce_conflict:
+                raise
+            log.warning(
+                "nonce conflict: resyncing and signing once more with a fresh nonce",
+                extra={"fields": {"entry": entry.id, "nonce": entry.nonce, "error": str(exc)}},
+            )
+            await self.nonces.sync()
+            return await self.broadcast(await self.prepare(intent))
+
+    async def prepare(self, intent: TxIntent) -> JournalEntry:
+        """Journal the intent, quote fees, claim a nonce, sign, journal the raw bytes.
+
+        Returns the entry in state ``signed``; nothing has been broadcast.
+        """
+        if to_checksum_address(intent.sender) != self.address:
+            raise ConfigError(f"intent sender {intent.sender} is not the keeper's {self.address}")
+        entry = self._store.create_intent(intent)
+        try:
+            fees = self._go(
+                quote_new(await self.fee_history(), self.config.fees, intent.urgent),
+                f"{intent.kind} for {list(intent.vaults)}",
+            )
+            gas = await self._gas_limit(intent)
+            await self._check_funds(gas * fees.max_fee_wei + intent.value_wei)
+            nonce = await self.nonces.claim(entry.id)
+            signed = await self._sign(nonce, intent.to, intent.value_wei, intent.data, gas, fees)
+        except (KeeperError, ValueError, TypeError) as exc:
+            self._store.mark_failed(entry.id, f"{type(exc).__name__}: {exc}")
+            raise
+        entry = self._store.mark_signed(entry.id, signed)
+        log.info(
+            "transaction signed",
+            extra={
+                "fields": {
+                    "entry": entry.id,
+                    "nonce": nonce,
+                    "hash": signed.tx_hash,
+                    "max_fee": fees.max_fee_wei,
+                    "tip": fees.priority_fee_wei,
+                }
+            },
+        )
+        return entry
+
+    async def broadcast(self, entry: JournalEntry) -> JournalEntry:
+        """First broadcast of a freshly ``signed`` entry; journals the node's verdict."""
+        at_block = await self.head()
+        try:
+            await self._send_raw(entry.signed().raw_tx)
+        except NonceTooLow as exc:
+            # Our own bytes may be what used the nonce: an earlier try reached the node and
+            # its answer was lost. Then it is sent, and signing the work again would send it
+            # twice; only a nonce used by a transaction the node does not know is "dropped".
+            if not await self.known_to_node(entry.signed().tx_hash):
+                self._store.mark_dropped(entry.id, f"nonce used by another transaction: {exc}")
+                raise
+            log.warning(
+                "nonce too low for bytes the node already has: counted as sent",
+                extra={"fields": {"entry": entry.id, "hash": entry.tx_hash}},
+            )
+        except (Underpriced, FatalError) as exc:
+            self._store.mark_failed(entry.id, f"refused by the node: {exc}")
+            raise
+        sent = self._store.mark_sent(entry.id, at_block)
+        log.info("transaction sent", extra={"fields": {"entry": sent.id, "hash": sent.tx_hash}})
+        return sent
+
+    async def known_to_node(self, tx_hash: str) -> bool:
+        """Does the node have this transaction (pending or mined)?"""
+
+        async def lookup() -> bool:
+            try:
+                await self._w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return False
+            return True
+
+        return await self._policy.call(lookup, f"eth_getTransactionByHash {tx_hash}")
+
+    async def _send_raw(self, raw: bytes) -> None:
+        """Private route first; the public node when it fails. ``already known`` is success."""
+        for route in self._routes:
+            last = route is self._routes[-1]
+            try:
+                await route.send_raw(raw)
+                return
+            except AlreadyKnown:
+                return
+            except (RpcError, FatalError) as exc:
+                if last:
+                    raise
+                log.warning(
+                    "private broadcast failed: falling back to the public node",
+                    extra={"fields": {"route": route.name, "error": str(exc)}},
+                )
+
+    # --- the same bytes again, replacements, cancels ------------------------------------------
+
+    async def rebroadcast(self, entry: JournalEntry, at_block: int) -> JournalEntry:
+        """Send the journaled bytes of a ``signed`` or ``sent`` entry again.
+
+        ``nonce too low`` is left to the confirmer (it looks for the receipt of the group);
+        an underpriced or refused ``signed`` entry is ``failed``.
+        """
+        try:
+            await self._send_raw(entry.signed().raw_tx)
+        except NonceTooLow:
+            return entry
+        except (Underpriced, FatalError) as exc:
+            if entry.state is JournalState.SIGNED:
+                return self._store.mark_failed(entry.id, f"refused by the node: {exc}")
+            log.warning(
+                "re-broadcast refused", extra={"fields": {"entry": entry.id, "error": str(exc)}}
+            )
+            return entry
+        log.info("re-broadcast", extra={"fields": {"entry": entry.id, "hash": entry.tx_hash}})
+        if entry.state is JournalState.SIGNED:
+            return self._store.mark_sent(entry.id, at_block)
+        return entry
+
+    async def replace(
+        self, live: JournalEntry, at_block: int, urgent: bool = False
+    ) -> JournalEntry:
+        """A same-nonce copy of ``live`` with both fees raised by at least 12.5%; up to the
+        emergency cap when ``live`` was urgent or its work has become urgent since."""
+        old = live.signed()
+        verdict = quote_replacement(
+            FeeQuote(old.max_fee_wei, old.priority_fee_wei),
+            await self.fee_history(),
+            self.config.fees,
+            live.urgent or urgent,
+        )
+        fees = self._go(verdict, f"replacement of entry {live.id}")
+        signed = await self._sign(
+            old.nonce, live.to, live.value_wei, live.data, old.gas_limit, fees
+        )
+        new = self._store.add_successor(
+            live.id, live.kind, live.to, live.value_wei, live.data, signed
+        )
+        log.info(
+            "replacing a stuck transaction",
+            extra={
+                "fields": {
+                    "old": live.id,
+                    "new": new.id,
+                    "nonce": old.nonce,
+                    "max_fee": fees.max_fee_wei,
+                    "tip": fees.priority_fee_wei,
+                }
+            },
+        )
+        return await self.rebroadcast(new, at_block)
+
+    async def cancel(self, live: JournalEntry, at_block: int) -> JournalEntry:
+        """A 0-value self-transfer with ``live``'s nonce, so its work never executes."""
+        old = live.signed()
+        verdict = quote_cancel(
+            FeeQuote(old.max_fee_wei, old.priority_fee_wei),
+            await self.fee_history(),
+            self.config.fees,
+        )
+        fees = self._go(verdict, f"cancel of entry {live.id}")
+        signed = await self._sign(old.nonce, self.address, 0, b"", CANCEL_GAS, fees)
+        new = self._store.add_successor(live.id, TxKind.CANCEL, self.address, 0, b"", signed)
+        log.info(
+            "cancelling a transaction no longer needed",
+            extra={"fields": {"old": live.id, "new": new.id, "nonce": old.nonce}},
+        )
+        return await self.rebroadcast(new, at_block)

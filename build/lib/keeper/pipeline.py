@@ -1,0 +1,250 @@
+"""One block's tick, top to bottom: link the head -> read -> decide -> act -> persist.
+
+Everything the tick needs is passed in (:class:`Pipeline` fields), so tests can drive it
+with fakes or against a real node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from keeper.chain.blocks import ChainFollower
+from keeper.chain.reader import Snapshot, StateReader
+from keeper.core.chaintrack import ChainUpdate
+from keeper.core.decide import CostConfig, VaultMemory, decide_block, remember, reopen
+from keeper.core.types import Action, BlockRef, Decision
+from keeper.errors import KeeperError
+from keeper.store import Store
+
+log = logging.getLogger("keeper.pipeline")
+
+REGISTRY_LOG_SPAN = 2_000
+"""At most this many blocks of registry events are asked for at once (only to log them)."""
+
+
+class Actor(Protocol):
+    """What turns decisions into transactions (absent in a dry run)."""
+
+    async def act(
+        self, block: BlockRef, snapshot: Snapshot, decisions: Sequence[Decision]
+    ) -> set[str]:
+        """Submit the rebalances it can; return the vaults whose rebalance is now in flight."""
+
+    async def on_chain_update(self, update: ChainUpdate) -> dict[str, str]:
+        """Track receipts, replace stuck transactions, handle reorgs of mined ones. Returns
+        the governance triggers (vault -> "request" | "params") whose rebalance failed on
+        chain: they were not handled after all."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+@dataclass(frozen=True)
+class TickReport:
+    block: BlockRef
+    decisions: tuple[Decision, ...]
+    acted: frozenset[str]
+    rpc_calls: int
+    chain: ChainUpdate
+
+
+@dataclass
+class Pipeline:
+    reader: StateReader
+    follower: ChainFollower
+    store: Store
+    costs: CostConfig
+    actor: Actor | None = None
+    vaults: tuple[str, ...] = ()
+    registry_version: int = -1
+    registry_block: int | None = None  # the block of the last registry sync
+    memory: dict[str, VaultMemory] = field(default_factory=dict)
+
+    async def tick(self, head: BlockRef, superseded: Sequence[int] = ()) -> TickReport | None:
+        """One block: link it (gaps, reorgs) -> follow the journal -> read everything in one
+        multicall -> decide every vault -> act (unless dry run) -> persist and log."""
+        update = await self.follower.follow(head)
+        self._log_chain(update, superseded)
+        if self.actor is not None:
+            self._reopen(await self.actor.on_chain_update(update))
+        if update.head is None:
+            return None
+        block = update.head
+        for backfilled in update.added[:-1]:
+            self.store.record_block(backfilled)  # keeps the stored chain linked across gaps
+        snapshot, calls = await self._read(block)
+        decisions = decide_block(
+            block, snapshot.base_fee_wei, snapshot.vaults, self.memory, self.costs
+        ) + _unreadable(block, snapshot)
+        if self.actor is None:
+            acted = {d.vault for d in decisions if d.action == Action.REBALANCE}
+        else:
+            acted = await self.actor.act(block, snapshot, decisions)
+        self._remember(block, snapshot, decisions, acted)
+        self.store.commit_block(block, decisions)
+        _log_decisions(decisions, acted, dry_run=self.actor is None)
+        return TickReport(block, decisions, frozenset(acted), calls, update)
+
+    def _remember(
+        self, block: BlockRef, snapshot: Snapshot, decisions: Sequence[Decision], acted: set[str]
+    ) -> None:
+        """Carry the oracle rounds and governance counters to the next block, and store the
+        counters that must survive a restart: a vault's baseline the first time it is seen
+        (a request made while the keeper is down then still fires), and the counters of the
+        requests handled by a live keeper (a dry run never marks a request handled in the
+        database a live keeper will use)."""
+        satisfied = {d.vault for d in decisions if d.action == Action.HOLD and d.trigger}
+        handled = acted | satisfied
+        first_seen = {s.address for s in snapshot.vaults if s.address not in self.memory}
+        self.memory = remember(
+            snapshot.vaults,
+            self.memory,
+            handled,
+            block.timestamp,
+            self.costs,
+        )
+        for vault in first_seen | (handled if self.actor is not None else set()):
+            mem = self.memory[vault]
+            self.store.set_markers(vault, mem.request_nonce, mem.params_version)
+
+    def _reopen(self, failed: dict[str, str]) -> None:
+        if not failed:
+            return
+        self.memory = reopen(self.memory, failed)
+        for vault, trigger in failed.items():
+            mem = self.memory.get(vault)
+            if mem is None:
+                continue
+            self.store.set_markers(vault, mem.request_nonce, mem.params_version)
+            log.warning(
+                "governance trigger fires again: its rebalance failed on chain",
+                extra={"fields": {"vault": vault, "trigger": trigger}},
+            )
+
+    async def _read(self, block: BlockRef) -> tuple[Snapshot, int]:
+        """One multicall; a second read only in the block where the registry changed."""
+        snapshot = await self.reader.read(block, self.vaults)
+        calls = snapshot.rpc_calls
+        if snapshot.registry_version != self.registry_version:
+            await self._sync_registry(block, snapshot.registry_version)
+            snapshot = await self.reader.read(block, self.vaults)
+            calls += 1 + snapshot.rpc_calls
+        return snapshot, calls
+
+    async def _sync_registry(self, block: BlockRef, version: int) -> None:
+        """Follow the registry: its events since the last sync say what changed and where;
+        its ``vaults()`` list at this block is the truth they must agree with."""
+        current = await self.reader.registry_vaults(block)
+        if self.registry_block is not None:
+            await self._log_registry_events(self.registry_block + 1, block.number, current)
+        for vault in (v for v in current if v not in self.vaults):
+            log.info("vault added", extra={"fields": {"vault": vault, "block": block.number}})
+            if vault not in self.memory:
+                self._restore_markers(vault)
+        for vault in (v for v in self.vaults if v not in current):
+            log.info("vault removed", extra={"fields": {"vault": vault, "block": block.number}})
+            self.memory.pop(vault, None)
+        self.vaults, self.registry_version, self.registry_block = current, version, block.number
+
+    async def _log_registry_events(self, first: int, last: int, current: Sequence[str]) -> None:
+        if first > last:  # a reorg took the chain below the last sync
+            return
+        first = max(first, last - REGISTRY_LOG_SPAN + 1)  # providers cap eth_getLogs ranges
+        try:
+            events = await self.reader.registry_events(first, last)
+        except KeeperError as exc:  # the events only explain the change; vaults() is the truth
+            log.warning(
+                "registry events not read: following vaults()",
+                extra={"fields": {"first": first, "last": last, "error": str(exc)}},
+            )
+            return
+        replayed = list(self.vaults)
+        for event in events:
+            name = "VaultAdded" if event.added else "VaultRemoved"
+            log.info(
+                f"registry {name}",
+                extra={
+                    "fields": {
+                        "vault": event.vault,
+                        "block": event.block_number,
+                        "tx": event.tx_hash,
+                    }
+                },
+            )
+            if event.added:
+                replayed.append(event.vault)
+            elif event.vault in replayed:
+                replayed.remove(event.vault)
+        if sorted(replayed) != sorted(current):
+            log.warning(
+                "registry events and vaults() disagree: following vaults()",
+                extra={"fields": {"from_events": replayed, "listed": list(current)}},
+            )
+
+    def _restore_markers(self, vault: str) -> None:
+        markers = self.store.get_markers(vault)
+        if markers is not None:
+            request_nonce, params_version = markers
+            self.memory[vault] = VaultMemory(request_nonce, params_version)
+
+    def _log_chain(self, update: ChainUpdate, superseded: Sequence[int]) -> None:
+        if superseded:
+            log.info(
+                "heads superseded before processing: moving to the newest",
+                extra={"fields": {"skipped": list(superseded)}},
+            )
+        if update.unverified_gap:
+            first, last = update.unverified_gap
+            log.warning(
+                "gap larger than the backfill limit: blocks not verified",
+                extra={"fields": {"first": first, "last": last}},
+            )
+        if update.reorg:
+            dropped = [b.number for b in update.dropped]
+            self.store.forget_blocks_from(min(dropped))
+            log.warning(
+                "reorg: decisions of dropped blocks are re-evaluated at the new head",
+                extra={"fields": {"dropped": dropped, "new": [b.number for b in update.added]}},
+            )
+        elif len(update.added) > 1:
+            log.info(
+                "backfilled blocks",
+                extra={"fields": {"blocks": [b.number for b in update.added[:-1]]}},
+            )
+
+
+def _unreadable(block: BlockRef, snapshot: Snapshot) -> tuple[Decision, ...]:
+    return tuple(
+        Decision(
+            vault=u.vault,
+            block_number=block.number,
+            block_hash=block.hash,
+            action=Action.SKIP,
+            reason=f"unreadable: {u.reason}",
+        )
+        for u in snapshot.unreadable
+    )
+
+
+def _log_decisions(decisions: Sequence[Decision], acted: set[str], dry_run: bool) -> None:
+    for d in decisions:
+        if d.action == Action.HOLD:
+            continue
+        fields = {
+            "vault": d.vault,
+            "block": d.block_number,
+            "action": d.action.value,
+            "reason": d.reason,
+            "delta": d.delta,
+            "deviation": d.deviation,
+            "band": d.band,
+            "gamma": d.gamma,
+            "urgent": d.urgent,
+            "trade_wei": d.trade_wei,
+            "sent": d.vault in acted and not dry_run,
+        }
+        level = logging.WARNING if d.action == Action.SKIP else logging.INFO
+        log.log(level, "decision", extra={"fields": fields})
