@@ -28,13 +28,13 @@ def pg(tmp_path: Path) -> Iterator[Backend]:
 @pytest.mark.postgres
 def test_one_leads_the_other_stands_by_and_takes_over_at_a_new_epoch(pg: Backend) -> None:
     a, b = pg.store(), pg.store()
-    first = a.take_lease("a", ttl_seconds=0.5)
+    first = a.take_lease("a", ttl_seconds=60)
     waiting = b.take_lease("b", ttl_seconds=0.5)
-    assert first == Held(1, 0.5)
+    assert first == Held(1, 60)
     assert isinstance(waiting, Standby) and waiting.holder == "a" and waiting.epoch == 1
-    assert a.take_lease("a", ttl_seconds=0.5) == Held(1, 0.5)  # renewal keeps the epoch
+    assert a.take_lease("a", ttl_seconds=0.3) == Held(1, 0.3)  # renewal keeps the epoch
     a.record_block(block(1))  # the leader writes
-    time.sleep(0.6)  # a stops renewing (paused, dead): its lease runs out
+    time.sleep(0.5)  # a stops renewing (paused, dead): its lease runs out
     assert b.take_lease("b", ttl_seconds=0.5) == Held(2, 0.5)
     with pytest.raises(LeaseLost, match="held by b at epoch 2"):
         a.record_block(block(2))
@@ -123,3 +123,36 @@ def test_a_second_keeper_on_one_sqlite_file_is_refused_clearly(tmp_path: Path) -
         assert second.take_lease("b", ttl_seconds=20) == Held(2, 20)
     finally:
         second.close()
+
+
+@pytest.mark.postgres
+def test_a_standby_waits_quietly_and_leads_once_the_leader_lets_go(
+    pg: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two ``LeaderLease`` loops: the second logs one INFO line, shows ``standby`` in its
+    metrics, and leads at a new epoch as soon as the first releases the lease."""
+    import asyncio
+
+    from keeper.metrics import Metrics
+    from keeper.runner import LeaderLease
+
+    leader_metrics, standby_metrics = Metrics(0.0), Metrics(0.0)
+    leader = LeaderLease(pg.store(), 60.0, leader_metrics, holder="a")
+    standby = LeaderLease(pg.store(), 2.0, standby_metrics, holder="b")
+
+    async def go() -> tuple[int, int, float]:
+        first = await leader.wait_until_leader()
+        waiting = asyncio.create_task(standby.wait_until_leader())
+        await asyncio.sleep(1.2)  # a few polls of the standby (every ttl / 4)
+        assert not waiting.done()
+        role_while_waiting = standby_metrics.lease_leader._value.get()
+        leader.release()
+        second = await asyncio.wait_for(waiting, 10)
+        return first, second, role_while_waiting
+
+    with caplog.at_level("INFO", logger="keeper.runner"):
+        first, second, role = asyncio.run(go())
+    assert (first, second, role) == (1, 2, 0)
+    standing_by = [r for r in caplog.records if r.getMessage().startswith("standing by")]
+    assert len(standing_by) == 1 and standing_by[0].levelname == "INFO"
+    assert standby_metrics.role == "leader" and standby_metrics.lease_epoch._value.get() == 2
