@@ -52,7 +52,7 @@ class RpcConfig:
     max_lag_blocks: int = 3
     max_connections: int = 32  # sockets per endpoint
     max_batch: int = 100  # JSON-RPC calls per HTTP batch (providers cap it)
-    probe_wait_seconds: float = 2.0  # a head poll waits this long for slow endpoints
+    probe_grace_seconds: float = 0.25  # a head poll waits this long for the slower endpoints
     cooldown_seconds: float = 1.0  # after a failure; doubles per consecutive one
     max_cooldown_seconds: float = 30.0
     policy: RetryPolicy = READ_POLICY
@@ -316,16 +316,17 @@ class RpcClient:
     async def latest_block(self) -> dict[str, Any]:
         """Every endpoint's latest block, asked at once; the highest one wins.
 
-        Waits at most ``probe_wait_seconds`` for slow endpoints (their probe goes on and
-        updates their head when it answers); ``RpcError`` when none answered."""
+        Returns once one endpoint answered and the others had ``probe_grace_seconds`` more
+        (a slow endpoint's probe goes on and updates its head when it answers, so a hung
+        node never delays the head); ``RpcError`` when none answered."""
         tasks = [self._probe_task(e) for e in self.endpoints]
-        await asyncio.wait(tasks, timeout=self._config.probe_wait_seconds)
-        if not any(t.done() and not t.cancelled() and t.exception() is None for t in tasks):
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        answered = [
-            t.result() for t in tasks if t.done() and not t.cancelled() and not t.exception()
-        ]
+        pending: set[asyncio.Task[dict[str, Any]]] = set(tasks)
+        while pending and not any(_answered(t) for t in tasks):
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if pending:
+            await asyncio.wait(pending, timeout=self._config.probe_grace_seconds)
         self._publish_states()
+        answered = [t.result() for t in tasks if _answered(t)]
         if not answered:
             errors = [t.exception() for t in tasks if t.done() and not t.cancelled()]
             raise next((e for e in errors if isinstance(e, KeeperError)), RpcError("no head"))
@@ -461,11 +462,14 @@ class RpcClient:
         raise verdicts[0] if verdicts else errors[0]
 
     def _probe_task(self, endpoint: Endpoint) -> asyncio.Task[dict[str, Any]]:
-        if endpoint.probe is None or endpoint.probe.done():
-            endpoint.probe = asyncio.create_task(
-                self._probe(endpoint), name=f"probe {endpoint.name}"
-            )
-        return endpoint.probe
+        previous = endpoint.probe
+        if previous is not None and previous.done() and not previous.cancelled():
+            previous.exception()  # retrieved: its failure was counted when it happened
+        if previous is not None and not previous.done():
+            return previous  # still waiting for a slow endpoint: no second probe
+        probe = asyncio.create_task(self._probe(endpoint), name=f"probe {endpoint.name}")
+        endpoint.probe = probe
+        return probe
 
     async def _probe(self, endpoint: Endpoint) -> dict[str, Any]:
         block = await self._request(endpoint, "eth_getBlockByNumber", ["latest", False])
@@ -477,6 +481,10 @@ class RpcClient:
     def _publish_states(self) -> None:
         for endpoint in self.endpoints:
             self._observer.rpc_endpoint(endpoint.name, endpoint.head, self.state(endpoint))
+
+
+def _answered(task: asyncio.Task[dict[str, Any]]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
 
 
 def _item(reply: dict[str, Any], method: str, endpoint: Endpoint) -> Any | KeeperError:

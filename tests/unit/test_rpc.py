@@ -270,3 +270,29 @@ def test_every_endpoint_down_is_an_rpc_error_not_a_hang() -> None:
 
     with pytest.raises(RpcError):
         run(go)
+
+
+def test_a_hung_endpoint_never_holds_up_the_head() -> None:
+    """One endpoint accepts connections and never answers: the head poll returns the other
+    endpoint's head while the hung probe is still waiting (it goes on in the background)."""
+    good = Node(head=321)
+
+    async def swallow(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
+        await reader.read(-1)
+
+    async def go() -> tuple[int, bool]:
+        server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+        hung = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        try:
+            async with jsonrpc_server(good) as b:
+                rpc = client(hung, b)
+                try:
+                    latest = await rpc.latest_block()
+                    probe = rpc.endpoints[0].probe
+                    return int(latest["number"], 16), probe is not None and not probe.done()
+                finally:
+                    await rpc.close()
+        finally:
+            server.close()
+
+    assert run(go) == (321, True)
