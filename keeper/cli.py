@@ -17,7 +17,7 @@ from sqlalchemy.exc import ArgumentError
 
 from keeper import logs
 from keeper.config import Settings, load_settings
-from keeper.errors import ConfigError, KeeperError
+from keeper.errors import ConfigError, FatalError, KeeperError
 from keeper.metrics import package_version
 from keeper.store import Store
 
@@ -71,9 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run_until_signalled(settings, args.max_blocks))
         return 0
-    except KeeperError as exc:
+    except FatalError as exc:  # a setting or set-up to fix: restarting will not help (exit 2)
         print(f"keeper: {exc}", file=sys.stderr)
         return 2
+    except KeeperError as exc:  # transient: a supervisor may restart it (exit 1)
+        print(f"keeper: {exc}", file=sys.stderr)
+        return 1
 
 
 async def _run_until_signalled(settings: Settings, max_blocks: int | None) -> None:

@@ -275,6 +275,9 @@ class Service:
                     return
                 except LeaseLost as exc:
                     log.warning("stopped leading: %s; standing by", exc)
+                except RetryableError as exc:  # the node or database is down at start
+                    log.warning("could not start leading, trying again: %s", exc)
+                    await asyncio.sleep(lease_holder.renew_every)
         finally:
             lease_holder.release()
             if server is not None:
