@@ -108,7 +108,6 @@ class Endpoint:
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
         self.head: int | None = None
-        self.latest: dict[str, Any] | None = None
         self.score = 1.0
         self.failures = 0  # consecutive
         self.down_until = 0.0
@@ -475,7 +474,7 @@ class RpcClient:
         block = await self._request(endpoint, "eth_getBlockByNumber", ["latest", False])
         if not isinstance(block, dict) or "number" not in block:
             raise RpcError(f"{endpoint.name}: latest block malformed: {str(block)[:120]}")
-        endpoint.head, endpoint.latest = int(block["number"], 16), block
+        endpoint.head = int(block["number"], 16)
         return block
 
     def _publish_states(self) -> None:

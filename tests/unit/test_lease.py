@@ -156,3 +156,25 @@ def test_a_standby_waits_quietly_and_leads_once_the_leader_lets_go(
     standing_by = [r for r in caplog.records if r.getMessage().startswith("standing by")]
     assert len(standing_by) == 1 and standing_by[0].levelname == "INFO"
     assert standby_metrics.role == "leader" and standby_metrics.lease_epoch._value.get() == 2
+
+
+def test_keeper_run_on_a_sqlite_file_another_keeper_holds_exits_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from keeper.cli import main as keeper_cli
+
+    url = f"sqlite:///{tmp_path / 'keeper.sqlite'}"
+    running = Store(url)
+    running.take_lease("the-other-keeper", ttl_seconds=20)
+    for name in [k for k in os.environ if k.startswith("KEEPER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("KEEPER_DB_URL", url)
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert keeper_cli(["run", "--dry-run", "--max-blocks", "1"]) == 2
+    finally:
+        running.close()
+    err = capsys.readouterr().err
+    assert "KEEPER_DB_URL: another keeper" in err and "SQLite is single-instance" in err
