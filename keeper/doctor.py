@@ -14,8 +14,10 @@ through an allowlisted settlement) the key must be each vault's keeper (``isKeep
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from eth_utils.address import to_checksum_address
@@ -188,8 +190,25 @@ async def diagnose(settings: Settings) -> list[Finding]:
 
 
 def _check_database(settings: Settings, findings: list[Finding]) -> int | None:
+    """Reachable, writable, migrated, which chain; a SQLite file that does not exist yet is
+    not created (``keeper run`` creates it)."""
     from keeper.store import Store, migrations
+    from keeper.store.store import check_url
 
+    try:
+        parsed = check_url(settings.db_url)
+    except ConfigError as exc:
+        findings.append(Finding("database", False, str(exc)))
+        return None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(str(parsed.database)).expanduser().resolve()
+        if not path.exists():
+            writable = os.access(path.parent, os.W_OK)
+            detail = f"no database yet at {path}: keeper run creates it" + (
+                "" if writable else f", but {path.parent} is not writable"
+            )
+            findings.append(Finding("database", writable, detail))
+            return None
     try:
         store = Store(settings.db_url, schema=settings.db_schema)
     except ConfigError as exc:

@@ -305,7 +305,7 @@ class RpcClient:
                 continue
             seen.setdefault(int(answer, 16), endpoint.name)
         if not seen:
-            raise RpcError("no RPC endpoint answered eth_chainId (KEEPER_RPC_URLS)")
+            raise RpcError("no RPC endpoint answered eth_chainId")
         if len(seen) > 1:
             listed = ", ".join(f"{name} is on chain {cid}" for cid, name in seen.items())
             raise ConfigError(f"KEEPER_RPC_URLS: the endpoints disagree: {listed}")

@@ -13,6 +13,7 @@ import pytest
 from conftest import ForkedWorld
 
 from keeper.cli import main as keeper_cli
+from keeper.store import Store
 
 OTHER_KEY = "0x" + "42" * 32  # an account with no role anywhere (local test key)
 
@@ -31,10 +32,12 @@ def doctor(
 
 @pytest.fixture
 def base(rpc_url: str, fresh_world: ForkedWorld, keeper_key: str, tmp_path: Path) -> dict[str, str]:
+    db_url = f"sqlite:///{tmp_path / 'k.sqlite'}"
+    Store(db_url).close()  # doctor never creates a database; keeper run would
     return {
         "rpc_url": rpc_url,
         "manifest": str(fresh_world.manifest_file),
-        "db_url": f"sqlite:///{tmp_path / 'k.sqlite'}",
+        "db_url": db_url,
         "private_key": keeper_key,
     }
 
@@ -183,6 +186,20 @@ def test_a_bad_database_url_is_reported_and_the_node_still_checked(
     assert line(out, "database").startswith("FAIL database")
     assert "KEEPER_DB_URL: postgres:// is not a SQLAlchemy URL scheme" in out
     assert line(out, "chain id").startswith("ok")
+
+
+def test_a_database_not_made_yet_is_not_created(
+    base: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    missing = tmp_path / "new" / "k.sqlite"
+    missing.parent.mkdir()
+    code, out = doctor(monkeypatch, capsys, **(base | {"db_url": f"sqlite:///{missing}"}))
+    assert code == 0, out
+    assert f"no database yet at {missing}: keeper run creates it" in line(out, "database")
+    assert not missing.exists()
 
 
 def test_keeper_run_refuses_to_start_on_a_stale_manifest(
