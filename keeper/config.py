@@ -7,17 +7,28 @@ at start with one message that names the setting (``load_settings``). Secrets ar
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from dotenv import dotenv_values
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keeper.errors import ConfigError, ManifestError
 
 GWEI = 10**9
+FEE_CEILING_GWEI = 10_000  # no fee cap may go above this
 
 
 class Settings(BaseSettings):
@@ -26,17 +37,21 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
         env_file=".env",
         env_file_encoding="utf-8",
-        extra="ignore",
+        extra="ignore",  # unknown KEEPER_ keys are refused by load_settings, by name
         frozen=True,
+        allow_inf_nan=False,  # "inf" / "nan" are not a fee cap or a timeout
     )
 
     # --- node ------------------------------------------------------------------
     rpc_url: str = "http://127.0.0.1:8545"
+    rpc_urls: str | None = None  # comma-separated; replaces rpc_url
     ws_url: str | None = None
+    ws_urls: str | None = None  # comma-separated; replaces ws_url
+    rpc_max_lag_blocks: int = Field(3, ge=0, le=1000)
     private_rpc_url: str | None = None
-    rpc_timeout_seconds: float = Field(10.0, gt=0)
-    poll_interval_seconds: float = Field(1.0, gt=0)
-    head_silence_seconds: float = Field(60.0, gt=0)
+    rpc_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    poll_interval_seconds: float = Field(1.0, gt=0, le=60)
+    head_silence_seconds: float = Field(60.0, gt=0, le=3600)
     chain_id: int | None = Field(None, gt=0)
 
     # --- where the contracts are -------------------------------------------------
@@ -52,6 +67,7 @@ class Settings(BaseSettings):
     # --- persistence -------------------------------------------------------------
     db_url: str = "sqlite:///keeper.sqlite"
     db_schema: str | None = None
+    lease_ttl_seconds: float = Field(20.0, ge=2, le=600)
 
     # --- signing key (one of the three) ---------------------------------------------
     keystore_path: Path | None = None
@@ -120,6 +136,22 @@ class Settings(BaseSettings):
             raise ValueError("must be a ws(s):// URL")
         return value
 
+    @field_validator("rpc_urls", "ws_urls")
+    @classmethod
+    def _url_list(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        schemes = ("http://", "https://") if info.field_name == "rpc_urls" else ("ws://", "wss://")
+        urls = _split(value)
+        if not urls:
+            raise ValueError("must list at least one URL")
+        for url in urls:
+            if not url.startswith(schemes):
+                raise ValueError(f"{url.split('://')[0]}:// is not {' or '.join(schemes)}")
+        if len(set(urls)) != len(urls):
+            raise ValueError("lists an endpoint twice")
+        return value
+
     @field_validator(
         "registry_address",
         "multicall_address",
@@ -139,12 +171,54 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _one_way_to_name_endpoints(self) -> Settings:
+        for one, many in (("rpc_url", "rpc_urls"), ("ws_url", "ws_urls")):
+            if {one, many} <= self.model_fields_set:
+                raise ValueError(f"set KEEPER_{many.upper()} or KEEPER_{one.upper()}, not both")
+        return self
+
+    @model_validator(mode="after")
     def _caps_ordered(self) -> Settings:
         if self.emergency_max_fee_gwei < self.max_fee_gwei:
-            raise ValueError("emergency_max_fee_gwei must be >= max_fee_gwei")
+            raise ValueError("KEEPER_EMERGENCY_MAX_FEE_GWEI must be >= KEEPER_MAX_FEE_GWEI")
+        if self.emergency_max_fee_gwei > FEE_CEILING_GWEI:
+            raise ValueError(
+                f"KEEPER_EMERGENCY_MAX_FEE_GWEI above {FEE_CEILING_GWEI} gwei is not a cap "
+                "(a 6M-gas batch at that price costs 60 ETH)"
+            )
         if self.max_priority_fee_gwei < self.priority_fee_gwei:
-            raise ValueError("max_priority_fee_gwei must be >= priority_fee_gwei")
+            raise ValueError("KEEPER_MAX_PRIORITY_FEE_GWEI must be >= KEEPER_PRIORITY_FEE_GWEI")
+        if self.max_priority_fee_gwei > self.emergency_max_fee_gwei:
+            raise ValueError(
+                "KEEPER_MAX_PRIORITY_FEE_GWEI must be <= KEEPER_EMERGENCY_MAX_FEE_GWEI"
+            )
         return self
+
+    @model_validator(mode="after")
+    def _history_covers_the_backfill(self) -> Settings:
+        if self.reorg_history_blocks <= self.max_backfill_blocks:
+            raise ValueError(
+                "KEEPER_REORG_HISTORY_BLOCKS must be above KEEPER_MAX_BACKFILL_BLOCKS (a "
+                "backfilled gap must still link to a kept block)"
+            )
+        return self
+
+    @property
+    def rpc_endpoints(self) -> tuple[str, ...]:
+        """Every HTTP JSON-RPC endpoint (``KEEPER_RPC_URLS``, else ``KEEPER_RPC_URL``)."""
+        return _split(self.rpc_urls) if self.rpc_urls else (self.rpc_url,)
+
+    @property
+    def ws_endpoints(self) -> tuple[str, ...]:
+        """Every websocket endpoint for ``newHeads`` (none: poll only)."""
+        if self.ws_urls:
+            return _split(self.ws_urls)
+        return (self.ws_url,) if self.ws_url else ()
+
+    @property
+    def rpc_setting(self) -> str:
+        """The setting that named the endpoints, for messages."""
+        return "KEEPER_RPC_URLS" if self.rpc_urls else "KEEPER_RPC_URL"
 
     @property
     def low_balance_wei(self) -> int:
@@ -159,17 +233,54 @@ class Settings(BaseSettings):
         return int(self.emergency_max_fee_gwei * GWEI)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read the settings, turning pydantic's report into one ``ConfigError`` naming the setting."""
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings (the environment, then ``env_file`` or ``./.env``), turning
+    pydantic's report into one ``ConfigError`` naming the setting. A ``KEEPER_`` key that is
+    not a setting is refused with the closest known name (a typo must not silently run with
+    the default)."""
+    if env_file is not None and not env_file.is_file():
+        raise ConfigError(f"--env-file: no such file: {env_file}")
+    source = env_file or Path(".env")
+    unknown_keys(dict(os.environ), source)
     try:
+        if env_file is not None:
+            return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
         return Settings(**overrides)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "settings"
-            env = f"KEEPER_{name.upper()}" if err["loc"] else name
-            problems.append(f"{env}: {err['msg']}")
+            name = ".".join(str(p) for p in err["loc"])
+            env = f"KEEPER_{name.upper()}: " if err["loc"] else ""
+            problems.append(f"{env}{err['msg'].removeprefix('Value error, ')}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def known_keys() -> set[str]:
+    return {f"KEEPER_{name.upper()}" for name in Settings.model_fields}
+
+
+def unknown_keys(environ: dict[str, str], env_file: Path) -> None:
+    """``ConfigError`` for every ``KEEPER_`` key of ``environ`` or ``env_file`` that is not
+    a setting, each with the closest known name."""
+    keys = {k: "the environment" for k in environ if k.upper().startswith("KEEPER_")}
+    if env_file.is_file():
+        keys |= {
+            k: str(env_file) for k in dotenv_values(env_file) if k.upper().startswith("KEEPER_")
+        }
+    known = known_keys()
+    problems = []
+    for key, where in sorted(keys.items()):
+        if key.upper() in known:
+            continue
+        close = difflib.get_close_matches(key.upper(), sorted(known), n=1, cutoff=0.6)
+        hint = f": did you mean {close[0]}?" if close else ""
+        problems.append(f"{key} (in {where}) is not a setting{hint}")
+    if problems:
+        raise ConfigError("unknown settings: " + "; ".join(problems))
 
 
 # --- addresses -------------------------------------------------------------------------
@@ -200,7 +311,7 @@ class Addresses:
 
     @classmethod
     def resolve(cls, settings: Settings) -> Addresses:
-        manifest = _read_manifest(settings.manifest) if settings.manifest else {}
+        manifest = read_manifest(settings.manifest) if settings.manifest else {}
         contracts = manifest.get("contracts", {})
         values: dict[str, str] = {}
         missing = []
@@ -219,7 +330,7 @@ class Addresses:
         return cls(values, manifest.get("chain_id"))
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

@@ -110,5 +110,13 @@ class SimulationReverted(FatalError):
         self.data = data
 
 
+class DatabaseUnavailable(RetryableError):
+    """The database connection failed mid-use (restarted server, a session it ended)."""
+
+
+class LeaseLost(FatalError):
+    """Another instance took over the leader lease: this one must not write or send."""
+
+
 class JournalConflict(FatalError):
     """The journal and the chain disagree in a way the keeper will not guess about."""

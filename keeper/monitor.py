@@ -1,9 +1,10 @@
 """``/metrics`` (Prometheus) and ``/health`` for the long-lived service, on aiohttp.
 
 ``/health`` answers 200 while a block was processed within ``KEEPER_HEALTH_MAX_AGE_SECONDS``
-and 503 otherwise (a stalled head source, a node that stopped answering, a wedged tick), with
-the last block and the seconds since progress as JSON: what a liveness probe or an alert needs.
-Off unless ``KEEPER_METRICS_PORT`` is set; binds ``KEEPER_METRICS_HOST`` (loopback by default).
+(or while the instance stands by for the leader lease) and 503 otherwise (a stalled head
+source, a node that stopped answering, a wedged tick), with the role, the last block and the
+seconds since progress as JSON: what a liveness probe or an alert needs. Off unless
+``KEEPER_METRICS_PORT`` is set; binds ``KEEPER_METRICS_HOST`` (loopback by default).
 """
 
 from __future__ import annotations
@@ -13,32 +14,28 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from keeper.errors import ConfigError
 from keeper.metrics import Metrics
 
 log = logging.getLogger("keeper.monitor")
 
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-
 
 def make_app(
-    metrics: Metrics,
-    max_age_seconds: float,
-    clock: Callable[[], float] = time.time,
-    in_flight: Callable[[], int] = lambda: 0,
+    metrics: Metrics, max_age_seconds: float, clock: Callable[[], float] = time.time
 ) -> web.Application:
-    """``in_flight``: counts the journal's unsettled transactions, once per scrape."""
+    """The page is written by ``prometheus-client`` from the metrics' registry."""
 
     async def metrics_page(_: web.Request) -> web.Response:
-        page = metrics.render(clock(), transactions_in_flight=in_flight())
-        return web.Response(body=page.encode(), headers={"Content-Type": PROMETHEUS_TEXT})
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def health_page(_: web.Request) -> web.Response:
         health = metrics.health(clock(), max_age_seconds)
         return web.json_response(
             {
                 "healthy": health.healthy,
+                "role": health.role,
                 "last_block": health.last_block,
                 "seconds_since_progress": round(health.seconds_since_progress, 3),
             },

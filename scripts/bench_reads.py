@@ -31,6 +31,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3  # noqa: E402
 
 from keeper.chain.blocks import block_ref  # noqa: E402
 from keeper.chain.reader import StateReader  # noqa: E402
+from keeper.chain.rpc import RpcClient, RpcConfig  # noqa: E402
 from keeper.core import abi  # noqa: E402
 from keeper.core.decide import CostConfig, decide_block  # noqa: E402
 from keeper.core.types import OptionLeg, OracleRound, VaultState  # noqa: E402
@@ -163,9 +164,10 @@ async def measure(
     url: str, manifest: dict[str, Any], sizes: list[int], blocks: int
 ) -> list[dict[str, Any]]:
     w3 = AsyncWeb3(AsyncHTTPProvider(url, request_kwargs={"timeout": 120}))
+    rpc = RpcClient(RpcConfig(urls=(url,), timeout_seconds=120))
     c = manifest["contracts"]
     reader = StateReader(
-        w3, c["Multicall3"]["address"], c["VaultRegistry"]["address"], chunk_size=200
+        rpc, c["Multicall3"]["address"], c["VaultRegistry"]["address"], chunk_size=200
     )
     naive = NaiveReader(w3, c["WETH"]["address"], c["USDC"]["address"], c["PriceFeed"]["address"])
     head = block_ref(await w3.eth.get_block("latest"))
@@ -204,6 +206,7 @@ async def measure(
                 "speedup": statistics.median(slow) / statistics.median(fast),
             }
         )
+    await rpc.close()
     return rows
 
 

@@ -20,6 +20,18 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] || [ con
   touch .venv/.installed
 fi
 
+# promtool (Debian package prometheus) checks ops/alerts.yml in the tests. Installed when it is
+# missing and we are root (CI); otherwise the alert tests say how to get it.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing promtool (Debian package prometheus)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    log "promtool missing: as root, apt-get install prometheus (the alert-rule tests need it)"
+  fi
+fi
+
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "installing npm packages (npm ci)"
   npm ci --ignore-scripts --no-audit --no-fund --loglevel=error

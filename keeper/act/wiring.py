@@ -12,6 +12,7 @@ from keeper.chain.aggregator import ZeroExClient
 from keeper.chain.confirm import ConfirmConfig, Confirmer
 from keeper.chain.nonces import NonceManager
 from keeper.chain.routing import Router
+from keeper.chain.rpc import RpcClient
 from keeper.chain.sender import Sender, SenderConfig, Web3Broadcaster
 from keeper.chain.signer import load_signer
 from keeper.chain.uniswap import UniswapDirect
@@ -21,13 +22,13 @@ from keeper.runner import check_chain
 from keeper.store import Store
 
 
-async def build_actor(settings: Settings, store: Store) -> RebalanceActor:
+async def build_actor(settings: Settings, store: Store, rpc: RpcClient) -> RebalanceActor:
     """Wire the sending side from the settings (the key, the routes, the fee policy)."""
     addresses = Addresses.resolve(settings)
     account = load_signer(settings)
     w3 = AsyncWeb3(
         AsyncWeb3.AsyncHTTPProvider(
-            settings.rpc_url,
+            settings.rpc_endpoints[0],
             request_kwargs={"timeout": settings.rpc_timeout_seconds},
             exception_retry_configuration=None,  # keeper.chain.retry is the one retry policy
         )
@@ -38,7 +39,7 @@ async def build_actor(settings: Settings, store: Store) -> RebalanceActor:
         max_fee_cap_wei=settings.max_fee_wei,
         emergency_max_fee_cap_wei=settings.emergency_max_fee_wei,
     )
-    chain_id = await check_chain(settings, w3, store)  # before the journal is reconciled
+    chain_id = await check_chain(settings, rpc, store)  # before the journal is reconciled
     nonces = NonceManager(w3, store, account.address)
     private = None
     if settings.private_rpc_url:

@@ -1,5 +1,6 @@
-"""New heads: a websocket ``newHeads`` subscription with an HTTP polling fallback, coalesced
-to the newest head, and linked to the processed chain (gaps backfilled, reorgs detected).
+"""New heads: HTTP polling of every endpoint alongside a websocket ``newHeads`` subscription
+per websocket URL, coalesced to the newest head, and linked to the processed chain (gaps
+backfilled, reorgs detected).
 """
 
 from __future__ import annotations
@@ -7,15 +8,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from web3 import AsyncWeb3, WebSocketProvider
 
+from keeper.chain.rpc import RpcClient, endpoint_name
 from keeper.core.chaintrack import ChainUpdate, jump, link, missing_parent, reanchor
 from keeper.core.types import BlockRef
-from keeper.errors import ReorgTooDeep, RpcError
+from keeper.errors import KeeperError, ReorgTooDeep, RpcError
 
 log = logging.getLogger("keeper.blocks")
 
@@ -73,43 +75,72 @@ class LatestHead:
 
 @dataclass
 class HeadSource:
-    """Feeds ``LatestHead`` forever: websocket first, polling while the websocket is down.
+    """Feeds ``LatestHead`` forever from every source at once: the HTTP poll of every RPC
+    endpoint (``RpcClient.latest_block``, the highest head wins) and a ``newHeads``
+    subscription per websocket URL.
 
-    A subscription that stays connected but delivers nothing for ``silence_seconds`` counts as
-    down (providers drop subscriptions without closing the socket): poll, then reconnect.
+    The poll runs alongside the subscriptions, so a websocket that is open but silent
+    (providers drop subscriptions without closing the socket) costs at most one poll
+    interval. A subscription silent for ``silence_seconds`` is reconnected. A failed poll
+    (a 429, a closed keep-alive connection, every node down) is logged and tried again:
+    nothing stops the head source but cancellation. Heads older than the newest one handed
+    on are dropped (one source lagging another is not a reorg; a reorg shows up in the
+    parent hashes of the next head).
     """
 
-    w3: AsyncWeb3[Any]
-    ws_url: str | None
+    rpc: RpcClient
+    ws_urls: Sequence[str]
     poll_interval: float
     reconnect_max_seconds: float = 30.0
     silence_seconds: float = 60.0
+    _newest: BlockRef | None = field(default=None, init=False)
 
     async def run(self, slot: LatestHead) -> None:
-        backoff = 1.0
-        while True:
-            if self.ws_url:
-                try:
-                    await self._stream(slot)
-                    backoff = 1.0
-                except (TimeoutError, OSError, ConnectionError) as exc:
-                    log.warning(
-                        "websocket %s failed (%s); polling for %.0fs", self.ws_url, exc, backoff
-                    )
-                except Exception as exc:  # noqa: BLE001 - web3 raises many types; we fall back on all
-                    log.warning(
-                        "websocket subscription error (%r); polling for %.0fs", exc, backoff
-                    )
-                await self._poll(slot, duration=backoff)
-                backoff = min(backoff * 2, self.reconnect_max_seconds)
-            else:
-                await self._poll(slot, duration=None)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._poll(slot), name="head-poll")
+            for url in self.ws_urls:
+                group.create_task(self._subscribe(slot, url), name=f"head-ws {endpoint_name(url)}")
 
-    async def _stream(self, slot: LatestHead) -> None:
-        # One connection attempt: our own loop backs off, and polls meanwhile.
-        async with AsyncWeb3(WebSocketProvider(self.ws_url, max_connection_retries=1)) as ws:
+    def _offer(self, slot: LatestHead, head: BlockRef) -> None:
+        newest = self._newest
+        if newest is not None and (
+            head.number < newest.number
+            or (head.number == newest.number and head.hash == newest.hash)
+        ):
+            return
+        self._newest = head
+        slot.put(head)
+
+    async def _poll(self, slot: LatestHead) -> None:
+        failures = 0
+        while True:
+            try:
+                self._offer(slot, block_ref(await self.rpc.latest_block()))
+                failures = 0
+            except KeeperError as exc:
+                failures += 1
+                log.warning("polling the latest block failed (%d in a row): %s", failures, exc)
+            await asyncio.sleep(self.poll_interval)
+
+    async def _subscribe(self, slot: LatestHead, url: str) -> None:
+        backoff = 1.0
+        name = endpoint_name(url)
+        while True:
+            try:
+                await self._stream(slot, url)
+                backoff = 1.0
+            except (TimeoutError, OSError, ConnectionError) as exc:
+                log.warning("websocket %s failed (%s); reconnecting in %.0fs", name, exc, backoff)
+            except Exception as exc:  # noqa: BLE001 - web3 raises many types; polling goes on
+                log.warning("websocket %s error (%r); reconnecting in %.0fs", name, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.reconnect_max_seconds)
+
+    async def _stream(self, slot: LatestHead, url: str) -> None:
+        # One connection attempt: our own loop backs off (and the poll goes on meanwhile).
+        async with AsyncWeb3(WebSocketProvider(url, max_connection_retries=1)) as ws:
             await ws.eth.subscribe("newHeads")
-            log.info("subscribed to newHeads on %s", self.ws_url)
+            log.info("subscribed to newHeads on %s", endpoint_name(url))
             heads = ws.socket.process_subscriptions()
             while True:
                 try:
@@ -118,18 +149,21 @@ class HeadSource:
                 except TimeoutError:
                     raise TimeoutError(f"no newHeads for {self.silence_seconds:g}s") from None
                 if message is None:
-                    return  # the node ended the subscription: poll, then reconnect
-                slot.put(block_ref(message["result"]))
+                    return  # the node ended the subscription: reconnect
+                self._offer(slot, block_ref(message["result"]))
 
-    async def _poll(self, slot: LatestHead, duration: float | None) -> None:
-        loop = asyncio.get_running_loop()
-        until = None if duration is None else loop.time() + duration
-        while until is None or loop.time() < until:
-            try:
-                slot.put(block_ref(await self.w3.eth.get_block("latest")))
-            except (TimeoutError, OSError, ConnectionError) as exc:
-                log.warning("polling latest block failed: %s", exc)
-            await asyncio.sleep(self.poll_interval)
+
+def block_fetcher(rpc: RpcClient) -> FetchBlock:
+    """Blocks by number through ``rpc`` (for ``ChainFollower``); a block the node does not
+    have yet is ``RpcError`` (retried, or the head is retried next time)."""
+
+    async def fetch(number: int) -> BlockRef:
+        block = await rpc.call("eth_getBlockByNumber", [hex(number), False])
+        if block is None:
+            raise RpcError(f"block {number} not found")
+        return block_ref(block)
+
+    return fetch
 
 
 FetchBlock = Callable[[int], Awaitable[BlockRef]]

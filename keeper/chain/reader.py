@@ -1,6 +1,7 @@
 """One block's state in one Multicall3 ``aggregate3`` eth_call, pinned to the block.
 
-Chunked (and the chunks sent concurrently) when there are many vaults."""
+Chunked (and the chunks sent concurrently) when there are many vaults. Calls go through
+``RpcClient`` (failover across endpoints, errors as ``KeeperError``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_utils.address import to_checksum_address
-from web3 import AsyncWeb3
 
-from keeper.chain.retry import READ_POLICY, RetryPolicy
+from keeper.chain.rpc import RpcClient
 from keeper.core import abi
 from keeper.core.types import BlockRef, VaultState
 from keeper.errors import DecodeError
@@ -53,20 +53,18 @@ class StateReader:
 
     def __init__(
         self,
-        w3: AsyncWeb3[Any],
+        rpc: RpcClient,
         multicall: str,
         registry: str,
         chunk_size: int,
         gas_budget: int = 20_000_000,
-        policy: RetryPolicy = READ_POLICY,
     ) -> None:
-        self._w3 = w3
+        self._rpc = rpc
         self._multicall = to_checksum_address(multicall)
         self._registry = to_checksum_address(registry)
         self._chunk_size = chunk_size
         self._gas_budget = gas_budget
         self._legs: dict[str, int] = {}  # book sizes seen, to size the chunks by gas
-        self._policy = policy
 
     async def read(self, block: BlockRef, vaults: Sequence[str]) -> Snapshot:
         header = [
@@ -104,23 +102,15 @@ class StateReader:
         """The registry's VaultAdded / VaultRemoved events in blocks ``first..last``, in order."""
         query = {
             "address": self._registry,
-            "fromBlock": first,
-            "toBlock": last,
+            "fromBlock": hex(first),
+            "toBlock": hex(last),
             "topics": [[abi.VAULT_ADDED_TOPIC, abi.VAULT_REMOVED_TOPIC]],
         }
-        logs = await self._policy.call(
-            lambda: self._w3.eth.get_logs(query),  # type: ignore[arg-type]
-            f"registry events {first}..{last}",
-        )
-        return [
-            RegistryEvent(
-                added="0x" + bytes(item["topics"][0]).hex() == abi.VAULT_ADDED_TOPIC,
-                vault=abi.topic_address(bytes(item["topics"][1])),
-                block_number=int(item["blockNumber"]),
-                tx_hash="0x" + bytes(item["transactionHash"]).hex(),
-            )
-            for item in logs
-        ]
+        logs = await self._rpc.call("eth_getLogs", [query])
+        try:
+            return [_registry_event(item) for item in logs]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise DecodeError(f"registry events {first}..{last}: malformed log: {exc}") from exc
 
     async def _aggregate(self, block: BlockRef, calls: Sequence[abi.Call3]) -> list[abi.CallResult]:
         data = await self._call(self._multicall, abi.encode_aggregate3(calls), block)
@@ -133,12 +123,24 @@ class StateReader:
         """eth_call pinned to ``block``'s hash; failures come out as ``KeeperError`` (a node
         behind or rate-limiting is retried by the policy, then the block is retried on the next
         head; a revert is ``SimulationReverted``)."""
-        call = {"to": to, "data": data}
-        raw = await self._policy.call(
-            lambda: self._w3.eth.call(call, block_identifier=block.hash),  # type: ignore[arg-type]
-            f"eth_call to {to} at block {block.number}",
-        )
-        return bytes(raw)
+        call = {"to": to, "data": "0x" + data.hex()}
+        raw = await self._rpc.call("eth_call", [call, block.hash])
+        if not isinstance(raw, str) or not raw.startswith("0x"):
+            raise DecodeError(f"eth_call to {to} at block {block.number}: not hex: {raw!r}")
+        try:
+            return bytes.fromhex(raw[2:])
+        except ValueError as exc:
+            raise DecodeError(f"eth_call to {to} at block {block.number}: {exc}") from exc
+
+
+def _registry_event(item: dict[str, Any]) -> RegistryEvent:
+    topics = item["topics"]
+    return RegistryEvent(
+        added=str(topics[0]).lower() == abi.VAULT_ADDED_TOPIC.lower(),
+        vault=abi.topic_address(bytes.fromhex(str(topics[1])[2:])),
+        block_number=int(item["blockNumber"], 16),
+        tx_hash=str(item["transactionHash"]),
+    )
 
 
 def _decode_vaults(

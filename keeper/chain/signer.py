@@ -8,6 +8,7 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 
 from keeper.config import Settings
 from keeper.errors import ConfigError
@@ -26,6 +27,24 @@ def load_signer(settings: Settings) -> LocalAccount:
     raise ConfigError(
         "no signing key: set KEEPER_KEYSTORE_PATH (with KEEPER_KEYSTORE_PASSWORD or "
         "KEEPER_KEYSTORE_PASSWORD_FILE), or KEEPER_PRIVATE_KEY for local use, or run --dry-run"
+    )
+
+
+def signer_address(settings: Settings) -> str | None:
+    """The sending address without decrypting the key (a keystore names its address); None
+    when no key is configured or the keystore does not say."""
+    if settings.private_key is not None and settings.keystore_path is None:
+        return str(load_signer(settings).address)
+    if settings.keystore_path is None:
+        return None
+    try:
+        address = json.loads(Path(settings.keystore_path).read_text()).get("address")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (
+        None
+        if not isinstance(address, str)
+        else to_checksum_address("0x" + address.removeprefix("0x"))
     )
 
 

@@ -6,6 +6,7 @@ from sqlalchemy import Connection, RowMapping, delete, func, select
 
 from keeper.core.types import BlockRef
 from keeper.errors import JournalConflict
+from keeper.store.sql import insert_ignore
 from keeper.store.tables import blocks
 
 
@@ -27,26 +28,29 @@ def block_at(conn: Connection, number: int) -> BlockRef | None:
 def record(conn: Connection, block: BlockRef, history: int) -> None:
     """Store ``block`` and drop blocks more than ``history`` below the newest.
 
-    Recording the same block again is a no-op; a different hash at a stored height is a
-    ``JournalConflict`` (call ``forget_from`` for a reorg first).
+    Recording the same block again is a no-op, also when another instance records it at the
+    same moment (the insert does nothing on a conflict); a different hash at a stored height
+    is a ``JournalConflict`` (call ``forget_from`` for a reorg first).
     """
-    stored = block_at(conn, block.number)
-    if stored is not None:
-        if stored.hash != block.hash:
+    inserted = insert_ignore(
+        conn,
+        blocks,
+        {
+            "number": block.number,
+            "hash": block.hash,
+            "parent_hash": block.parent_hash,
+            "timestamp": block.timestamp,
+            "base_fee_wei": block.base_fee_wei,
+        },
+    )
+    if not inserted:
+        stored = block_at(conn, block.number)
+        if stored is not None and stored.hash != block.hash:
             raise JournalConflict(
                 f"block {block.number} is stored with hash {stored.hash}, not {block.hash}: "
                 "forget the reorged blocks first"
             )
         return
-    conn.execute(
-        blocks.insert().values(
-            number=block.number,
-            hash=block.hash,
-            parent_hash=block.parent_hash,
-            timestamp=block.timestamp,
-            base_fee_wei=block.base_fee_wei,
-        )
-    )
     newest = conn.execute(select(func.max(blocks.c.number))).scalar_one()
     conn.execute(delete(blocks).where(blocks.c.number <= int(newest) - history))
 

@@ -19,9 +19,10 @@ def insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> 
     if name == "sqlite":
         result = conn.execute(sqlite.insert(table).values(**values).on_conflict_do_nothing())
         return result.rowcount == 1
-    if name == "postgresql":
-        result = conn.execute(postgresql.insert(table).values(**values).on_conflict_do_nothing())
-        return result.rowcount == 1
+    if name == "postgresql":  # rowcount is -1 through psycopg here: ask for the row back
+        key = next(iter(table.primary_key.columns))
+        statement = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+        return conn.execute(statement.returning(key)).first() is not None
     try:
         with conn.begin_nested():
             conn.execute(insert(table).values(**values))

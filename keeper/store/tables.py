@@ -148,3 +148,14 @@ free_nonces = Table(
     Column("sender", String(42), primary_key=True),
     Column("nonce", BigInteger, primary_key=True, autoincrement=False),
 )
+
+# The leader lease (keeper.store.lease): one row per keeper identity; ``epoch`` grows on every
+# change of holder and fences every write of the leader.
+lease = Table(
+    "keeper_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False),  # unix seconds, database clock
+)

@@ -17,7 +17,7 @@ from keeper.chain.blocks import block_ref
 from keeper.config import Settings, load_settings
 from keeper.core.types import Decision
 from keeper.pipeline import TickReport
-from keeper.runner import Keeper
+from keeper.runner import Keeper, make_rpc
 from keeper.store import Store
 
 
@@ -42,7 +42,7 @@ class Running:
 
     def tick_head(self) -> TickReport:
         async def go() -> TickReport | None:
-            head = block_ref(await self.keeper.w3.eth.get_block("latest"))
+            head = block_ref(await self.keeper.rpc.call("eth_getBlockByNumber", ["latest", False]))
             return await self.keeper.pipeline.tick(head)
 
         report = self.loop.run_until_complete(go())
@@ -64,8 +64,9 @@ def start_keeper(settings: Settings) -> Running:
     loop = asyncio.new_event_loop()
 
     async def build() -> Keeper:
-        actor = None if settings.dry_run else await build_actor(settings, store)
-        return await Keeper.build(settings, store, actor)
+        rpc = make_rpc(settings)
+        actor = None if settings.dry_run else await build_actor(settings, store, rpc)
+        return await Keeper.build(settings, store, actor, rpc)
 
     return Running(loop.run_until_complete(build()), store, loop)
 

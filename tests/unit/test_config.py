@@ -58,7 +58,7 @@ def test_a_bad_value_stops_with_one_message_naming_it(
 def test_inconsistent_fee_caps_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEPER_MAX_FEE_GWEI", "200")
     monkeypatch.setenv("KEEPER_EMERGENCY_MAX_FEE_GWEI", "100")
-    with pytest.raises(ConfigError, match="emergency_max_fee_gwei"):
+    with pytest.raises(ConfigError, match="KEEPER_EMERGENCY_MAX_FEE_GWEI must be >="):
         load_settings()
 
 

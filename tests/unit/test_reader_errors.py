@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import pytest
-from web3.exceptions import Web3RPCError
+from aiohttp import web
+from rpc_servers import error, jsonrpc_server
 
 from keeper.chain.reader import StateReader
 from keeper.chain.retry import RetryPolicy
+from keeper.chain.rpc import RpcClient, RpcConfig
 from keeper.core.types import BlockRef
 from keeper.errors import FatalError, RpcError
 
@@ -17,40 +20,43 @@ FAST = RetryPolicy(attempts=3, max_seconds=2, initial_wait=0.001, max_wait=0.002
 BLOCK = BlockRef(10, "0x" + "ab" * 32, "0x" + "cd" * 32, 1_700_000_000)
 
 
-class RefusingNode:
-    """An ``AsyncWeb3`` stand-in whose every eth_call / eth_getLogs gets one JSON-RPC error."""
+def refusing(message: str, code: int, asked: Counter[str]) -> Any:
+    def handler(request: dict[str, Any]) -> dict[str, Any] | web.Response:
+        asked[request["method"]] += 1
+        return error(request, code, message)
 
-    def __init__(self, message: str, code: int = -32000) -> None:
-        self.error = {"code": code, "message": message}
-        self.calls = 0
-        self.eth = self
-
-    async def call(self, *_: Any, **__: Any) -> bytes:
-        return self._refuse()
-
-    async def get_logs(self, *_: Any) -> list[Any]:
-        return self._refuse()
-
-    def _refuse(self) -> Any:
-        self.calls += 1
-        raise Web3RPCError(
-            self.error["message"], rpc_response={"jsonrpc": "2.0", "id": 1, "error": self.error}
-        )
-
-
-def reader(node: RefusingNode) -> StateReader:
-    return StateReader(node, "0x" + "11" * 20, "0x" + "22" * 20, 200, policy=FAST)  # type: ignore[arg-type]
+    return handler
 
 
 def test_a_node_behind_the_head_is_retried_then_retryable() -> None:
-    node = RefusingNode("header not found")
+    asked: Counter[str] = Counter()
+
+    async def go() -> None:
+        async with jsonrpc_server(refusing("header not found", -32000, asked)) as url:
+            rpc = RpcClient(RpcConfig(urls=(url,), policy=FAST))
+            try:
+                await StateReader(rpc, "0x" + "11" * 20, "0x" + "22" * 20, 200).read(BLOCK, [])
+            finally:
+                await rpc.close()
+
     with pytest.raises(RpcError, match="header not found"):
-        asyncio.run(reader(node).read(BLOCK, []))
-    assert node.calls == FAST.attempts  # retried by the one policy, then the next head
+        asyncio.run(go())
+    assert asked["eth_call"] == FAST.attempts  # retried by the one policy, then the next head
 
 
 def test_a_refusal_that_will_not_change_is_fatal_and_not_retried() -> None:
-    node = RefusingNode("invalid opcode in call", code=-32015)
+    asked: Counter[str] = Counter()
+
+    async def go() -> None:
+        async with jsonrpc_server(refusing("invalid opcode in call", -32015, asked)) as url:
+            rpc = RpcClient(RpcConfig(urls=(url,), policy=FAST))
+            try:
+                await StateReader(rpc, "0x" + "11" * 20, "0x" + "22" * 20, 200).registry_events(
+                    1, 5
+                )
+            finally:
+                await rpc.close()
+
     with pytest.raises(FatalError):
-        asyncio.run(reader(node).registry_events(1, 5))
-    assert node.calls == 1
+        asyncio.run(go())
+    assert asked["eth_getLogs"] == 1

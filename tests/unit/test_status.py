@@ -75,6 +75,7 @@ def test_a_schema_on_sqlite_is_refused_naming_the_setting(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'k.sqlite'}"
+    Store(db_url).close()
     assert _status_cli(monkeypatch, db_url=db_url, db_schema="keeper_main") == 2
     assert "KEEPER_DB_SCHEMA: a schema needs a server database" in capsys.readouterr().err
 

@@ -535,18 +535,3 @@ def test_a_database_serves_one_chain(backend: Backend) -> None:
     later.bind_chain(1)
     with pytest.raises(ConfigError, match="journals chain 1, the node is on chain 10"):
         later.bind_chain(10)
-
-
-def test_a_database_of_another_schema_version_is_refused(backend: Backend) -> None:
-    from keeper.store.meta import SCHEMA_VERSION
-    from keeper.store.tables import meta
-
-    store = backend.store()
-    with store._tx() as conn:  # as a newer release would have left it
-        conn.execute(
-            meta.update()
-            .where(meta.c.key == "schema_version")
-            .values(value=str(SCHEMA_VERSION + 1))
-        )
-    with pytest.raises(ConfigError, match=f"schema version {SCHEMA_VERSION + 1}, this keeper"):
-        backend.store()
