@@ -364,7 +364,8 @@ class Confirmer:
             return Why.UNSENT
         if nonce in self._recheck:
             return Why.RECHECK
-        sent_at = max(entry.sent_at_block or head, self._resent_at.get(entry.id, 0))
+        sent_at = head if entry.sent_at_block is None else entry.sent_at_block
+        sent_at = max(sent_at, self._resent_at.get(entry.id, 0))
         if head - sent_at >= self.config.stuck_after_blocks:
             return Why.STUCK
         return None

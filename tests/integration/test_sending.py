@@ -36,17 +36,12 @@ from sending_support import (
 from web3 import AsyncWeb3
 
 from keeper.chain.blocks import block_ref
-from keeper.chain.confirm import ConfirmConfig, Confirmer, StillNeeded, always_needed
-from keeper.chain.nonces import NonceManager
 from keeper.chain.retry import RetryPolicy, guarded
-from keeper.chain.sender import Broadcaster, Sender, SenderConfig, Web3Broadcaster
 from keeper.core.fees import FeePolicy, bump
 from keeper.core.types import BlockRef
 from keeper.errors import (
     AlreadyKnown,
-    DecisionPending,
     FatalError,
-    FeeCapExceeded,
     InsufficientFunds,
     NonceTooLow,
     RetryableError,
@@ -55,7 +50,19 @@ from keeper.errors import (
     SimulationReverted,
     Underpriced,
 )
-from keeper.store import JournalState, Store, TxIntent, TxKind
+from keeper.store import JournalEntry, JournalState, Store, TxIntent, TxKind
+from keeper.tx import (
+    ConfirmConfig,
+    Confirmer,
+    Lifecycle,
+    Redecide,
+    Refusal,
+    Refused,
+    Submitted,
+    Verdict,
+)
+from keeper.tx.nonces import NonceManager
+from keeper.tx.sender import Broadcaster, Sender, SenderConfig, Web3Broadcaster
 
 pytestmark = pytest.mark.integration
 
@@ -96,13 +103,22 @@ class Rig:
     nonces: NonceManager
     sender: Sender
     confirmer: Confirmer
+    lifecycle: Lifecycle
+    redecide: Redecide
     others: tuple[AsyncWeb3[Any], ...] = ()
 
     async def head(self) -> BlockRef:
         return block_ref(await self.w3.eth.get_block("latest"))
 
     async def on_head(self) -> Any:
-        return await self.confirmer.on_block(await self.head())
+        return await self.confirmer.on_block(await self.head(), self.redecide)
+
+    async def reconcile(self) -> Any:
+        return await self.confirmer.reconcile(self.redecide)
+
+    async def prepare(self, intent: TxIntent) -> JournalEntry:
+        """Journaled and signed, never broadcast (what a crash right after signing leaves)."""
+        return await self.sender.prepare(intent, await self.sender.new_fees(intent))
 
     async def close(self) -> None:
         self.store.close()
@@ -114,7 +130,7 @@ class Rig:
 async def rig(
     url: str,
     backend: StoreBackend,
-    still_needed: StillNeeded = always_needed,
+    redecide: Redecide | None = None,
     private_url: str | None = None,
     stale_intent_seconds: float = 60.0,
     low_balance_wei: int = 0,
@@ -140,10 +156,10 @@ async def rig(
         sender,
         store,
         ConfirmConfig(stuck_after_blocks=3, stale_intent_seconds=stale_intent_seconds),
-        still_needed,
         FAST,
     )
-    made = Rig(w3, store, nonces, sender, confirmer, others)
+    lifecycle = Lifecycle(sender, confirmer, store)
+    made = Rig(w3, store, nonces, sender, confirmer, lifecycle, redecide or wanted, others)
     try:
         yield made
     finally:
@@ -156,6 +172,14 @@ async def rigged(backend: StoreBackend, **options: Any) -> AsyncIterator[Rig]:
     with anvil() as node:
         async with rig(node.url, backend, **options) as keeper:
             yield keeper
+
+
+async def wanted(entry: JournalEntry) -> Verdict:
+    return Verdict.STILL_WANTED
+
+
+async def stale(entry: JournalEntry) -> Verdict:
+    return Verdict.STALE
 
 
 def transfer(value: int = 10**15, gas: int | None = None, vault: str = VAULT) -> TxIntent:
@@ -270,13 +294,16 @@ def test_fees_above_the_cap_make_non_urgent_work_wait(sqlite_backend: StoreBacke
         async with rigged(sqlite_backend) as keeper:
             await rpc(keeper.w3, "anvil_setNextBlockBaseFeePerGas", hex(200 * GWEI))
             await mine(keeper.w3)  # the next base fee is now ~175 gwei, above the 100 cap
-            with pytest.raises(FeeCapExceeded):
-                await keeper.sender.submit(transfer())
-            [waited] = keeper.store.entries_in([S.FAILED])
-            assert "above the cap" in (waited.error or "") and waited.nonce is None
+            await keeper.lifecycle.start(wanted)
+            waited = await keeper.lifecycle.submit(transfer())
+            assert isinstance(waited, Refused) and waited.reason is Refusal.FEES
+            assert "above the cap" in waited.detail
+            assert keeper.store.entries_in(list(S)) == []  # item 15: no failed row per block
             assert not keeper.store.vault_in_flight(VAULT)
             urgent = TxIntent(**{**transfer().__dict__, "urgent": True})
-            entry = await keeper.sender.submit(urgent)
+            outcome = await keeper.lifecycle.submit(urgent)
+            assert isinstance(outcome, Submitted)
+            entry = outcome.entry
             assert entry.nonce == 0 and entry.max_fee_wei is not None
             assert 175 * GWEI < entry.max_fee_wei <= 500 * GWEI
             assert (await keeper.on_head()).mined == (entry.id,)
@@ -358,11 +385,8 @@ def test_a_stuck_transaction_is_replaced_and_exactly_one_lands(
 
 
 def test_work_no_longer_needed_is_cancelled(sqlite_backend: StoreBackend) -> None:
-    async def obsolete(entry: Any) -> bool:
-        return False
-
     async def scenario() -> None:
-        async with rigged(sqlite_backend, still_needed=obsolete) as keeper:
+        async with rigged(sqlite_backend, redecide=stale) as keeper:
             before = await keeper.w3.eth.get_balance(RECIPIENT)
             await crowd_out(keeper.w3, 3)
             old = await keeper.sender.submit(transfer(value=10**18, gas=21_000))
@@ -385,16 +409,13 @@ def test_work_no_longer_needed_is_cancelled(sqlite_backend: StoreBackend) -> Non
 def test_a_stuck_transaction_is_left_alone_while_its_need_is_unknown(
     sqlite_backend: StoreBackend,
 ) -> None:
-    verdicts: list[bool | None] = [None, True]  # undecided (just restarted), then needed
+    verdicts = [Verdict.UNKNOWN, Verdict.STILL_WANTED]  # undecided (just restarted), then needed
 
-    async def judge(entry: Any) -> bool:
-        verdict = verdicts.pop(0)
-        if verdict is None:
-            raise DecisionPending("no decision since the start")
-        return verdict
+    async def judge(entry: Any) -> Verdict:
+        return verdicts.pop(0)
 
     async def scenario() -> None:
-        async with rigged(sqlite_backend, still_needed=judge) as keeper:
+        async with rigged(sqlite_backend, redecide=judge) as keeper:
             await crowd_out(keeper.w3, 4)
             old = await keeper.sender.submit(transfer(gas=21_000))
             await mine(keeper.w3, 3)
@@ -499,8 +520,8 @@ def test_crash_before_signing_gives_the_nonce_back(backend: StoreBackend) -> Non
             async with rig(node.url, backend) as crashed:
                 entry = crashed.store.create_intent(transfer())
                 await crashed.nonces.claim(entry.id)  # ... and the process dies here
-            async with rig(node.url, backend, stale_intent_seconds=0) as keeper:
-                report = await keeper.confirmer.reconcile()
+            async with rig(node.url, backend) as keeper:  # item 13: at once, not after 30 s
+                report = await keeper.reconcile()
                 assert report.failed == (entry.id,)
                 assert keeper.store.entry(entry.id).state is S.FAILED
                 again = await keeper.sender.submit(transfer())
@@ -513,14 +534,14 @@ def test_crash_after_signing_before_broadcast(backend: StoreBackend) -> None:
     async def scenario() -> None:
         with anvil() as node:
             async with rig(node.url, backend) as crashed:
-                signed = await crashed.sender.prepare(transfer())  # journaled, never broadcast
+                signed = await crashed.prepare(transfer())  # journaled, never broadcast
             async with rig(node.url, backend) as keeper:
-                report = await keeper.confirmer.reconcile()
+                report = await keeper.reconcile()
                 assert report.rebroadcast == (signed.id,)
                 assert keeper.store.entry(signed.id).state is S.SENT
                 assert (await keeper.on_head()).mined == (signed.id,)
                 assert await keeper_txs_on_chain(keeper.w3) == [signed.tx_hash]  # the same bytes
-                again = await keeper.confirmer.reconcile()
+                again = await keeper.reconcile()
                 assert again.rebroadcast == () and again.mined == ()
                 assert await keeper.w3.eth.get_transaction_count(KEEPER.address) == 1
 
@@ -531,11 +552,11 @@ def test_crash_after_broadcast_before_it_was_journaled(backend: StoreBackend) ->
     async def scenario() -> None:
         with anvil() as node:
             async with rig(node.url, backend) as crashed:
-                signed = await crashed.sender.prepare(transfer())
+                signed = await crashed.prepare(transfer())
                 await crashed.w3.eth.send_raw_transaction(signed.raw_tx)  # type: ignore[arg-type]
             # the process died before journaling "sent"; the tx is mined meanwhile
             async with rig(node.url, backend) as keeper:
-                report = await keeper.confirmer.reconcile()
+                report = await keeper.reconcile()
                 assert report.mined == (signed.id,) and report.rebroadcast == ()
                 assert keeper.store.entry(signed.id).state is S.MINED
                 assert await keeper_txs_on_chain(keeper.w3) == [signed.tx_hash]
@@ -556,7 +577,7 @@ def test_crash_after_broadcast_before_the_receipt(
             async with rig(node.url, backend) as keeper:
                 if node_forgot_it:
                     await rpc(keeper.w3, "anvil_dropTransaction", sent.tx_hash)
-                report = await keeper.confirmer.reconcile()
+                report = await keeper.reconcile()
                 assert report.rebroadcast == ((sent.id,) if node_forgot_it else ())
                 assert keeper.store.entry(sent.id).state is S.SENT
                 await mine(keeper.w3)
@@ -588,7 +609,7 @@ def test_a_reorg_puts_the_mined_transaction_back_and_resends_it(
             await mine(keeper.w3)  # ... and another block takes its height
             fork = await keeper.head()
             assert fork.number == first.number and fork.hash != first.hash
-            report = await keeper.confirmer.on_block(fork)
+            report = await keeper.confirmer.on_block(fork, wanted)
             assert report.reorged == (entry.id,) and report.rebroadcast == (entry.id,)
             assert keeper.store.entry(entry.id).state is S.SENT
             assert keeper.store.vault_in_flight(VAULT)
