@@ -429,10 +429,10 @@ class Confirmer:
         elif step is Step.REPLACE:
             urgent = entry.kind is TxKind.REBALANCE and bool(set(entry.vaults) & tally.urgent)
             new = await self._sender.replace(entry, head, urgent=urgent)
-            tally.add("replaced_by", new.id)
+            tally.add("replaced_by" if new.state is S.SENT else "failed", new.id)
         elif step is Step.CANCEL:
             new = await self._sender.cancel(entry, head)
-            tally.add("cancelled_by", new.id)
+            tally.add("cancelled_by" if new.state is S.SENT else "failed", new.id)
 
     async def _any_known(self, group: list[JournalEntry]) -> bool:
         for entry in group:

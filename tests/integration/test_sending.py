@@ -7,6 +7,7 @@ the block gas limit fits one transfer and another account keeps outbidding the k
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -62,7 +63,7 @@ from keeper.tx import (
     Verdict,
 )
 from keeper.tx.nonces import NonceManager
-from keeper.tx.sender import Broadcaster, Sender, SenderConfig, Web3Broadcaster
+from keeper.tx.sender import Broadcaster, GuardedRelay, Sender, SenderConfig, Web3Broadcaster
 
 pytestmark = pytest.mark.integration
 
@@ -180,6 +181,10 @@ async def wanted(entry: JournalEntry) -> Verdict:
 
 async def stale(entry: JournalEntry) -> Verdict:
     return Verdict.STALE
+
+
+async def unknown(entry: JournalEntry) -> Verdict:
+    return Verdict.UNKNOWN
 
 
 def transfer(value: int = 10**15, gas: int | None = None, vault: str = VAULT) -> TxIntent:
@@ -761,3 +766,236 @@ def test_unreachable_and_silent_nodes_are_retried_rpc_errors() -> None:
                     )
 
     run(scenario())
+
+
+# --- issue 10: the lifecycle's regressions on a real node ---------------------------------------
+
+
+async def started(keeper: Rig, redecide: Redecide = wanted) -> None:
+    await keeper.lifecycle.start(redecide)
+
+
+async def submit(keeper: Rig, intent: TxIntent) -> JournalEntry:
+    outcome = await keeper.lifecycle.submit(intent)
+    assert isinstance(outcome, Submitted), outcome
+    return outcome.entry
+
+
+async def on_block(keeper: Rig, redecide: Redecide, **kw: Any) -> Any:
+    return await keeper.lifecycle.on_block(await keeper.head(), redecide, **kw)
+
+
+def test_a_forgotten_batch_whose_price_came_back_is_cancelled_at_restart_not_resent(
+    backend: StoreBackend,
+) -> None:
+    """Item 1: killed with a transaction pending, the node forgets it, the state it was
+    computed from is gone: the restart sends nothing until re-decided, then cancels it."""
+
+    async def scenario() -> None:
+        with anvil() as node:
+            async with rig(node.url, backend) as crashed:
+                await rpc(crashed.w3, "evm_setAutomine", False)
+                await started(crashed)
+                before = await crashed.w3.eth.get_balance(RECIPIENT)
+                sent = await submit(crashed, transfer(value=10**18))
+            async with rig(node.url, backend) as keeper:  # the restart
+                await rpc(keeper.w3, "anvil_dropTransaction", sent.tx_hash)
+                report = await keeper.lifecycle.start(unknown)  # nothing decided yet
+                assert report.rebroadcast == () and report.waiting_for_decision == (sent.id,)
+                await mine(keeper.w3)
+                report = await on_block(keeper, stale)
+                [cancel_id] = report.cancelled_by
+                await mine(keeper.w3)
+                assert (await on_block(keeper, wanted)).mined == (cancel_id,)
+                assert keeper.store.entry(sent.id).state is S.CANCELLED
+                assert await keeper.w3.eth.get_balance(RECIPIENT) == before  # never executed
+                assert await keeper_txs_on_chain(keeper.w3) == [
+                    keeper.store.entry(cancel_id).tx_hash
+                ]
+
+    run(scenario())
+
+
+def test_an_orphaned_transaction_whose_state_the_reorg_removed_is_cancelled(
+    sqlite_backend: StoreBackend,
+) -> None:
+    """Item 2: the reorg took the block of a mined transaction away (and with it the state
+    it was computed from): it is re-decided, not re-broadcast, and cancelled on its nonce."""
+
+    async def scenario() -> None:
+        async with rigged(sqlite_backend) as keeper:
+            await rpc(keeper.w3, "evm_setAutomine", False)
+            await started(keeper)
+            await mine(keeper.w3)
+            before = await keeper.w3.eth.get_balance(RECIPIENT)
+            snapshot = await rpc(keeper.w3, "evm_snapshot")
+            entry = await submit(keeper, transfer(value=10**18))
+            await mine(keeper.w3)
+            assert (await on_block(keeper, wanted)).mined == (entry.id,)
+            await rpc(keeper.w3, "evm_revert", snapshot)  # the block is gone ...
+            await mine(keeper.w3)  # ... and another takes its height
+            report = await on_block(keeper, stale)
+            assert report.reorged == (entry.id,) and report.rebroadcast == ()
+            [cancel_id] = report.cancelled_by
+            await mine(keeper.w3)
+            assert (await on_block(keeper, wanted)).mined == (cancel_id,)
+            assert await keeper.w3.eth.get_balance(RECIPIENT) == before
+            assert not keeper.store.vault_in_flight(VAULT)
+
+    run(scenario())
+
+
+class RefusesOnce:
+    """A route that refuses the first transaction it sees as underpriced, then relays."""
+
+    name = "private"
+
+    def __init__(self, inner: Broadcaster, nonce_of: Any) -> None:
+        self.inner, self.refused = inner, 0
+
+    async def send_raw(self, raw: bytes) -> None:
+        if self.refused == 0:
+            self.refused += 1
+            raise Underpriced("replacement transaction underpriced")
+        await self.inner.send_raw(raw)
+
+
+def test_a_refused_replacement_is_an_outcome_not_a_crash_loop(
+    backend: StoreBackend,
+) -> None:
+    """Item 3: the node refuses one replacement; the next block's attempt is new bytes above
+    it, journaled without hitting UNIQUE tx_hash, and exactly one transaction lands."""
+
+    async def scenario() -> None:
+        with anvil() as node:
+            async with rig(node.url, backend) as keeper:
+                await started(keeper)
+                await crowd_out(keeper.w3, 5)
+                old = await submit(keeper, transfer(gas=21_000))
+                route = RefusesOnce(Web3Broadcaster(keeper.w3, "public", FAST), None)
+                keeper.sender._routes = (route,)
+                await mine(keeper.w3, 3)
+                report = await on_block(keeper, wanted)  # stuck: replaced, refused
+                assert report.replaced_by == () and route.refused == 1
+                [refused] = keeper.store.entries_in([S.FAILED])
+                await mine(keeper.w3)
+                [new_id] = (await on_block(keeper, wanted)).replaced_by  # no exception
+                group = keeper.store.entries_for_nonce(KEEPER.address, old.nonce or 0)
+                assert len({e.tx_hash for e in group}) == 3
+                new = keeper.store.entry(new_id)
+                assert (new.max_fee_wei or 0) > (refused.max_fee_wei or 0)
+                await rpc(keeper.w3, "evm_setBlockGasLimit", hex(30_000_000))
+                await mine(keeper.w3, 3)
+                assert (await on_block(keeper, wanted)).mined == (new_id,)
+                assert [h for h in await keeper_txs_on_chain(keeper.w3)] == [new.tx_hash]
+
+    run(scenario())
+
+
+def test_two_instances_on_one_database_never_crash_each_other(
+    backend: StoreBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Item 9: the other instance's in-flight work is INFO, not ERROR, and both follow the
+    same journal to the receipt without a conflict escaping."""
+
+    async def scenario() -> None:
+        with anvil() as node:
+            async with rig(node.url, backend) as one, rig(node.url, backend) as two:
+                await rpc(one.w3, "evm_setAutomine", False)
+                await started(one)
+                await started(two)
+                entry = await submit(one, transfer())
+                with caplog.at_level(logging.INFO):
+                    refused = await two.lifecycle.submit(transfer())
+                    await mine(one.w3)
+                    reports = [await on_block(two, wanted), await on_block(one, wanted)]
+                assert isinstance(refused, Refused) and refused.reason is Refusal.IN_FLIGHT
+                assert [r.mined for r in reports] == [(entry.id,), ()]
+                assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+                assert await keeper_txs_on_chain(one.w3) == [entry.tx_hash]
+
+    run(scenario())
+
+
+def test_a_whole_transaction_revert_is_an_error_with_its_reason_and_backs_the_vault_off(
+    sqlite_backend: StoreBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Item 10: ERROR with the decoded reason, a counter, and the same work is not resent
+    every block (per-vault backoff)."""
+
+    async def scenario() -> None:
+        async with rigged(sqlite_backend) as keeper:
+            target = await deploy_reverter(keeper.w3, error_string("deadline expired"))
+            await started(keeper)
+            doomed = TxIntent(
+                kind=TxKind.REBALANCE,
+                sender=KEEPER.address,
+                to=target,
+                data=b"\x12\x34",
+                gas_limit=100_000,  # no estimate: it goes on chain and reverts there
+                vaults=(VAULT,),
+            )
+            entry = await submit(keeper, doomed)
+            with caplog.at_level(logging.ERROR):
+                report = await on_block(keeper, wanted)
+            assert report.reverted == ((entry.id, "deadline expired"),)
+            assert keeper.store.entry(entry.id).receipt_status == 0
+            [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+            assert error.fields["reason"] == "deadline expired"  # type: ignore[attr-defined]
+            assert keeper.lifecycle.reverts_total == 1
+            again = await keeper.lifecycle.submit(doomed)
+            assert isinstance(again, Refused) and again.reason is Refusal.BACKOFF
+            assert VAULT in keeper.lifecycle.in_flight_vaults()
+
+    run(scenario())
+
+
+class Blackhole:
+    """A TCP port that accepts connections and never answers (a dead relay)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Counting:
+    def __init__(self, inner: Broadcaster) -> None:
+        self.inner, self.name, self.calls = inner, inner.name, 0
+
+    async def send_raw(self, raw: bytes) -> None:
+        self.calls += 1
+        await self.inner.send_raw(raw)
+
+
+def test_a_dead_private_relay_is_skipped_after_one_short_timeout(
+    sqlite_backend: StoreBackend,
+) -> None:
+    """Item 11: the relay gets one short timeout, then the circuit is open and sends go to
+    the public node at once; a transaction counts its blocks from its broadcast."""
+    hole = Blackhole()
+
+    async def scenario() -> None:
+        with anvil() as node:
+            relay_w3 = web3(hole.url, timeout=30)  # the relay's own timeout would be long
+            dead = Counting(Web3Broadcaster(relay_w3, "private", FAST))
+            breaker = GuardedRelay(dead, timeout_seconds=0.3, cooldown_seconds=3600)
+            async with rig(node.url, sqlite_backend, private_route=breaker) as keeper:
+                await rpc(keeper.w3, "evm_setAutomine", False)
+                await started(keeper)
+                first = await submit(keeper, transfer(vault="0x" + "01" * 20))
+                second = await submit(keeper, transfer(vault="0x" + "02" * 20))
+                assert dead.calls == 1 and breaker.trips == 1 and breaker.is_open()
+                assert first.sent_at_block == second.sent_at_block == (await keeper.head()).number
+                await mine(keeper.w3)
+                assert set((await on_block(keeper, wanted)).mined) == {first.id, second.id}
+            await relay_w3.provider.disconnect()  # type: ignore[attr-defined]
+
+    try:
+        run(scenario())
+    finally:
+        hole.close()
