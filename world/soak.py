@@ -399,9 +399,8 @@ class Soak:
         assert self.keeper is not None
         try:
             decisions = self.keeper.tick()
-        except Crash:
-            self.keeper.loop.close()
-            self.keeper.store.close()
+        except Crash:  # the process died: what it held is released, the database stays
+            self.keeper.stop()
             self.keeper = _Keeper(self.cfg)
             decisions = self.keeper.tick()
         if self.faults.refuse_blocks > 0:

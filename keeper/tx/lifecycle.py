@@ -58,7 +58,7 @@ from keeper.errors import (
 )
 from keeper.store import JournalEntry, Store, TxIntent, TxKind
 from keeper.tx.confirm import Confirmer, LifecycleReport
-from keeper.tx.sender import Sender
+from keeper.tx.sender import Sender, Unsent
 from keeper.tx.stuck import Redecide
 
 log = logging.getLogger("keeper.tx")
@@ -155,8 +155,10 @@ class Lifecycle:
             return self._logged(intent, Refused(Refusal.IN_FLIGHT, str(exc)))
         except InsufficientFunds as exc:
             return self._logged(intent, Refused(Refusal.FUNDS, str(exc)))
+        except Unsent as exc:  # signed, not broadcast: re-decided next block
+            return self._logged(intent, Refused(Refusal.NODE, str(exc), exc.entry_id))
         except RetryableError as exc:
-            return self._logged(intent, Refused(Refusal.NODE, str(exc), self._entry_of(intent)))
+            return self._logged(intent, Refused(Refusal.NODE, str(exc)))
         except (ConfigError, FatalError) as exc:
             return self._logged(intent, Refused(Refusal.INVALID, str(exc)))
         except KeeperError as exc:
@@ -190,13 +192,6 @@ class Lifecycle:
         taken = set(intent.vaults) & self._store.vaults_in_flight()
         if taken:
             return Refused(Refusal.IN_FLIGHT, f"work in flight for {sorted(taken)}")
-        return None
-
-    def _entry_of(self, intent: TxIntent) -> int | None:
-        """The signed entry a failed broadcast left (re-decided next block), if any."""
-        for entry in self._store.open_entries(self.address):
-            if entry.vaults and entry.vaults == intent.vaults:
-                return entry.id
         return None
 
     @staticmethod

@@ -51,6 +51,7 @@ from keeper.errors import (
     JournalConflict,
     KeeperError,
     NonceTooLow,
+    RetryableError,
     RpcError,
     RpcTimeout,
     Underpriced,
@@ -91,6 +92,14 @@ class Web3Broadcaster:
         await self._policy.call(
             lambda: self._w3.eth.send_raw_transaction(raw), f"eth_sendRawTransaction ({self.name})"
         )
+
+
+class Unsent(RpcError):
+    """The node could not be reached for a first broadcast: the entry stays ``signed``."""
+
+    def __init__(self, entry_id: int, detail: str) -> None:
+        super().__init__(f"entry {entry_id} signed, not broadcast: {detail}")
+        self.entry_id = entry_id
 
 
 class GuardedRelay:
@@ -306,7 +315,7 @@ class Sender:
         fees = fees or await self.new_fees(intent)
         entry = await self.prepare(intent, fees)
         try:
-            return await self.broadcast(entry)
+            return await self._broadcast_signed(entry)
         except (NonceTooLow, Underpriced) as exc:
             if not self.config.resend_after_nonce_conflict:
                 raise
@@ -315,7 +324,15 @@ class Sender:
                 extra={"fields": {"entry": entry.id, "nonce": entry.nonce, "error": str(exc)}},
             )
             await self.nonces.sync()
-            return await self.broadcast(await self.prepare(intent, fees))
+            return await self._broadcast_signed(await self.prepare(intent, fees))
+
+    async def _broadcast_signed(self, entry: JournalEntry) -> JournalEntry:
+        try:
+            return await self.broadcast(entry)
+        except (NonceTooLow, Underpriced):
+            raise
+        except RetryableError as exc:  # the entry stays signed: say which one
+            raise Unsent(entry.id, str(exc)) from exc
 
     async def prepare(self, intent: TxIntent, fees: FeeQuote) -> JournalEntry:
         """Journal the intent, claim a nonce, sign, journal the raw bytes.

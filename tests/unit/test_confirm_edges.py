@@ -13,6 +13,7 @@ from fake_chain import GWEI, bhash, build, intent, run, wanted
 from keeper.core.types import BlockRef
 from keeper.errors import FatalError, RpcTimeout
 from keeper.store import JournalState
+from keeper.tx.sender import Unsent
 
 S = JournalState
 VAULT = "0x" + "aa" * 20
@@ -108,7 +109,7 @@ def test_a_nonce_given_back_below_a_sent_one_is_filled_so_the_later_one_can_land
         eth.accept(raw)
 
     eth.send_hook = node
-    with pytest.raises(RpcTimeout):
+    with pytest.raises(Unsent):
         run(sender.submit(intent(account.address, VAULT)))  # X, nonce 0: stays signed
     x_raw = store.entry(1).raw_tx
     other = "0x" + "bb" * 20
