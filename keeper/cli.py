@@ -99,7 +99,7 @@ async def _run(settings: Settings, max_blocks: int | None) -> None:
     account = None
     if not settings.dry_run:
         from keeper.act import build_actor
-        from keeper.chain.signer import signer_address
+        from keeper.tx.signer import signer_address
 
         sending, account = build_actor, signer_address(settings)
     log.info(

@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
 
+    # --- transaction lifecycle (keeper.tx) ----------------------------------------------
+    private_rpc_timeout_seconds: float = Field(1.5, gt=0)
+    private_rpc_cooldown_seconds: float = Field(60.0, ge=0)
+    revert_backoff_blocks: int = Field(2, gt=0)
+
     @field_validator("rpc_url", "private_rpc_url", "aggregator_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:

@@ -274,7 +274,7 @@ async def _check_nodes(
 
 
 def _key(settings: Settings, findings: list[Finding]) -> str | None:
-    from keeper.chain.signer import load_signer
+    from keeper.tx.signer import load_signer
 
     if settings.keystore_path is None and settings.private_key is None:
         return None

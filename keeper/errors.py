@@ -93,10 +93,6 @@ class InsufficientFunds(FatalError):
     """The keeper's account cannot pay for a transaction (gas x max fee + value): fund it."""
 
 
-class DecisionPending(RetryableError):
-    """The keeper has not decided on a vault yet (it just started): ask again next block."""
-
-
 class FeeCapExceeded(KeeperError):
     """Fees are above the configured cap: non-urgent work waits."""
 

@@ -1,4 +1,9 @@
-"""One block's tick, top to bottom: link the head -> read -> decide -> act -> persist.
+"""One block's tick, top to bottom: link the head -> read -> decide -> follow the journal ->
+act -> persist.
+
+The journal is followed (receipts, reorgs, stuck or forgotten transactions) AFTER this
+block's decisions: whether journaled work is still wanted is judged on this block's state,
+never the previous block's.
 
 Everything the tick needs is passed in (:class:`Pipeline` fields), so tests can drive it
 with fakes or against a real node.
@@ -33,10 +38,13 @@ class Actor(Protocol):
     ) -> set[str]:
         """Submit the rebalances it can; return the vaults whose rebalance is now in flight."""
 
-    async def on_chain_update(self, update: ChainUpdate) -> dict[str, str]:
-        """Track receipts, replace stuck transactions, handle reorgs of mined ones. Returns
-        the governance triggers (vault -> "request" | "params") whose rebalance failed on
-        chain: they were not handled after all."""
+    async def on_chain_update(
+        self, update: ChainUpdate, decisions: Sequence[Decision]
+    ) -> dict[str, str]:
+        """After this block's ``decisions``: track receipts, handle reorgs of mined ones,
+        re-decide stuck or forgotten transactions from ``decisions``. Returns the governance
+        triggers (vault -> "request" | "params") whose rebalance failed on chain: they were
+        not handled after all, and fire again next block."""
 
     async def close(self) -> None:
         """Release connections."""
@@ -62,14 +70,14 @@ class Pipeline:
     registry_version: int = -1
     registry_block: int | None = None  # the block of the last registry sync
     memory: dict[str, VaultMemory] = field(default_factory=dict)
+    skip_reasons: dict[str, str] = field(default_factory=dict)  # vault -> last skip logged
 
     async def tick(self, head: BlockRef, superseded: Sequence[int] = ()) -> TickReport | None:
-        """One block: link it (gaps, reorgs) -> follow the journal -> read everything in one
-        multicall -> decide every vault -> act (unless dry run) -> persist and log."""
+        """One block: link it (gaps, reorgs) -> read everything in one multicall -> decide
+        every vault -> follow the journal with these decisions -> act (unless dry run) ->
+        persist and log."""
         update = await self.follower.follow(head)
         self._log_chain(update, superseded)
-        if self.actor is not None:
-            self._reopen(await self.actor.on_chain_update(update))
         if update.head is None:
             return None
         block = update.head
@@ -79,13 +87,16 @@ class Pipeline:
         decisions = decide_block(
             block, snapshot.base_fee_wei, snapshot.vaults, self.memory, self.costs
         ) + _unreadable(block, snapshot)
+        failed: dict[str, str] = {}
         if self.actor is None:
             acted = {d.vault for d in decisions if d.action == Action.REBALANCE}
         else:
+            failed = await self.actor.on_chain_update(update, decisions)
             acted = await self.actor.act(block, snapshot, decisions)
         self._remember(block, snapshot, decisions, acted)
+        self._reopen(failed)
         self.store.commit_block(block, decisions)
-        _log_decisions(decisions, acted, dry_run=self.actor is None)
+        _log_decisions(decisions, acted, self.skip_reasons, dry_run=self.actor is None)
         return TickReport(block, decisions, frozenset(acted), calls, update)
 
     def _remember(
@@ -229,8 +240,14 @@ def _unreadable(block: BlockRef, snapshot: Snapshot) -> tuple[Decision, ...]:
     )
 
 
-def _log_decisions(decisions: Sequence[Decision], acted: set[str], dry_run: bool) -> None:
+def _log_decisions(
+    decisions: Sequence[Decision], acted: set[str], skips: dict[str, str], dry_run: bool
+) -> None:
+    """Rebalances at INFO; a skip at WARNING when it starts or its reason changes, at DEBUG
+    while it lasts (a vault skipped for an hour logs one warning, not one per block)."""
     for d in decisions:
+        if d.action != Action.SKIP:
+            skips.pop(d.vault, None)
         if d.action == Action.HOLD:
             continue
         fields = {
@@ -246,5 +263,8 @@ def _log_decisions(decisions: Sequence[Decision], acted: set[str], dry_run: bool
             "trade_wei": d.trade_wei,
             "sent": d.vault in acted and not dry_run,
         }
-        level = logging.WARNING if d.action == Action.SKIP else logging.INFO
+        level = logging.INFO
+        if d.action == Action.SKIP:
+            level = logging.DEBUG if skips.get(d.vault) == d.reason else logging.WARNING
+            skips[d.vault] = d.reason
         log.log(level, "decision", extra={"fields": fields})

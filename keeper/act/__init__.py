@@ -1,7 +1,7 @@
-"""Acting on decisions: size, gate on fees, route, simulate, batch, send, confirm, verify."""
+"""Acting on decisions: size, gate on fees, route, simulate, batch, submit, verify."""
 
 from keeper.act.actor import ActConfig, RebalanceActor
-from keeper.act.stuck import batch_check, still_needed_for
+from keeper.act.redecide import batch_check, redecide_from
 from keeper.act.wiring import build_actor
 
-__all__ = ["ActConfig", "RebalanceActor", "batch_check", "build_actor", "still_needed_for"]
+__all__ = ["ActConfig", "RebalanceActor", "batch_check", "build_actor", "redecide_from"]

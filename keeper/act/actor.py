@@ -7,7 +7,11 @@ One block, top to bottom (:meth:`RebalanceActor.act`):
 4. quote every trade concurrently (aggregator, direct Uniswap fallback, oracle-bounded);
 5. simulate the whole batch with eth_call; legs that would revert are dropped with the reason;
 6. pack the legs into as few ``RebalanceBatcher`` transactions as the gas limit allows and
-   hand each to the sender (journal -> sign -> broadcast).
+   submit each to the transaction lifecycle (``keeper.tx``: journal -> sign -> broadcast).
+
+The lifecycle follows the journal once per block AFTER this block's decisions
+(:meth:`RebalanceActor.on_chain_update`), asking :func:`keeper.act.redecide.redecide_from`
+whether journaled work is still wanted before anything is re-broadcast or replaced.
 """
 
 from __future__ import annotations
@@ -21,11 +25,10 @@ import aiohttp
 from eth_abi.abi import decode
 from web3 import AsyncWeb3
 
-from keeper.chain.confirm import Confirmer
+from keeper.act.redecide import BatchCheck, redecide_from
 from keeper.chain.reader import Snapshot
 from keeper.chain.retry import READ_POLICY
 from keeper.chain.routing import Routed, Router
-from keeper.chain.sender import Sender
 from keeper.config import GWEI
 from keeper.core import abi
 from keeper.core.chaintrack import ChainUpdate
@@ -33,8 +36,9 @@ from keeper.core.decide import GOVERNANCE_TRIGGERS
 from keeper.core.planner import FeeGate, NoTrade, TradeSpec, pack_batches, size_trade, split_by_fees
 from keeper.core.swap import SwapRequest
 from keeper.core.types import Action, BlockRef, Decision, VaultState
-from keeper.errors import FeeCapExceeded, KeeperError, RetryableError, SimulationReverted
+from keeper.errors import SimulationReverted
 from keeper.store import JournalEntry, Store, TxIntent, TxKind
+from keeper.tx import Lifecycle, Refused, Verdict
 
 log = logging.getLogger("keeper.act")
 
@@ -62,27 +66,33 @@ class RebalanceActor:
     config: ActConfig
     store: Store
     router: Router
-    sender: Sender
-    confirmer: Confirmer
-    deviations: dict[str, float]  # each vault's latest deviation (shared with still_needed)
+    lifecycle: Lifecycle
+    executes: BatchCheck  # would a journaled batch still execute every leg now
     session: aiohttp.ClientSession | None = None
-    urgent: set[str] = field(default_factory=set)  # vaults urgent now (shared with urgent_now)
     # vault -> (the decision it sent, the block its rebalance was mined in)
     to_verify: dict[str, tuple[Decision, int]] = field(default_factory=dict)
 
     async def start(self) -> None:
         """Before anything else: bring the journal in line with the chain."""
-        report = await self.confirmer.reconcile()
+        report = await self.lifecycle.start(_no_decision_yet)
         log.info("journal reconciled", extra={"fields": _report_fields(report)})
         for entry_id in report.mined:  # mined while the keeper was down: verify them too
             await self._inspect_mined(self.store.entry(entry_id))
 
     # --- the chain moved ---------------------------------------------------------------------
 
-    async def on_chain_update(self, update: ChainUpdate) -> dict[str, str]:
+    async def on_chain_update(
+        self, update: ChainUpdate, decisions: Sequence[Decision]
+    ) -> dict[str, str]:
+        """After this block's decisions: the lifecycle follows the journal, re-deciding
+        journaled work from ``decisions`` before re-broadcasting, replacing or cancelling."""
         if update.head is None:
             return {}
-        report = await self.confirmer.on_block(update.head)
+        report = await self.lifecycle.on_block(
+            update.head,
+            redecide_from(decisions, self.executes),
+            frozenset(d.vault for d in decisions if d.urgent),
+        )
         failed: dict[str, str] = {}
         for entry_id in report.mined:
             failed |= await self._inspect_mined(self.store.entry(entry_id))
@@ -148,10 +158,6 @@ class RebalanceActor:
         self, block: BlockRef, snapshot: Snapshot, decisions: Sequence[Decision]
     ) -> set[str]:
         self._verify_hedges(decisions)
-        self.deviations.clear()
-        self.deviations.update({d.vault: d.deviation for d in decisions if d.action != Action.SKIP})
-        self.urgent.clear()
-        self.urgent.update(d.vault for d in decisions if d.urgent)
         states = {s.address: s for s in snapshot.vaults}
         trades = self._trades(block, decisions, states)
         if not trades:
@@ -170,6 +176,7 @@ class RebalanceActor:
                     }
                 },
             )
+        go = await self._affordable(go)
         routed = await self._route(block, go, states)
         legs = await self._simulate(routed, block)
         by_vault = {d.vault: d for d in decisions}
@@ -203,7 +210,7 @@ class RebalanceActor:
         self, block: BlockRef, decisions: Sequence[Decision], states: dict[str, VaultState]
     ) -> list[TradeSpec]:
         # In flight, or mined in a block newer than the one these decisions read.
-        in_flight = set(self.store.vaults_in_flight())
+        in_flight = set(self.lifecycle.in_flight_vaults())
         for entry in self.store.mined_since(block.number + 1):
             in_flight.update(entry.vaults)
         trades = []
@@ -224,6 +231,23 @@ class RebalanceActor:
                 log.warning("trade resized", extra={"fields": {"vault": d.vault, "why": spec.note}})
             trades.append(spec)
         return trades
+
+    async def _affordable(self, trades: Sequence[TradeSpec]) -> list[TradeSpec]:
+        """Trades whose transaction would fit under its fee cap now; above the (emergency)
+        cap nothing is quoted, simulated or journaled, and the vault is re-decided next block."""
+        allowed: dict[bool, bool] = {}
+        kept = []
+        for t in trades:
+            if t.urgent not in allowed:
+                allowed[t.urgent] = await self.lifecycle.fees_allow(t.urgent)
+            if allowed[t.urgent]:
+                kept.append(t)
+            else:
+                log.info(
+                    "rebalance deferred: fees above the cap for its urgency",
+                    extra={"fields": {"vault": t.vault, "urgent": t.urgent}},
+                )
+        return kept
 
     async def _route(
         self, block: BlockRef, trades: Sequence[TradeSpec], states: dict[str, VaultState]
@@ -346,20 +370,10 @@ class RebalanceActor:
                     "decisions": {v: _decision_json(decisions[v]) for v in vaults},
                 },
             )
-            try:
-                entry = await self.sender.submit(intent)
-            except FeeCapExceeded as exc:
-                log.info("batch deferred", extra={"fields": {"vaults": vaults, "why": str(exc)}})
+            outcome = await self.lifecycle.submit(intent)
+            if isinstance(outcome, Refused):  # logged by the lifecycle; decided afresh next block
                 continue
-            except RetryableError as exc:
-                log.warning(
-                    "batch not sent, retried next block",
-                    extra={"fields": {"vaults": vaults, "why": str(exc)}},
-                )
-                continue
-            except KeeperError as exc:
-                log.error("batch refused", extra={"fields": {"vaults": vaults, "why": str(exc)}})
-                continue
+            entry = outcome.entry
             log.info(
                 "rebalance batch sent",
                 extra={
@@ -374,6 +388,11 @@ class RebalanceActor:
             )
             sent.update(vaults)
         return sent
+
+
+async def _no_decision_yet(entry: JournalEntry) -> Verdict:
+    """At start nothing is decided yet: journaled work waits for the first block's decisions."""
+    return Verdict.UNKNOWN
 
 
 def _decision_json(d: Decision) -> dict[str, Any]:

@@ -7,19 +7,19 @@ from eth_utils.address import to_checksum_address
 from web3 import AsyncWeb3
 
 from keeper.act.actor import ActConfig, RebalanceActor
-from keeper.act.stuck import batch_check, still_needed_for, urgent_now_for
+from keeper.act.redecide import batch_check
 from keeper.chain.aggregator import ZeroExClient
-from keeper.chain.confirm import ConfirmConfig, Confirmer
-from keeper.chain.nonces import NonceManager
 from keeper.chain.routing import Router
 from keeper.chain.rpc import RpcClient
-from keeper.chain.sender import Sender, SenderConfig, Web3Broadcaster
-from keeper.chain.signer import load_signer
 from keeper.chain.uniswap import UniswapDirect
 from keeper.config import GWEI, Addresses, Settings
 from keeper.core.fees import FeePolicy
 from keeper.runner import check_chain
 from keeper.store import Store
+from keeper.tx import ConfirmConfig, Confirmer, Lifecycle, LifecycleConfig
+from keeper.tx.nonces import NonceManager
+from keeper.tx.sender import GuardedRelay, Sender, SenderConfig, Web3Broadcaster
+from keeper.tx.signer import load_signer
 
 
 async def build_actor(settings: Settings, store: Store, rpc: RpcClient) -> RebalanceActor:
@@ -44,7 +44,11 @@ async def build_actor(settings: Settings, store: Store, rpc: RpcClient) -> Rebal
     private = None
     if settings.private_rpc_url:
         private_w3 = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(settings.private_rpc_url))
-        private = Web3Broadcaster(private_w3, "private")
+        private = GuardedRelay(
+            Web3Broadcaster(private_w3, "private"),
+            timeout_seconds=settings.private_rpc_timeout_seconds,
+            cooldown_seconds=settings.private_rpc_cooldown_seconds,
+        )
     sender = Sender(
         w3,
         account,
@@ -81,18 +85,17 @@ async def build_actor(settings: Settings, store: Store, rpc: RpcClient) -> Rebal
         gas_batch_base=settings.gas_units_per_rebalance - settings.gas_units_per_extra_vault,
         max_fee_cap_wei=settings.max_fee_wei,
     )
-    deviations: dict[str, float] = {}
-    urgent: set[str] = set()
     confirmer = Confirmer(
-        w3,
+        w3, sender, store, ConfirmConfig(stuck_after_blocks=settings.stuck_after_blocks)
+    )
+    lifecycle = Lifecycle(
         sender,
+        confirmer,
         store,
-        ConfirmConfig(stuck_after_blocks=settings.stuck_after_blocks),
-        still_needed=still_needed_for(deviations, batch_check(w3, account.address)),
-        urgent_now=urgent_now_for(urgent),
+        LifecycleConfig(revert_backoff_blocks=settings.revert_backoff_blocks),
     )
     actor = RebalanceActor(
-        w3, config, store, router, sender, confirmer, deviations, session, urgent=urgent
+        w3, config, store, router, lifecycle, batch_check(w3, account.address), session
     )
     await actor.start()
     return actor

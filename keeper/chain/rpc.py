@@ -494,7 +494,7 @@ def _item(reply: dict[str, Any], method: str, endpoint: Endpoint) -> Any | Keepe
 
 
 class RpcBroadcaster:
-    """``keeper.chain.sender.Broadcaster`` over ``RpcClient.broadcast``: every healthy
+    """``keeper.tx.sender.Broadcaster`` over ``RpcClient.broadcast``: every healthy
     endpoint gets the bytes.
 
     ``fence`` (e.g. ``Store.check_lease``) is called first and raises when this instance

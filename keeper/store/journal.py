@@ -198,6 +198,8 @@ def mark_signed(conn: Connection, entry_id: int, signed: SignedTx, now: float) -
         raise JournalConflict(
             f"journal entry {entry_id} holds nonce {entry.nonce}, signed with {signed.nonce}"
         )
+    if _hash_taken(conn, signed.tx_hash):
+        raise JournalConflict(f"journal entry {entry_id}: transaction {signed.tx_hash} exists")
     return move(conn, entry_id, S.SIGNED, now, **_signed_values(signed))
 
 
@@ -211,9 +213,11 @@ def insert_successor(
     signed: SignedTx,
     now: float,
 ) -> int:
-    """Insert a signed same-nonce replacement (or cancel) of a ``sent`` entry."""
+    """Insert a signed same-nonce replacement (or cancel) of a ``sent`` entry (or of a
+    ``signed`` one, whose bytes may be on a node after a crash). Bytes the journal holds
+    already are refused with ``JournalConflict``, never the table's UNIQUE ``tx_hash``."""
     old = get(conn, old_id)
-    if old.state is not S.SENT or old.nonce != signed.nonce:
+    if old.state not in OPEN_STATES or old.nonce != signed.nonce:
         raise JournalConflict(
             f"journal entry {old_id} ({old.state}, nonce {old.nonce}) cannot be replaced "
             f"by a transaction with nonce {signed.nonce}"
@@ -222,14 +226,17 @@ def insert_successor(
     # allow one unsent replacement per group at a time.
     touched = conn.execute(
         update(journal)
-        .where(and_(journal.c.id == old_id, journal.c.state == S.SENT.value))
+        .where(and_(journal.c.id == old_id, journal.c.state == old.state.value))
         .values(updated_at=now)
     )
-    pending = [e.id for e in for_nonce(conn, old.sender, signed.nonce) if e.state is S.SIGNED]
+    group = for_nonce(conn, old.sender, signed.nonce)
+    pending = [e.id for e in group if e.state is S.SIGNED and e.id != old_id]
     if touched.rowcount != 1 or pending:
         raise JournalConflict(
             f"journal entry {old_id} is being replaced already (unsent entries {pending})"
         )
+    if any(e.tx_hash == signed.tx_hash for e in group) or _hash_taken(conn, signed.tx_hash):
+        raise JournalConflict(f"journal entry {old_id}: transaction {signed.tx_hash} exists")
     return _insert(
         conn,
         root_id=old.root_id,
@@ -248,12 +255,17 @@ def insert_successor(
     )
 
 
+def _hash_taken(conn: Connection, tx_hash: str) -> bool:
+    found = conn.execute(select(journal.c.id).where(journal.c.tx_hash == tx_hash)).first()
+    return found is not None
+
+
 def mark_sent(conn: Connection, entry_id: int, at_block: int, now: float) -> JournalEntry:
-    """``signed -> sent``; a replacement also moves the entry it replaces (if still ``sent``)."""
+    """``signed -> sent``; a replacement also moves the entry it replaces (if still open)."""
     entry = move(conn, entry_id, S.SENT, now, sent_at_block=at_block)
     if entry.replaces_id is not None:
         old = get(conn, entry.replaces_id)
-        if old.state is S.SENT:
+        if old.state in OPEN_STATES:
             superseded = S.CANCELLED if entry.kind is TxKind.CANCEL else S.REPLACED
             move(conn, old.id, superseded, now, replaced_by_id=entry_id)
     return entry

@@ -23,7 +23,8 @@ class JournalState(enum.StrEnum):
     * ``mined``: a receipt exists in the block recorded; ``receipt_status`` says whether
       it succeeded. A reorg that removes that block moves it back to ``sent``.
     * ``replaced`` / ``cancelled``: a same-nonce replacement / 0-value cancel was accepted
-      by the node. Until one of the group is mined such an entry may still win the race,
+      by the node (of a ``sent`` entry, or of a ``signed`` one whose bytes may have reached
+      a node before a crash). Until one of the group is mined such an entry may still win the race,
       so it can still become ``mined``.
     * ``dropped``: the nonce was used on chain by another transaction.
     * ``failed``: never reached the chain (could not be built or signed, or the node
@@ -43,7 +44,7 @@ class JournalState(enum.StrEnum):
 S = JournalState
 TRANSITIONS: Mapping[JournalState, frozenset[JournalState]] = {
     S.INTENT: frozenset({S.SIGNED, S.FAILED}),
-    S.SIGNED: frozenset({S.SENT, S.MINED, S.FAILED, S.DROPPED}),
+    S.SIGNED: frozenset({S.SENT, S.MINED, S.REPLACED, S.CANCELLED, S.FAILED, S.DROPPED}),
     S.SENT: frozenset({S.MINED, S.REPLACED, S.CANCELLED, S.FAILED, S.DROPPED}),
     S.REPLACED: frozenset({S.MINED}),
     S.CANCELLED: frozenset({S.MINED}),

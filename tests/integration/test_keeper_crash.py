@@ -3,7 +3,11 @@
 * killed (SIGKILL) after broadcasting, before the receipt: on restart it recognises the mined
   transaction and sends nothing new;
 * crashed after signing, before broadcasting: on restart it broadcasts the journaled bytes
-  (the same transaction hash) and the vault is rebalanced once.
+  (the same transaction hash) once re-decided against the current state, and the vault is
+  rebalanced once;
+* killed with a batch pending, the node forgets it and the price comes back (issue 10 item 1):
+  on restart the stale batch is not re-broadcast but cancelled on its nonce, and no vault's
+  hedge moves.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from conftest import ForkedWorld
 from keeper_support import keeper_settings, reached, spawn_keeper, start_keeper, wait_until
 from sqlalchemy import create_engine, text
 
-from keeper.chain.sender import Sender
 from keeper.store import JournalEntry, JournalState, Store, TxKind
+from keeper.tx.sender import Sender
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -171,3 +175,44 @@ def test_crash_after_signing_rebroadcasts_the_same_bytes(
     receipt = chain.provider.web3.eth.get_transaction_receipt(signed.tx_hash)
     assert receipt["status"] == 1  # the very transaction signed before the crash
     assert [e.id for e in rebalances(store)] == [signed.id]
+
+
+def test_a_stale_batch_is_not_re_mined_after_a_restart(
+    db_url: str,
+    rpc_url: str,
+    fresh_world: ForkedWorld,
+    keeper_key: str,
+    governance: Any,
+    chain: Any,
+) -> None:
+    """Issue 10 item 1: killed with a batch pending; while it is down the node forgets the
+    transaction and the price comes back. At restart the journal does not re-broadcast the
+    signed bytes: the batch is re-decided (stale), cancelled on its nonce, no hedge moves."""
+    settings = keeper_settings(rpc_url, fresh_world.manifest_file, db_url, private_key=keeper_key)
+    vaults = list(fresh_world.vaults.values())
+    original = fresh_world.feed.latestRoundData()[1]
+    running = start_keeper(settings)
+    chain.provider.auto_mine = False
+    try:
+        running.tick(chain)
+        move_out_of_band(fresh_world, governance)
+        running.tick(chain)  # the round is mined; the keeper decides and broadcasts
+        (pending,) = rebalances(running.store)
+        assert pending.state == JournalState.SENT
+        running.stop()  # killed
+        weth = {v.address: fresh_world.weth.balanceOf(v) for v in vaults}
+        chain.provider.make_request("anvil_dropTransaction", [pending.tx_hash])
+        fresh_world.feed.setAnswer(original, sender=governance)  # the price comes back
+        running = start_keeper(settings)  # reconciles: nothing decided yet, nothing sent
+        assert running.store.entry(pending.id).state == JournalState.SENT
+        for _ in range(3):
+            running.tick(chain)
+    finally:
+        chain.provider.auto_mine = True
+    store = running.store
+    group = store.entries_for_nonce(pending.sender, pending.nonce or 0)
+    (mined,) = [e for e in group if e.state == JournalState.MINED]
+    assert mined.kind == TxKind.CANCEL
+    assert store.entry(pending.id).state == JournalState.CANCELLED
+    assert {v.address: fresh_world.weth.balanceOf(v) for v in vaults} == weth
+    running.stop()

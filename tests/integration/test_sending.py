@@ -7,6 +7,7 @@ the block gas limit fits one transfer and another account keeps outbidding the k
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -36,17 +37,12 @@ from sending_support import (
 from web3 import AsyncWeb3
 
 from keeper.chain.blocks import block_ref
-from keeper.chain.confirm import ConfirmConfig, Confirmer, StillNeeded, always_needed
-from keeper.chain.nonces import NonceManager
 from keeper.chain.retry import RetryPolicy, guarded
-from keeper.chain.sender import Broadcaster, Sender, SenderConfig, Web3Broadcaster
 from keeper.core.fees import FeePolicy, bump
 from keeper.core.types import BlockRef
 from keeper.errors import (
     AlreadyKnown,
-    DecisionPending,
     FatalError,
-    FeeCapExceeded,
     InsufficientFunds,
     NonceTooLow,
     RetryableError,
@@ -55,7 +51,19 @@ from keeper.errors import (
     SimulationReverted,
     Underpriced,
 )
-from keeper.store import JournalState, Store, TxIntent, TxKind
+from keeper.store import JournalEntry, JournalState, Store, TxIntent, TxKind
+from keeper.tx import (
+    ConfirmConfig,
+    Confirmer,
+    Lifecycle,
+    Redecide,
+    Refusal,
+    Refused,
+    Submitted,
+    Verdict,
+)
+from keeper.tx.nonces import NonceManager
+from keeper.tx.sender import Broadcaster, GuardedRelay, Sender, SenderConfig, Web3Broadcaster
 
 pytestmark = pytest.mark.integration
 
@@ -96,13 +104,22 @@ class Rig:
     nonces: NonceManager
     sender: Sender
     confirmer: Confirmer
+    lifecycle: Lifecycle
+    redecide: Redecide
     others: tuple[AsyncWeb3[Any], ...] = ()
 
     async def head(self) -> BlockRef:
         return block_ref(await self.w3.eth.get_block("latest"))
 
     async def on_head(self) -> Any:
-        return await self.confirmer.on_block(await self.head())
+        return await self.confirmer.on_block(await self.head(), self.redecide)
+
+    async def reconcile(self) -> Any:
+        return await self.confirmer.reconcile(self.redecide)
+
+    async def prepare(self, intent: TxIntent) -> JournalEntry:
+        """Journaled and signed, never broadcast (what a crash right after signing leaves)."""
+        return await self.sender.prepare(intent, await self.sender.new_fees(intent))
 
     async def close(self) -> None:
         self.store.close()
@@ -114,7 +131,7 @@ class Rig:
 async def rig(
     url: str,
     backend: StoreBackend,
-    still_needed: StillNeeded = always_needed,
+    redecide: Redecide | None = None,
     private_url: str | None = None,
     stale_intent_seconds: float = 60.0,
     low_balance_wei: int = 0,
@@ -140,10 +157,10 @@ async def rig(
         sender,
         store,
         ConfirmConfig(stuck_after_blocks=3, stale_intent_seconds=stale_intent_seconds),
-        still_needed,
         FAST,
     )
-    made = Rig(w3, store, nonces, sender, confirmer, others)
+    lifecycle = Lifecycle(sender, confirmer, store)
+    made = Rig(w3, store, nonces, sender, confirmer, lifecycle, redecide or wanted, others)
     try:
         yield made
     finally:
@@ -156,6 +173,18 @@ async def rigged(backend: StoreBackend, **options: Any) -> AsyncIterator[Rig]:
     with anvil() as node:
         async with rig(node.url, backend, **options) as keeper:
             yield keeper
+
+
+async def wanted(entry: JournalEntry) -> Verdict:
+    return Verdict.STILL_WANTED
+
+
+async def stale(entry: JournalEntry) -> Verdict:
+    return Verdict.STALE
+
+
+async def unknown(entry: JournalEntry) -> Verdict:
+    return Verdict.UNKNOWN
 
 
 def transfer(value: int = 10**15, gas: int | None = None, vault: str = VAULT) -> TxIntent:
@@ -270,13 +299,16 @@ def test_fees_above_the_cap_make_non_urgent_work_wait(sqlite_backend: StoreBacke
         async with rigged(sqlite_backend) as keeper:
             await rpc(keeper.w3, "anvil_setNextBlockBaseFeePerGas", hex(200 * GWEI))
             await mine(keeper.w3)  # the next base fee is now ~175 gwei, above the 100 cap
-            with pytest.raises(FeeCapExceeded):
-                await keeper.sender.submit(transfer())
-            [waited] = keeper.store.entries_in([S.FAILED])
-            assert "above the cap" in (waited.error or "") and waited.nonce is None
+            await keeper.lifecycle.start(wanted)
+            waited = await keeper.lifecycle.submit(transfer())
+            assert isinstance(waited, Refused) and waited.reason is Refusal.FEES
+            assert "above the cap" in waited.detail
+            assert keeper.store.entries_in(list(S)) == []  # item 15: no failed row per block
             assert not keeper.store.vault_in_flight(VAULT)
             urgent = TxIntent(**{**transfer().__dict__, "urgent": True})
-            entry = await keeper.sender.submit(urgent)
+            outcome = await keeper.lifecycle.submit(urgent)
+            assert isinstance(outcome, Submitted)
+            entry = outcome.entry
             assert entry.nonce == 0 and entry.max_fee_wei is not None
             assert 175 * GWEI < entry.max_fee_wei <= 500 * GWEI
             assert (await keeper.on_head()).mined == (entry.id,)
@@ -358,11 +390,8 @@ def test_a_stuck_transaction_is_replaced_and_exactly_one_lands(
 
 
 def test_work_no_longer_needed_is_cancelled(sqlite_backend: StoreBackend) -> None:
-    async def obsolete(entry: Any) -> bool:
-        return False
-
     async def scenario() -> None:
-        async with rigged(sqlite_backend, still_needed=obsolete) as keeper:
+        async with rigged(sqlite_backend, redecide=stale) as keeper:
             before = await keeper.w3.eth.get_balance(RECIPIENT)
             await crowd_out(keeper.w3, 3)
             old = await keeper.sender.submit(transfer(value=10**18, gas=21_000))
@@ -385,16 +414,13 @@ def test_work_no_longer_needed_is_cancelled(sqlite_backend: StoreBackend) -> Non
 def test_a_stuck_transaction_is_left_alone_while_its_need_is_unknown(
     sqlite_backend: StoreBackend,
 ) -> None:
-    verdicts: list[bool | None] = [None, True]  # undecided (just restarted), then needed
+    verdicts = [Verdict.UNKNOWN, Verdict.STILL_WANTED]  # undecided (just restarted), then needed
 
-    async def judge(entry: Any) -> bool:
-        verdict = verdicts.pop(0)
-        if verdict is None:
-            raise DecisionPending("no decision since the start")
-        return verdict
+    async def judge(entry: Any) -> Verdict:
+        return verdicts.pop(0)
 
     async def scenario() -> None:
-        async with rigged(sqlite_backend, still_needed=judge) as keeper:
+        async with rigged(sqlite_backend, redecide=judge) as keeper:
             await crowd_out(keeper.w3, 4)
             old = await keeper.sender.submit(transfer(gas=21_000))
             await mine(keeper.w3, 3)
@@ -499,8 +525,8 @@ def test_crash_before_signing_gives_the_nonce_back(backend: StoreBackend) -> Non
             async with rig(node.url, backend) as crashed:
                 entry = crashed.store.create_intent(transfer())
                 await crashed.nonces.claim(entry.id)  # ... and the process dies here
-            async with rig(node.url, backend, stale_intent_seconds=0) as keeper:
-                report = await keeper.confirmer.reconcile()
+            async with rig(node.url, backend) as keeper:  # item 13: at once, not after 30 s
+                report = await keeper.reconcile()
                 assert report.failed == (entry.id,)
                 assert keeper.store.entry(entry.id).state is S.FAILED
                 again = await keeper.sender.submit(transfer())
@@ -513,14 +539,14 @@ def test_crash_after_signing_before_broadcast(backend: StoreBackend) -> None:
     async def scenario() -> None:
         with anvil() as node:
             async with rig(node.url, backend) as crashed:
-                signed = await crashed.sender.prepare(transfer())  # journaled, never broadcast
+                signed = await crashed.prepare(transfer())  # journaled, never broadcast
             async with rig(node.url, backend) as keeper:
-                report = await keeper.confirmer.reconcile()
+                report = await keeper.reconcile()
                 assert report.rebroadcast == (signed.id,)
                 assert keeper.store.entry(signed.id).state is S.SENT
                 assert (await keeper.on_head()).mined == (signed.id,)
                 assert await keeper_txs_on_chain(keeper.w3) == [signed.tx_hash]  # the same bytes
-                again = await keeper.confirmer.reconcile()
+                again = await keeper.reconcile()
                 assert again.rebroadcast == () and again.mined == ()
                 assert await keeper.w3.eth.get_transaction_count(KEEPER.address) == 1
 
@@ -531,11 +557,11 @@ def test_crash_after_broadcast_before_it_was_journaled(backend: StoreBackend) ->
     async def scenario() -> None:
         with anvil() as node:
             async with rig(node.url, backend) as crashed:
-                signed = await crashed.sender.prepare(transfer())
+                signed = await crashed.prepare(transfer())
                 await crashed.w3.eth.send_raw_transaction(signed.raw_tx)  # type: ignore[arg-type]
             # the process died before journaling "sent"; the tx is mined meanwhile
             async with rig(node.url, backend) as keeper:
-                report = await keeper.confirmer.reconcile()
+                report = await keeper.reconcile()
                 assert report.mined == (signed.id,) and report.rebroadcast == ()
                 assert keeper.store.entry(signed.id).state is S.MINED
                 assert await keeper_txs_on_chain(keeper.w3) == [signed.tx_hash]
@@ -556,7 +582,7 @@ def test_crash_after_broadcast_before_the_receipt(
             async with rig(node.url, backend) as keeper:
                 if node_forgot_it:
                     await rpc(keeper.w3, "anvil_dropTransaction", sent.tx_hash)
-                report = await keeper.confirmer.reconcile()
+                report = await keeper.reconcile()
                 assert report.rebroadcast == ((sent.id,) if node_forgot_it else ())
                 assert keeper.store.entry(sent.id).state is S.SENT
                 await mine(keeper.w3)
@@ -588,7 +614,7 @@ def test_a_reorg_puts_the_mined_transaction_back_and_resends_it(
             await mine(keeper.w3)  # ... and another block takes its height
             fork = await keeper.head()
             assert fork.number == first.number and fork.hash != first.hash
-            report = await keeper.confirmer.on_block(fork)
+            report = await keeper.confirmer.on_block(fork, wanted)
             assert report.reorged == (entry.id,) and report.rebroadcast == (entry.id,)
             assert keeper.store.entry(entry.id).state is S.SENT
             assert keeper.store.vault_in_flight(VAULT)
@@ -740,3 +766,236 @@ def test_unreachable_and_silent_nodes_are_retried_rpc_errors() -> None:
                     )
 
     run(scenario())
+
+
+# --- issue 10: the lifecycle's regressions on a real node ---------------------------------------
+
+
+async def started(keeper: Rig, redecide: Redecide = wanted) -> None:
+    await keeper.lifecycle.start(redecide)
+
+
+async def submit(keeper: Rig, intent: TxIntent) -> JournalEntry:
+    outcome = await keeper.lifecycle.submit(intent)
+    assert isinstance(outcome, Submitted), outcome
+    return outcome.entry
+
+
+async def on_block(keeper: Rig, redecide: Redecide, **kw: Any) -> Any:
+    return await keeper.lifecycle.on_block(await keeper.head(), redecide, **kw)
+
+
+def test_a_forgotten_batch_whose_price_came_back_is_cancelled_at_restart_not_resent(
+    backend: StoreBackend,
+) -> None:
+    """Item 1: killed with a transaction pending, the node forgets it, the state it was
+    computed from is gone: the restart sends nothing until re-decided, then cancels it."""
+
+    async def scenario() -> None:
+        with anvil() as node:
+            async with rig(node.url, backend) as crashed:
+                await rpc(crashed.w3, "evm_setAutomine", False)
+                await started(crashed)
+                before = await crashed.w3.eth.get_balance(RECIPIENT)
+                sent = await submit(crashed, transfer(value=10**18))
+            async with rig(node.url, backend) as keeper:  # the restart
+                await rpc(keeper.w3, "anvil_dropTransaction", sent.tx_hash)
+                report = await keeper.lifecycle.start(unknown)  # nothing decided yet
+                assert report.rebroadcast == () and report.waiting_for_decision == (sent.id,)
+                await mine(keeper.w3)
+                report = await on_block(keeper, stale)
+                [cancel_id] = report.cancelled_by
+                await mine(keeper.w3)
+                assert (await on_block(keeper, wanted)).mined == (cancel_id,)
+                assert keeper.store.entry(sent.id).state is S.CANCELLED
+                assert await keeper.w3.eth.get_balance(RECIPIENT) == before  # never executed
+                assert await keeper_txs_on_chain(keeper.w3) == [
+                    keeper.store.entry(cancel_id).tx_hash
+                ]
+
+    run(scenario())
+
+
+def test_an_orphaned_transaction_whose_state_the_reorg_removed_is_cancelled(
+    sqlite_backend: StoreBackend,
+) -> None:
+    """Item 2: the reorg took the block of a mined transaction away (and with it the state
+    it was computed from): it is re-decided, not re-broadcast, and cancelled on its nonce."""
+
+    async def scenario() -> None:
+        async with rigged(sqlite_backend) as keeper:
+            await rpc(keeper.w3, "evm_setAutomine", False)
+            await started(keeper)
+            await mine(keeper.w3)
+            before = await keeper.w3.eth.get_balance(RECIPIENT)
+            snapshot = await rpc(keeper.w3, "evm_snapshot")
+            entry = await submit(keeper, transfer(value=10**18))
+            await mine(keeper.w3)
+            assert (await on_block(keeper, wanted)).mined == (entry.id,)
+            await rpc(keeper.w3, "evm_revert", snapshot)  # the block is gone ...
+            await mine(keeper.w3)  # ... and another takes its height
+            report = await on_block(keeper, stale)
+            assert report.reorged == (entry.id,) and report.rebroadcast == ()
+            [cancel_id] = report.cancelled_by
+            await mine(keeper.w3)
+            assert (await on_block(keeper, wanted)).mined == (cancel_id,)
+            assert await keeper.w3.eth.get_balance(RECIPIENT) == before
+            assert not keeper.store.vault_in_flight(VAULT)
+
+    run(scenario())
+
+
+class RefusesOnce:
+    """A route that refuses the first transaction it sees as underpriced, then relays."""
+
+    name = "private"
+
+    def __init__(self, inner: Broadcaster, nonce_of: Any) -> None:
+        self.inner, self.refused = inner, 0
+
+    async def send_raw(self, raw: bytes) -> None:
+        if self.refused == 0:
+            self.refused += 1
+            raise Underpriced("replacement transaction underpriced")
+        await self.inner.send_raw(raw)
+
+
+def test_a_refused_replacement_is_an_outcome_not_a_crash_loop(
+    backend: StoreBackend,
+) -> None:
+    """Item 3: the node refuses one replacement; the next block's attempt is new bytes above
+    it, journaled without hitting UNIQUE tx_hash, and exactly one transaction lands."""
+
+    async def scenario() -> None:
+        with anvil() as node:
+            async with rig(node.url, backend) as keeper:
+                await started(keeper)
+                await crowd_out(keeper.w3, 5)
+                old = await submit(keeper, transfer(gas=21_000))
+                route = RefusesOnce(Web3Broadcaster(keeper.w3, "public", FAST), None)
+                keeper.sender._routes = (route,)
+                await mine(keeper.w3, 3)
+                report = await on_block(keeper, wanted)  # stuck: replaced, refused
+                assert report.replaced_by == () and route.refused == 1
+                [refused] = keeper.store.entries_in([S.FAILED])
+                await mine(keeper.w3)
+                [new_id] = (await on_block(keeper, wanted)).replaced_by  # no exception
+                group = keeper.store.entries_for_nonce(KEEPER.address, old.nonce or 0)
+                assert len({e.tx_hash for e in group}) == 3
+                new = keeper.store.entry(new_id)
+                assert (new.max_fee_wei or 0) > (refused.max_fee_wei or 0)
+                await rpc(keeper.w3, "evm_setBlockGasLimit", hex(30_000_000))
+                await mine(keeper.w3, 3)
+                assert (await on_block(keeper, wanted)).mined == (new_id,)
+                assert [h for h in await keeper_txs_on_chain(keeper.w3)] == [new.tx_hash]
+
+    run(scenario())
+
+
+def test_two_instances_on_one_database_never_crash_each_other(
+    backend: StoreBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Item 9: the other instance's in-flight work is INFO, not ERROR, and both follow the
+    same journal to the receipt without a conflict escaping."""
+
+    async def scenario() -> None:
+        with anvil() as node:
+            async with rig(node.url, backend) as one, rig(node.url, backend) as two:
+                await rpc(one.w3, "evm_setAutomine", False)
+                await started(one)
+                await started(two)
+                entry = await submit(one, transfer())
+                with caplog.at_level(logging.INFO):
+                    refused = await two.lifecycle.submit(transfer())
+                    await mine(one.w3)
+                    reports = [await on_block(two, wanted), await on_block(one, wanted)]
+                assert isinstance(refused, Refused) and refused.reason is Refusal.IN_FLIGHT
+                assert [r.mined for r in reports] == [(entry.id,), ()]
+                assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+                assert await keeper_txs_on_chain(one.w3) == [entry.tx_hash]
+
+    run(scenario())
+
+
+def test_a_whole_transaction_revert_is_an_error_with_its_reason_and_backs_the_vault_off(
+    sqlite_backend: StoreBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Item 10: ERROR with the decoded reason, a counter, and the same work is not resent
+    every block (per-vault backoff)."""
+
+    async def scenario() -> None:
+        async with rigged(sqlite_backend) as keeper:
+            target = await deploy_reverter(keeper.w3, error_string("deadline expired"))
+            await started(keeper)
+            doomed = TxIntent(
+                kind=TxKind.REBALANCE,
+                sender=KEEPER.address,
+                to=target,
+                data=b"\x12\x34",
+                gas_limit=100_000,  # no estimate: it goes on chain and reverts there
+                vaults=(VAULT,),
+            )
+            entry = await submit(keeper, doomed)
+            with caplog.at_level(logging.ERROR):
+                report = await on_block(keeper, wanted)
+            assert report.reverted == ((entry.id, "deadline expired"),)
+            assert keeper.store.entry(entry.id).receipt_status == 0
+            [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+            assert error.fields["reason"] == "deadline expired"  # type: ignore[attr-defined]
+            assert keeper.lifecycle.reverts_total == 1
+            again = await keeper.lifecycle.submit(doomed)
+            assert isinstance(again, Refused) and again.reason is Refusal.BACKOFF
+            assert VAULT in keeper.lifecycle.in_flight_vaults()
+
+    run(scenario())
+
+
+class Blackhole:
+    """A TCP port that accepts connections and never answers (a dead relay)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Counting:
+    def __init__(self, inner: Broadcaster) -> None:
+        self.inner, self.name, self.calls = inner, inner.name, 0
+
+    async def send_raw(self, raw: bytes) -> None:
+        self.calls += 1
+        await self.inner.send_raw(raw)
+
+
+def test_a_dead_private_relay_is_skipped_after_one_short_timeout(
+    sqlite_backend: StoreBackend,
+) -> None:
+    """Item 11: the relay gets one short timeout, then the circuit is open and sends go to
+    the public node at once; a transaction counts its blocks from its broadcast."""
+    hole = Blackhole()
+
+    async def scenario() -> None:
+        with anvil() as node:
+            relay_w3 = web3(hole.url, timeout=30)  # the relay's own timeout would be long
+            dead = Counting(Web3Broadcaster(relay_w3, "private", FAST))
+            breaker = GuardedRelay(dead, timeout_seconds=0.3, cooldown_seconds=3600)
+            async with rig(node.url, sqlite_backend, private_route=breaker) as keeper:
+                await rpc(keeper.w3, "evm_setAutomine", False)
+                await started(keeper)
+                first = await submit(keeper, transfer(vault="0x" + "01" * 20))
+                second = await submit(keeper, transfer(vault="0x" + "02" * 20))
+                assert dead.calls == 1 and breaker.trips == 1 and breaker.is_open()
+                assert first.sent_at_block == second.sent_at_block == (await keeper.head()).number
+                await mine(keeper.w3)
+                assert set((await on_block(keeper, wanted)).mined) == {first.id, second.id}
+            await relay_w3.provider.disconnect()  # type: ignore[attr-defined]
+
+    try:
+        run(scenario())
+    finally:
+        hole.close()

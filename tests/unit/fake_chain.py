@@ -14,13 +14,13 @@ from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3.exceptions import BlockNotFound, TransactionNotFound
 
-from keeper.chain.confirm import ConfirmConfig, Confirmer
-from keeper.chain.nonces import NonceManager
 from keeper.chain.retry import RetryPolicy
-from keeper.chain.sender import Sender, SenderConfig
 from keeper.core.types import BlockRef
 from keeper.errors import AlreadyKnown, NonceTooLow
-from keeper.store import Store, TxIntent, TxKind
+from keeper.store import JournalEntry, Store, TxIntent, TxKind
+from keeper.tx import ConfirmConfig, Confirmer, Lifecycle, Verdict
+from keeper.tx.nonces import NonceManager
+from keeper.tx.sender import Sender, SenderConfig
 
 FAST = RetryPolicy(attempts=2, max_seconds=1.0, initial_wait=0.001, max_wait=0.002)
 GWEI = 10**9
@@ -52,6 +52,7 @@ class FakeEth:
         self.call_hook: Callable[[], Any] | None = None
         self.sent: list[str] = []  # hashes accepted, in order
         self.hide_receipts = False
+        self.reverting: set[str] = set()  # hashes whose receipt says status 0
 
     # helpers
     @staticmethod
@@ -137,7 +138,7 @@ class FakeEth:
         return {
             "blockNumber": n,
             "blockHash": bytes.fromhex(bhash(n, self.fork[n])[2:]),
-            "status": 1,
+            "status": 0 if key in self.reverting else 1,
         }
 
     async def get_transaction(self, h: Any) -> Any:
@@ -155,27 +156,55 @@ class FakeEth:
         assert self.call_hook is not None
         return self.call_hook()
 
+    def forget(self, h: str | None) -> None:
+        """The node drops a pending transaction (a restart, a mempool eviction)."""
+        assert h is not None
+        self.pool.pop(h, None)
+
 
 class FakeW3:
     def __init__(self) -> None:
         self.eth = FakeEth()
 
 
+async def wanted(entry: JournalEntry) -> Verdict:
+    """A ``Redecide`` for which all journaled work is still wanted."""
+    return Verdict.STILL_WANTED
+
+
+async def stale(entry: JournalEntry) -> Verdict:
+    return Verdict.STALE
+
+
+async def unknown(entry: JournalEntry) -> Verdict:
+    return Verdict.UNKNOWN
+
+
 def build(
-    tmp_path: Any, still_needed: Any = None, clock: Callable[[], float] | None = None
+    tmp_path: Any,
+    clock: Callable[[], float] | None = None,
+    w3: FakeW3 | None = None,
+    acct: Any = None,
+    db: str = "k.db",
 ) -> tuple[Store, FakeW3, Any, Sender, Confirmer]:
-    store = Store(f"sqlite:///{tmp_path}/k.db")
-    w3 = FakeW3()
-    acct = Account.create()
+    """One keeper's sending side on the fake chain (pass ``w3``/``acct`` to restart one)."""
+    store = Store(f"sqlite:///{tmp_path}/{db}")
+    w3 = w3 or FakeW3()
+    acct = acct or Account.create()
     nm = NonceManager(w3, store, acct.address, policy=FAST)  # type: ignore[arg-type]
     sender = Sender(w3, acct, store, nm, SenderConfig(), policy=FAST)  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
-    if still_needed is not None:
-        kwargs["still_needed"] = still_needed
     if clock is not None:
         kwargs["clock"] = clock
     conf = Confirmer(w3, sender, store, ConfirmConfig(stuck_after_blocks=3), policy=FAST, **kwargs)  # type: ignore[arg-type]
     return store, w3, acct, sender, conf
+
+
+def lifecycle(
+    tmp_path: Any, w3: FakeW3 | None = None, acct: Any = None
+) -> tuple[Store, FakeW3, Any, Lifecycle]:
+    store, w3, acct, sender, conf = build(tmp_path, w3=w3, acct=acct)
+    return store, w3, acct, Lifecycle(sender, conf, store)
 
 
 def intent(addr: str, *vaults: str, payload: dict[str, Any] | None = None) -> TxIntent:

@@ -1,4 +1,4 @@
-"""When is a stuck rebalance still worth replacing rather than cancelling."""
+"""The v1 re-decision: is a journaled rebalance still wanted, stale, or unknown now."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import pytest
 from eth_abi.abi import encode
 from web3.exceptions import Web3RPCError
 
-from keeper.act import still_needed_for
-from keeper.act.stuck import batch_check, urgent_now_for
+from keeper.act.redecide import batch_check, redecide_from
 from keeper.chain.retry import RetryPolicy
-from keeper.errors import DecisionPending, RpcError
+from keeper.core.types import Action, Decision
+from keeper.errors import RpcError
 from keeper.store import JournalEntry, JournalState, TxKind
+from keeper.tx import Verdict
 
 
 def entry(kind: TxKind, deviations: dict[str, float]) -> JournalEntry:
@@ -33,41 +34,72 @@ def entry(kind: TxKind, deviations: dict[str, float]) -> JournalEntry:
     return JournalEntry(**fields)
 
 
+def decisions(deviations: dict[str, float], skipped: tuple[str, ...] = ()) -> list[Decision]:
+    made = [
+        Decision(
+            vault=v,
+            block_number=9,
+            block_hash="0x09",
+            action=Action.REBALANCE,
+            reason="band",
+            deviation=d,
+        )
+        for v, d in deviations.items()
+    ]
+    return made + [
+        Decision(vault=v, block_number=9, block_hash="0x09", action=Action.SKIP, reason="x")
+        for v in skipped
+    ]
+
+
+def verdict(redecide: Any, e: JournalEntry) -> Verdict:
+    result: Verdict = asyncio.run(redecide(e))
+    return result
+
+
 @pytest.mark.parametrize(
-    ("sent", "now", "needed"),
+    ("sent", "now", "expected"),
     [
-        (-0.6, -0.6, True),  # nothing changed (a fee spike widened the band): keep trying
-        (-0.6, -0.35, True),  # still more than half as useful
-        (-0.6, -0.2, False),  # the price came back most of the way
-        (-0.6, +0.3, False),  # the trade would now push the hedge the wrong way
-        (+0.6, +0.9, True),
+        (-0.6, -0.6, Verdict.STILL_WANTED),  # nothing changed (a fee spike widened the band)
+        (-0.6, -0.35, Verdict.STILL_WANTED),  # still more than half as useful
+        (-0.6, -0.2, Verdict.STALE),  # the price came back most of the way
+        (-0.6, +0.3, Verdict.STALE),  # the trade would now push the hedge the wrong way
+        (+0.6, +0.9, Verdict.STILL_WANTED),
     ],
 )
-def test_still_needed_while_the_trade_is_at_least_half_as_useful(
-    sent: float, now: float, needed: bool
+def test_still_wanted_while_the_trade_is_at_least_half_as_useful(
+    sent: float, now: float, expected: Verdict
 ) -> None:
-    check = still_needed_for({"0xV": now})
-    assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": sent}))) is needed
+    redecide = redecide_from(decisions({"0xV": now}))
+    assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": sent})) is expected
 
 
-def test_cancels_and_unknown_vaults_are_not_needed() -> None:
-    check = still_needed_for({"0xV": -0.6})
-    assert asyncio.run(check(entry(TxKind.CANCEL, {"0xV": -0.6}))) is False
-    assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xOther": -0.6}))) is False
+def test_a_batch_is_stale_as_soon_as_one_of_its_legs_is() -> None:
+    redecide = redecide_from(decisions({"0xV": -0.6, "0xW": 0.05}))
+    assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": -0.6, "0xW": 0.6})) is Verdict.STALE
 
 
-def test_a_stale_quote_is_cancelled_rather_than_replayed() -> None:
-    async def stale(entry: JournalEntry) -> bool:
+def test_a_vault_without_a_readable_decision_is_unknown() -> None:
+    redecide = redecide_from(decisions({}, skipped=("0xV",)))  # unreadable this block
+    assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": -0.6})) is Verdict.UNKNOWN
+    redecide = redecide_from([])  # just restarted: nothing decided yet
+    assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": -0.6})) is Verdict.UNKNOWN
+
+
+def test_a_stale_quote_is_stale_rather_than_replayed() -> None:
+    async def no_longer_executes(entry: JournalEntry) -> bool:
         return False
 
-    check = still_needed_for({"0xV": -0.6}, stale)
-    assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is False
+    redecide = redecide_from(decisions({"0xV": -0.6}), no_longer_executes)
+    assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": -0.6})) is Verdict.STALE
 
 
-def test_before_the_first_decisions_it_cannot_say_and_waits() -> None:
-    check = still_needed_for({})  # just restarted: the journal is settled before any read
-    with pytest.raises(DecisionPending):
-        asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6})))
+def test_node_trouble_while_simulating_is_unknown_not_a_cancel() -> None:
+    async def node_down(entry: JournalEntry) -> bool:
+        raise RpcError("connection reset")
+
+    redecide = redecide_from(decisions({"0xV": -0.6}), node_down)
+    assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": -0.6})) is Verdict.UNKNOWN
 
 
 class Node:
@@ -119,12 +151,3 @@ def test_a_batch_whose_legs_all_execute_still_does() -> None:
     assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is True
     node.result = encode(["bool[]"], [[True, False]])  # one stale quote: cancel, quote afresh
     assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is False
-
-
-def test_a_stuck_rebalance_is_urgent_now_when_one_of_its_vaults_is() -> None:
-    urgent: set[str] = set()
-    check = urgent_now_for(urgent)
-    rebalance = entry(TxKind.REBALANCE, {"0xV": -0.6, "0xW": 0.2})
-    assert not check(rebalance)
-    urgent.add("0xW")  # the actor's latest decisions: 0xW past its hard limit
-    assert check(rebalance) and not check(entry(TxKind.CANCEL, {"0xW": 0.2}))

@@ -101,7 +101,7 @@ def test_addresses_come_from_the_manifest_or_are_named_when_missing(tmp_path: Pa
 def test_signer_from_keystore_raw_key_or_a_clear_error(tmp_path: Path) -> None:
     from eth_account import Account
 
-    from keeper.chain.signer import load_signer
+    from keeper.tx.signer import load_signer
 
     keystore = tmp_path / "key.json"
     keystore.write_text(json.dumps(Account.encrypt(KEY, "s3cret", iterations=2)))

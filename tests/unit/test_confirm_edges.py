@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_chain import GWEI, bhash, build, intent, run
+from fake_chain import GWEI, bhash, build, intent, run, wanted
 
 from keeper.core.types import BlockRef
 from keeper.errors import FatalError, RpcTimeout
 from keeper.store import JournalState
+from keeper.tx.sender import Unsent
 
 S = JournalState
 VAULT = "0x" + "aa" * 20
@@ -44,11 +45,11 @@ def test_a_lagging_receipt_index_does_not_drop_our_mined_transaction(tmp_path: P
     entry = run(sender.submit(intent(account.address, VAULT)))
     eth.mine()
     eth.hide_receipts = True  # the nonce is used, the receipt is not served yet
-    run(confirmer.on_block(eth.ref(eth.head)))
+    run(confirmer.on_block(eth.ref(eth.head), wanted))
     assert store.entry(entry.id).state is S.SENT and store.vault_in_flight(VAULT)
     eth.hide_receipts = False
     eth.mine()
-    assert run(confirmer.on_block(eth.ref(eth.head))).mined == (entry.id,)
+    assert run(confirmer.on_block(eth.ref(eth.head), wanted)).mined == (entry.id,)
 
 
 def test_a_receipt_from_a_block_ahead_of_the_head_is_checked_when_that_block_is_reorged(
@@ -59,7 +60,7 @@ def test_a_receipt_from_a_block_ahead_of_the_head_is_checked_when_that_block_is_
     entry = run(sender.submit(intent(account.address, VAULT)))
     processed = eth.ref(eth.head)  # the keeper processes head 10 ...
     eth.mine()  # ... while the node is at 11 already, our transaction in it
-    run(confirmer.on_block(processed))
+    run(confirmer.on_block(processed, wanted))
     assert store.entry(entry.id).mined_block_number == 11
     # 11 is replaced by 11' without it; the transaction is pending again
     tx_hash = entry.tx_hash
@@ -69,7 +70,7 @@ def test_a_receipt_from_a_block_ahead_of_the_head_is_checked_when_that_block_is_
     eth.pool[tx_hash] = (entry.nonce, entry.raw_tx)
     eth.fork[11] = "b"
     eth.head = 11
-    report = run(confirmer.on_block(BlockRef(11, bhash(11, "b"), bhash(10, "a"), 0)))
+    report = run(confirmer.on_block(BlockRef(11, bhash(11, "b"), bhash(10, "a"), 0), wanted))
     assert report.reorged == (entry.id,)
     assert store.entry(entry.id).state is S.SENT and store.vault_in_flight(VAULT)
 
@@ -88,7 +89,7 @@ def test_an_intent_another_instance_failed_first_does_not_abort_the_block(
         return seen if list(states) == [S.INTENT] else real(states, sender)
 
     store.entries_in = stale_view  # type: ignore[method-assign]
-    report = run(confirmer.on_block(w3.eth.ref(w3.eth.head)))
+    report = run(confirmer.on_block(w3.eth.ref(w3.eth.head), wanted))
     assert report.failed == ()  # not counted twice, and the block went on
 
 
@@ -108,7 +109,7 @@ def test_a_nonce_given_back_below_a_sent_one_is_filled_so_the_later_one_can_land
         eth.accept(raw)
 
     eth.send_hook = node
-    with pytest.raises(RpcTimeout):
+    with pytest.raises(Unsent):
         run(sender.submit(intent(account.address, VAULT)))  # X, nonce 0: stays signed
     x_raw = store.entry(1).raw_tx
     other = "0x" + "bb" * 20
@@ -116,14 +117,14 @@ def test_a_nonce_given_back_below_a_sent_one_is_filled_so_the_later_one_can_land
     assert y.nonce == 1
     phase[0] = "refused"
     eth.send_hook = lambda raw: eth.accept(raw) if raw != x_raw else node(raw)
-    report = run(confirmer.on_block(eth.ref(eth.head)))
+    report = run(confirmer.on_block(eth.ref(eth.head), wanted))
     assert store.entry(1).state is S.FAILED  # X refused: nonce 0 given back, below Y's
     (filler_id,) = report.gap_filled_by
     filler = store.entry(filler_id)
     assert filler.nonce == 0 and filler.to == account.address and filler.value_wei == 0
     eth.mine()
     eth.mine()
-    mined = run(confirmer.on_block(eth.ref(eth.head))).mined
+    mined = run(confirmer.on_block(eth.ref(eth.head), wanted)).mined
     assert set(mined) == {filler_id, y.id}
     assert store.free_nonces(account.address) == [] and not store.vault_in_flight(other)
 
@@ -133,13 +134,13 @@ def test_a_stuck_rebalance_whose_vault_became_urgent_is_replaced_above_the_cap(
     tmp_path: Path, urgent_now: bool
 ) -> None:
     store, w3, account, sender, confirmer = build(tmp_path)
-    confirmer._urgent_now = lambda entry: urgent_now
     eth = w3.eth
     entry = run(sender.submit(intent(account.address, VAULT)))  # non-urgent, at 10 gwei
     eth.pool.clear()  # never mined ...
     eth.base_fee = 150 * GWEI  # ... and a spike above the 100 gwei cap
     eth.head += 3
-    report = run(confirmer.on_block(eth.ref(eth.head)))
+    urgent = frozenset({VAULT}) if urgent_now else frozenset()
+    report = run(confirmer.on_block(eth.ref(eth.head), wanted, urgent))
     if not urgent_now:  # non-urgent work waits for fees, the vault stays claimed
         assert report.waiting_for_fees == (entry.id,) and report.replaced_by == ()
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections.abc import Iterator
@@ -226,12 +227,46 @@ def test_journal_happy_path(store: Store) -> None:
     assert store.next_nonce(SENDER) == 6
 
 
+def test_a_signed_entry_can_be_cancelled_its_bytes_may_be_on_a_node(store: Store) -> None:
+    store.resync_nonces(SENDER, 0)
+    entry = store.create_intent(intent())
+    nonce = store.claim_nonce(entry.id)
+    store.mark_signed(entry.id, signed(nonce))
+    cancel = store.add_successor(entry.id, TxKind.CANCEL, SENDER, 0, b"", signed(nonce, 1))
+    store.mark_sent(cancel.id, 4)
+    assert store.entry(entry.id).state is S.CANCELLED
+    assert store.entry(entry.id).replaced_by_id == cancel.id
+
+
+def test_bytes_the_journal_holds_are_refused_as_a_conflict_not_a_unique_violation(
+    store: Store,
+) -> None:
+    store.resync_nonces(SENDER, 0)
+    entry = store.create_intent(intent())
+    nonce = store.claim_nonce(entry.id)
+    store.mark_signed(entry.id, signed(nonce))
+    store.mark_sent(entry.id, 1)
+    first = store.add_successor(entry.id, TxKind.REBALANCE, SENDER, 0, b"", signed(nonce, 1))
+    store.mark_failed(first.id, "replacement underpriced")
+    with pytest.raises(JournalConflict, match="exists"):
+        store.add_successor(entry.id, TxKind.REBALANCE, SENDER, 0, b"", signed(nonce, 1))
+    other = store.create_intent(intent("0x" + "77" * 20))
+    store.claim_nonce(other.id)
+    with pytest.raises(JournalConflict, match="exists"):
+        store.mark_signed(other.id, _same_hash(nonce + 1))
+
+
+def _same_hash(nonce: int) -> SignedTx:
+    """A signature for ``nonce`` whose hash the journal already holds (entry 1's)."""
+    return dataclasses.replace(signed(nonce), tx_hash=signed(0).tx_hash)
+
+
 @pytest.mark.parametrize(
     ("path", "illegal"),
     [
         ((), S.SENT),  # intent -> sent: never signed
         ((), S.MINED),
-        (("signed",), S.REPLACED),  # only a sent entry can be replaced
+        (("failed",), S.REPLACED),  # only an open (signed or sent) entry can be replaced
         (("signed", "sent", "mined"), S.REPLACED),
         (("signed", "sent", "mined"), S.DROPPED),
         (("failed",), S.SIGNED),  # failed is terminal

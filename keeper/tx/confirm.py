@@ -1,19 +1,21 @@
-"""Following journaled transactions until they settle: receipts, stuck transactions
-(replaced or cancelled with the same nonce), reorgs, and the reconciliation at start.
+"""Following journaled transactions until they settle: receipts, reorgs, stuck or forgotten
+transactions (re-decided first), and the reconciliation at start.
 
 Entries with the same nonce form a group; exactly one of a group can be mined. Each block
 the confirmer looks, per open group: a receipt for any of its transactions -> that entry
 ``mined``, the others ``dropped`` (``replaced``/``cancelled`` ones keep their state); no
 receipt but the chain's nonce is past it -> someone else used the nonce, the open entries
-are ``dropped``; still pending for ``stuck_after_blocks`` -> replaced (fees +12.5%) or, when
-``still_needed`` says the work is obsolete, cancelled by a 0-value self-transfer.
+are ``dropped``; otherwise, when the group needs a decision (unsent, re-checked after a
+restart or a reorg, stuck), the actor's ``Redecide`` is asked and :func:`keeper.tx.stuck.plan`
+says what to do. Only this module's own state (which groups to re-check, when a forgotten
+transaction was broadcast again) lives here; nothing is shared with the actor.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,35 +25,27 @@ from web3 import AsyncWeb3
 from web3.exceptions import BlockNotFound, TransactionNotFound
 
 from keeper.chain.retry import READ_POLICY, RetryPolicy
-from keeper.chain.sender import CANCEL_GAS, Sender
 from keeper.core.types import BlockRef
-from keeper.errors import FeeCapExceeded, JournalConflict, KeeperError, RetryableError
+from keeper.errors import (
+    FeeCapExceeded,
+    JournalConflict,
+    KeeperError,
+    RetryableError,
+    SimulationReverted,
+)
 from keeper.store import OPEN_STATES, JournalEntry, JournalState, Store, TxIntent, TxKind
+from keeper.tx.sender import CANCEL_GAS, Sender
+from keeper.tx.stuck import Redecide, Step, Verdict, Why, plan
 
 log = logging.getLogger("keeper.confirm")
 S = JournalState
-
-StillNeeded = Callable[[JournalEntry], Awaitable[bool]]
-
-
-async def always_needed(entry: JournalEntry) -> bool:
-    """The default ``still_needed``: a stuck transaction is replaced, never cancelled."""
-    return True
-
-
-UrgentNow = Callable[[JournalEntry], bool]
-
-
-def never_urgent(entry: JournalEntry) -> bool:
-    """The default ``urgent_now``: a stuck transaction keeps the urgency it was sent with."""
-    return False
 
 
 @dataclass(frozen=True)
 class ConfirmConfig:
     stuck_after_blocks: int = 3
     reorg_window_blocks: int = 64  # mined entries this recent are checked against the chain
-    stale_intent_seconds: float = 30.0  # intents older than this were abandoned
+    stale_intent_seconds: float = 30.0  # another instance's intents older than this died
 
 
 @dataclass(frozen=True)
@@ -62,7 +56,7 @@ class Receipt:
 
 
 @dataclass(frozen=True)
-class ConfirmReport:
+class LifecycleReport:
     """Journal entry ids by what happened to them in one pass."""
 
     mined: tuple[int, ...] = ()
@@ -73,24 +67,26 @@ class ConfirmReport:
     rebroadcast: tuple[int, ...] = ()
     failed: tuple[int, ...] = ()
     waiting_for_fees: tuple[int, ...] = ()
+    waiting_for_decision: tuple[int, ...] = ()  # Redecide said UNKNOWN
     gap_filled_by: tuple[int, ...] = ()  # new 0-value entries that fill a given-back nonce
+    reverted: tuple[tuple[int, str], ...] = ()  # (entry, decoded reason): whole-tx reverts
     errors: tuple[str, ...] = ()
 
 
 @dataclass
 class _Tally:
-    """One pass: its head, what it may do, and what happened (for ``ConfirmReport``)."""
+    """One pass: its head, what it may do, and what happened (for ``LifecycleReport``)."""
 
     head: int
-    replace_stuck: bool = False
-    check_known: bool = False
+    redecide: Redecide
+    urgent: frozenset[str] = frozenset()
     lists: dict[str, list[Any]] = field(default_factory=dict)
 
     def add(self, outcome: str, value: Any) -> None:
         self.lists.setdefault(outcome, []).append(value)
 
-    def report(self) -> ConfirmReport:
-        return ConfirmReport(**{k: tuple(v) for k, v in self.lists.items()})
+    def report(self) -> LifecycleReport:
+        return LifecycleReport(**{k: tuple(v) for k, v in self.lists.items()})
 
 
 def _hex(value: Any) -> str:
@@ -104,21 +100,19 @@ class Confirmer:
         sender: Sender,
         store: Store,
         config: ConfirmConfig | None = None,
-        still_needed: StillNeeded = always_needed,
         policy: RetryPolicy = READ_POLICY,
         clock: Callable[[], float] = time.time,
-        urgent_now: UrgentNow = never_urgent,
     ) -> None:
         self._w3 = w3
         self._sender = sender
         self._store = store
         self.config = config or ConfirmConfig()
-        self._still_needed = still_needed
-        self._urgent_now = urgent_now
         self._policy = policy
         self._clock = clock
         self.address = sender.address
         self._last_head: BlockRef | None = None
+        self._recheck: set[int] = set()  # group nonces to look at again (restart, reorg)
+        self._resent_at: dict[int, int] = {}  # entry id -> block of its last re-broadcast
 
     # --- chain reads ------------------------------------------------------------------------
 
@@ -159,13 +153,36 @@ class Confirmer:
         )
         return int(count)
 
+    async def revert_reason(self, entry: JournalEntry, block_number: int) -> str:
+        """Why a mined transaction reverted as a whole: its call replayed on the state and in
+        the environment (timestamp) of the block it was mined in."""
+        call = {
+            "from": self.address,
+            "to": entry.to,
+            "data": entry.data,
+            "value": entry.value_wei,
+            "gas": entry.gas_limit,
+        }
+        try:
+            await self._policy.call(
+                lambda: self._w3.eth.call(call, block_identifier=block_number),  # type: ignore[arg-type]
+                f"replaying reverted entry {entry.id}",
+            )
+        except SimulationReverted as exc:
+            return exc.reason
+        except KeeperError as exc:
+            return f"unknown ({type(exc).__name__}: {exc})"
+        return "unknown (the call does not revert when replayed)"
+
     # --- the two entry points -------------------------------------------------------------
 
-    async def on_block(self, block: BlockRef) -> ConfirmReport:
-        """Follow the journal at a new head: abandoned intents, reorgs, receipts, stuck
-        transactions, use of the key outside the keeper."""
-        tally = _Tally(block.number, replace_stuck=True)
-        self._fail_stale_intents(tally)
+    async def on_block(
+        self, block: BlockRef, redecide: Redecide, urgent: frozenset[str] = frozenset()
+    ) -> LifecycleReport:
+        """Follow the journal at a new head (after this block's decisions): abandoned intents,
+        reorgs, receipts, groups needing a decision, use of the key outside the keeper."""
+        tally = _Tally(block.number, redecide, urgent)
+        self._fail_intents(tally, older_than=self.config.stale_intent_seconds)
         last = self._last_head
         extends_last = (
             last is not None and block.number == last.number + 1 and block.parent_hash == last.hash
@@ -180,6 +197,40 @@ class Confirmer:
         await self._sender.nonces.detect_external_use()
         await self._fill_gaps(tally)
         return self._logged(tally.report(), "block", block.number)
+
+    async def reconcile(self, redecide: Redecide) -> LifecycleReport:
+        """At start: bring the journal in line with the chain without sending anything twice
+        or anything stale.
+
+        Intents never signed fail at once and give their nonce back (they have no bytes, and
+        an instance still signing one finds it failed and does not broadcast); mined entries
+        are checked for reorgs; every open group is re-checked (``Redecide`` first: the node
+        may have forgotten it and the price may have come back); nonces are resynced.
+        """
+        head = await self._sender.head()
+        tally = _Tally(head, redecide)
+        self._fail_intents(tally, older_than=0.0)
+        await self._check_reorgs(tally, since=head - self.config.reorg_window_blocks)
+        self._recheck |= {
+            e.nonce for e in self._store.open_entries(self.address) if e.nonce is not None
+        }
+        await self._settle_open(tally)
+        await self._sender.nonces.sync()
+        return self._logged(tally.report(), "reconcile", head)
+
+    def _fail_intents(self, tally: _Tally, older_than: float) -> None:
+        """Intents never signed (the keeper stopped half-way through ``Sender.prepare``) fail
+        and give their nonce back, so they leave no gap and block no vault. Failing one that
+        another instance is signing right now is safe: its ``signed`` move is conditional,
+        so it never broadcasts."""
+        cutoff = self._clock() - older_than
+        for entry in self._store.entries_in([S.INTENT], self.address):
+            if entry.updated_at <= cutoff:
+                try:
+                    self._store.mark_failed(entry.id, "never signed: the keeper stopped first")
+                except JournalConflict:  # another instance failed or signed it first
+                    continue
+                tally.add("failed", entry.id)
 
     async def _fill_gaps(self, tally: _Tally) -> None:
         """A nonce given back below one still in flight (its transaction was refused after a
@@ -217,39 +268,12 @@ class Confirmer:
                 extra={"fields": {"nonce": entry.nonce, "entry": entry.id}},
             )
 
-    async def reconcile(self) -> ConfirmReport:
-        """At start: bring the journal in line with the chain without sending anything twice.
-
-        Abandoned intents (never signed) fail and give their nonce back; signed entries are
-        broadcast as the same bytes; sent ones are looked up (mined, dropped, or re-broadcast
-        if the node forgot them); mined ones are checked for reorgs; nonces are resynced.
-        """
-        head = await self._sender.head()
-        tally = _Tally(head, check_known=True)
-        self._fail_stale_intents(tally)
-        await self._check_reorgs(tally, since=head - self.config.reorg_window_blocks)
-        await self._settle_open(tally)
-        await self._sender.nonces.sync()
-        return self._logged(tally.report(), "reconcile", head)
-
-    def _fail_stale_intents(self, tally: _Tally) -> None:
-        """Intents never signed (the keeper stopped, or was cancelled, half-way through
-        ``Sender.prepare``) fail and give their nonce back, so it leaves no gap. Only stale
-        ones: a young intent may belong to another instance that is signing right now."""
-        cutoff = self._clock() - self.config.stale_intent_seconds
-        for entry in self._store.entries_in([S.INTENT], self.address):
-            if entry.updated_at <= cutoff:
-                try:
-                    self._store.mark_failed(entry.id, "never signed: the keeper stopped first")
-                except JournalConflict:  # another instance failed it first
-                    continue
-                tally.add("failed", entry.id)
-
     # --- reorgs ----------------------------------------------------------------------------
 
     async def _check_reorgs(self, tally: _Tally, since: int) -> None:
         """Entries mined in block ``since`` or later whose block is no longer canonical go
-        back to ``sent`` (and are broadcast again if the node forgot them)."""
+        back to ``sent`` and their group is re-checked: re-decided before anything is sent
+        (the reorg may also have removed the state they were computed from)."""
         head = tally.head
         recent = [e for e in self._store.mined_since(since) if e.sender == self.address]
         canonical: dict[int, str | None] = {}
@@ -262,12 +286,14 @@ class Confirmer:
             if canonical[number] == entry.mined_block_hash:
                 continue
             try:
-                back = self._store.mark_reorged(entry.id, head)
+                self._store.mark_reorged(entry.id, head)
             except JournalConflict:  # another instance saw the same reorg first
                 continue
             tally.add("reorged", entry.id)
+            if entry.nonce is not None:
+                self._recheck.add(entry.nonce)
             log.warning(
-                "reorg removed the block of a mined transaction",
+                "reorg removed the block of a mined transaction: re-deciding it",
                 extra={
                     "fields": {
                         "entry": entry.id,
@@ -277,9 +303,6 @@ class Confirmer:
                     }
                 },
             )
-            if not await self.is_known(back.signed().tx_hash):
-                await self._sender.rebroadcast(back, head)
-                tally.add("rebroadcast", back.id)
 
     # --- open groups -----------------------------------------------------------------------
 
@@ -287,12 +310,18 @@ class Confirmer:
         open_nonces = sorted(
             {e.nonce for e in self._store.open_entries(self.address) if e.nonce is not None}
         )
+        self._recheck &= set(open_nonces)
         if not open_nonces:
             return
         mined_count = await self.mined_count()  # before the receipts: see _settle_group
         for nonce in open_nonces:
             try:
                 await self._settle_group(nonce, mined_count, tally)
+            except JournalConflict as exc:  # another instance on the database moved it first
+                log.info(
+                    "nonce group moved by another instance",
+                    extra={"fields": {"nonce": nonce, "detail": str(exc)}},
+                )
             except KeeperError as exc:
                 tally.add("errors", f"nonce {nonce}: {type(exc).__name__}: {exc}")
                 log.warning(
@@ -301,9 +330,9 @@ class Confirmer:
                 )
 
     async def _settle_group(self, nonce: int, mined_count: int, tally: _Tally) -> None:
-        head = tally.head
         group = self._store.entries_for_nonce(self.address, nonce)
         if await self._find_mined(group, tally):
+            self._recheck.discard(nonce)
             return
         # The count was read before the receipts, so a transaction of ours mined below it
         # would have shown a receipt: the nonce went to a transaction we did not journal.
@@ -320,24 +349,90 @@ class Confirmer:
                 if entry.state in OPEN_STATES:
                     self._store.mark_dropped(entry.id, "nonce used by another transaction")
                     tally.add("dropped", entry.id)
+            self._recheck.discard(nonce)
             return
-        unsent = [e for e in group if e.state is S.SIGNED]
-        if unsent:  # the node's verdict on these first; nothing new this block
-            for entry in unsent:
-                await self._sender.rebroadcast(entry, head)
-                tally.add("rebroadcast", entry.id)
-            return
-        live = [e for e in group if e.state is S.SENT]
+        live = [e for e in group if e.state in OPEN_STATES]
         if not live:
             return
         newest = live[-1]
-        if tally.check_known and not await self.is_known(newest.signed().tx_hash):
-            await self._sender.rebroadcast(newest, head)
-            tally.add("rebroadcast", newest.id)
-        sent_at = newest.sent_at_block if newest.sent_at_block is not None else head
-        waited = head - sent_at
-        if tally.replace_stuck and waited >= self.config.stuck_after_blocks:
-            await self._unstick(newest, head, tally)
+        why = self._why(newest, nonce, tally.head)
+        if why is not None:
+            await self._decide(newest, why, tally)
+
+    def _why(self, entry: JournalEntry, nonce: int, head: int) -> Why | None:
+        if entry.state is S.SIGNED:
+            return Why.UNSENT
+        if nonce in self._recheck:
+            return Why.RECHECK
+        sent_at = head if entry.sent_at_block is None else entry.sent_at_block
+        sent_at = max(sent_at, self._resent_at.get(entry.id, 0))
+        if head - sent_at >= self.config.stuck_after_blocks:
+            return Why.STUCK
+        return None
+
+    async def _verdict(self, entry: JournalEntry, tally: _Tally) -> Verdict:
+        if entry.kind is TxKind.CANCEL:  # a cancel (or a gap filler) is always wanted
+            return Verdict.STILL_WANTED
+        try:
+            return await tally.redecide(entry)
+        except RetryableError as exc:  # the state could not be read: we do not know
+            log.info(
+                "re-decision unknown: waiting",
+                extra={"fields": {"entry": entry.id, "error": str(exc)}},
+            )
+            return Verdict.UNKNOWN
+
+    async def _decide(self, entry: JournalEntry, why: Why, tally: _Tally) -> None:
+        verdict = await self._verdict(entry, tally)
+        known = False
+        if why is Why.RECHECK and verdict is Verdict.STILL_WANTED:
+            known = await self.is_known(entry.signed().tx_hash)
+        step = plan(why, verdict, known)
+        log.info(
+            "journal entry re-decided",
+            extra={
+                "fields": {
+                    "entry": entry.id,
+                    "nonce": entry.nonce,
+                    "why": why.value,
+                    "verdict": verdict.value,
+                    "step": step.value,
+                }
+            },
+        )
+        try:
+            await self._take(step, entry, tally)
+        except FeeCapExceeded as exc:
+            tally.add("waiting_for_fees", entry.id)
+            log.info(
+                "open transaction waits for fees",
+                extra={"fields": {"entry": entry.id, "step": step.value, "error": str(exc)}},
+            )
+            return
+        except RetryableError as exc:  # node trouble while signing or sending: next block
+            log.warning(
+                "open transaction left as it is until the next block",
+                extra={"fields": {"entry": entry.id, "step": step.value, "error": str(exc)}},
+            )
+            return
+        if step is not Step.WAIT and entry.nonce is not None:
+            self._recheck.discard(entry.nonce)
+
+    async def _take(self, step: Step, entry: JournalEntry, tally: _Tally) -> None:
+        head = tally.head
+        if step is Step.WAIT:
+            tally.add("waiting_for_decision", entry.id)
+        elif step is Step.REBROADCAST:
+            await self._sender.rebroadcast(entry, head)
+            self._resent_at[entry.id] = head
+            tally.add("rebroadcast", entry.id)
+        elif step is Step.REPLACE:
+            urgent = entry.kind is TxKind.REBALANCE and bool(set(entry.vaults) & tally.urgent)
+            new = await self._sender.replace(entry, head, urgent=urgent)
+            tally.add("replaced_by" if new.state is S.SENT else "failed", new.id)
+        elif step is Step.CANCEL:
+            new = await self._sender.cancel(entry, head)
+            tally.add("cancelled_by" if new.state is S.SENT else "failed", new.id)
 
     async def _any_known(self, group: list[JournalEntry]) -> bool:
         for entry in group:
@@ -370,31 +465,14 @@ class Confirmer:
                     }
                 },
             )
+            if receipt.status == 0:
+                reason = await self.revert_reason(entry, receipt.block_number)
+                tally.add("reverted", (entry.id, reason))
             return True
         return False
 
-    async def _unstick(self, live: JournalEntry, head: int, tally: _Tally) -> None:
-        try:
-            if live.kind is TxKind.CANCEL or not await self._still_needed(live):
-                new = await self._sender.cancel(live, head)
-                tally.add("cancelled_by", new.id)
-            else:
-                new = await self._sender.replace(live, head, urgent=self._urgent_now(live))
-                tally.add("replaced_by", new.id)
-        except FeeCapExceeded as exc:
-            tally.add("waiting_for_fees", live.id)
-            log.warning(
-                "stuck transaction waits for fees",
-                extra={"fields": {"entry": live.id, "error": str(exc)}},
-            )
-        except RetryableError as exc:  # node trouble while checking or signing: next block
-            log.warning(
-                "stuck transaction left as it is until the next block",
-                extra={"fields": {"entry": live.id, "error": str(exc)}},
-            )
-
     @staticmethod
-    def _logged(report: ConfirmReport, what: str, at: int) -> ConfirmReport:
+    def _logged(report: LifecycleReport, what: str, at: int) -> LifecycleReport:
         busy = {k: v for k, v in report.__dict__.items() if v}
         if busy:
             log.info(f"journal {what}", extra={"fields": {"at": at, **busy}})

@@ -7,13 +7,23 @@ restart, a reorg) is the SAME journaled bytes, never a new signature for the sam
 new signature is made only for a deliberate same-nonce replacement or cancel.
 
 Broadcasts go to a private send-only RPC (Flashbots-Protect style) when one is configured,
-falling back to the public node when the private one is unreachable or refuses.
+falling back to the public node when the private one is unreachable or refuses. The private
+relay sits behind a circuit breaker (:class:`GuardedRelay`): it gets a short timeout, and one
+that fails or does not answer in time is skipped for a cool-down, so a dead relay costs one
+timeout per cool-down rather than every send. The block a transaction counts as sent in is
+read AFTER the broadcast returned, so a slow broadcast never makes it look older than it is.
+
+Every fee bump is computed from the highest fees already signed for the nonce (a refused
+attempt included), so a new attempt always signs NEW bytes; bytes the journal already holds
+are never journaled twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,7 +31,6 @@ from eth_utils.address import to_checksum_address
 from web3 import AsyncWeb3
 from web3.exceptions import TransactionNotFound
 
-from keeper.chain.nonces import NonceManager
 from keeper.chain.retry import BROADCAST_POLICY, READ_POLICY, RetryPolicy
 from keeper.core.fees import (
     FeeHistory,
@@ -39,12 +48,16 @@ from keeper.errors import (
     FatalError,
     FeeCapExceeded,
     InsufficientFunds,
+    JournalConflict,
     KeeperError,
     NonceTooLow,
+    RetryableError,
     RpcError,
+    RpcTimeout,
     Underpriced,
 )
 from keeper.store import JournalEntry, JournalState, SignedTx, Store, TxIntent, TxKind
+from keeper.tx.nonces import NonceManager
 
 log = logging.getLogger("keeper.sender")
 
@@ -78,6 +91,60 @@ class Web3Broadcaster:
     async def send_raw(self, raw: bytes) -> None:
         await self._policy.call(
             lambda: self._w3.eth.send_raw_transaction(raw), f"eth_sendRawTransaction ({self.name})"
+        )
+
+
+class Unsent(RpcError):
+    """The node could not be reached for a first broadcast: the entry stays ``signed``."""
+
+    def __init__(self, entry_id: int, detail: str) -> None:
+        super().__init__(f"entry {entry_id} signed, not broadcast: {detail}")
+        self.entry_id = entry_id
+
+
+class GuardedRelay:
+    """A circuit breaker around a (private) broadcaster: a short timeout per send, and after
+    a failure or a timeout the relay is skipped for ``cooldown_seconds`` (``RpcError``
+    without a request while open)."""
+
+    def __init__(
+        self,
+        inner: Broadcaster,
+        timeout_seconds: float = 1.5,
+        cooldown_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self._timeout = timeout_seconds
+        self._cooldown = cooldown_seconds
+        self._clock = clock
+        self.open_until: float | None = None
+        self.trips = 0
+
+    def is_open(self) -> bool:
+        return self.open_until is not None and self._clock() < self.open_until
+
+    async def send_raw(self, raw: bytes) -> None:
+        if self.is_open():
+            raise RpcError(f"{self.name} relay skipped: circuit open after a failure")
+        try:
+            await asyncio.wait_for(self._inner.send_raw(raw), self._timeout)
+        except TimeoutError:
+            self._trip(f"no answer within {self._timeout} s")
+            raise RpcTimeout(f"{self.name} relay: no answer within {self._timeout} s") from None
+        except (RpcError, FatalError) as exc:
+            if not isinstance(exc, (AlreadyKnown, NonceTooLow, Underpriced)):
+                self._trip(str(exc))
+            raise
+        self.open_until = None
+
+    def _trip(self, why: str) -> None:
+        self.trips += 1
+        self.open_until = self._clock() + self._cooldown
+        log.warning(
+            "private relay failing: skipped for a while",
+            extra={"fields": {"relay": self.name, "why": why, "seconds": self._cooldown}},
         )
 
 
@@ -187,6 +254,16 @@ class Sender:
             raw_tx=bytes(signed.raw_transaction),
         )
 
+    async def _sign_new(self, nonce: int, intent: TxIntent, gas: int, fees: FeeQuote) -> SignedTx:
+        """Sign ``intent``; when an earlier attempt on this nonce (refused, failed, its nonce
+        given back) produced the very same bytes, raise both fees by 1 wei: new bytes."""
+        taken = {e.tx_hash for e in self._store.entries_for_nonce(self.address, nonce)}
+        while True:
+            signed = await self._sign(nonce, intent.to, intent.value_wei, intent.data, gas, fees)
+            if signed.tx_hash not in taken:
+                return signed
+            fees = FeeQuote(fees.max_fee_wei + 1, fees.priority_fee_wei + 1)
+
     async def _check_funds(self, worst_case_wei: int) -> None:
         """Refuse before a nonce is claimed when the account cannot pay ``gas x max fee +
         value``; warn when paying would leave it below ``low_balance_wei``."""
@@ -223,15 +300,22 @@ class Sender:
 
     # --- new transactions ---------------------------------------------------------------------
 
-    async def submit(self, intent: TxIntent) -> JournalEntry:
+    async def new_fees(self, intent: TxIntent) -> FeeQuote:
+        """Fees for a new transaction; ``FeeCapExceeded`` (nothing journaled) above the cap."""
+        verdict = quote_new(await self.fee_history(), self.config.fees, intent.urgent)
+        return self._go(verdict, f"{intent.kind} for {list(intent.vaults)}")
+
+    async def submit(self, intent: TxIntent, fees: FeeQuote | None = None) -> JournalEntry:
         """Journal, sign and broadcast ``intent``; returns the entry in state ``sent``.
 
-        ``FeeCapExceeded`` when fees are above the cap (nothing signed), ``RpcError`` when the
-        node could not be reached (the journaled bytes are re-broadcast by the confirmer).
+        ``FeeCapExceeded`` when fees are above the cap (nothing journaled), ``RpcError`` when
+        the node could not be reached (the entry stays ``signed``; the lifecycle re-decides
+        it before its bytes are broadcast again).
         """
-        entry = await self.prepare(intent)
+        fees = fees or await self.new_fees(intent)
+        entry = await self.prepare(intent, fees)
         try:
-            return await self.broadcast(entry)
+            return await self._broadcast_signed(entry)
         except (NonceTooLow, Underpriced) as exc:
             if not self.config.resend_after_nonce_conflict:
                 raise
@@ -240,10 +324,18 @@ class Sender:
                 extra={"fields": {"entry": entry.id, "nonce": entry.nonce, "error": str(exc)}},
             )
             await self.nonces.sync()
-            return await self.broadcast(await self.prepare(intent))
+            return await self._broadcast_signed(await self.prepare(intent, fees))
 
-    async def prepare(self, intent: TxIntent) -> JournalEntry:
-        """Journal the intent, quote fees, claim a nonce, sign, journal the raw bytes.
+    async def _broadcast_signed(self, entry: JournalEntry) -> JournalEntry:
+        try:
+            return await self.broadcast(entry)
+        except (NonceTooLow, Underpriced):
+            raise
+        except RetryableError as exc:  # the entry stays signed: say which one
+            raise Unsent(entry.id, str(exc)) from exc
+
+    async def prepare(self, intent: TxIntent, fees: FeeQuote) -> JournalEntry:
+        """Journal the intent, claim a nonce, sign, journal the raw bytes.
 
         Returns the entry in state ``signed``; nothing has been broadcast.
         """
@@ -251,17 +343,15 @@ class Sender:
             raise ConfigError(f"intent sender {intent.sender} is not the keeper's {self.address}")
         entry = self._store.create_intent(intent)
         try:
-            fees = self._go(
-                quote_new(await self.fee_history(), self.config.fees, intent.urgent),
-                f"{intent.kind} for {list(intent.vaults)}",
-            )
             gas = await self._gas_limit(intent)
             await self._check_funds(gas * fees.max_fee_wei + intent.value_wei)
             nonce = await self.nonces.claim(entry.id)
-            signed = await self._sign(nonce, intent.to, intent.value_wei, intent.data, gas, fees)
+            signed = await self._sign_new(nonce, intent, gas, fees)
         except (KeeperError, ValueError, TypeError) as exc:
-            self._store.mark_failed(entry.id, f"{type(exc).__name__}: {exc}")
+            self._fail_quietly(entry.id, f"{type(exc).__name__}: {exc}")
             raise
+        # Conditional: an intent another instance (or our own restart) failed meanwhile is
+        # never signed, so its bytes never reach a node (JournalConflict).
         entry = self._store.mark_signed(entry.id, signed)
         log.info(
             "transaction signed",
@@ -277,9 +367,16 @@ class Sender:
         )
         return entry
 
+    def _fail_quietly(self, entry_id: int, reason: str) -> None:
+        try:
+            self._store.mark_failed(entry_id, reason)
+        except JournalConflict:  # failed first by another instance or by a restart
+            log.info("intent already failed elsewhere", extra={"fields": {"entry": entry_id}})
+
     async def broadcast(self, entry: JournalEntry) -> JournalEntry:
-        """First broadcast of a freshly ``signed`` entry; journals the node's verdict."""
-        at_block = await self.head()
+        """First broadcast of a freshly ``signed`` entry; journals the node's verdict. The
+        block it counts as sent in is read after the broadcast (blocks waited count from
+        the broadcast, not from the attempt)."""
         try:
             await self._send_raw(entry.signed().raw_tx)
         except NonceTooLow as exc:
@@ -296,7 +393,7 @@ class Sender:
         except (Underpriced, FatalError) as exc:
             self._store.mark_failed(entry.id, f"refused by the node: {exc}")
             raise
-        sent = self._store.mark_sent(entry.id, at_block)
+        sent = self._store.mark_sent(entry.id, await self.head())
         log.info("transaction sent", extra={"fields": {"entry": sent.id, "hash": sent.tx_hash}})
         return sent
 
@@ -350,17 +447,36 @@ class Sender:
             return entry
         log.info("re-broadcast", extra={"fields": {"entry": entry.id, "hash": entry.tx_hash}})
         if entry.state is JournalState.SIGNED:
-            return self._store.mark_sent(entry.id, at_block)
+            return self._store.mark_sent(entry.id, max(at_block, await self.head()))
         return entry
+
+    def highest_fees(self, live: JournalEntry) -> FeeQuote:
+        """The highest fees signed so far for ``live``'s nonce, refused attempts included:
+        the floor every bump starts from, so a new attempt is always new bytes."""
+        old = live.signed()
+        group = self._store.entries_for_nonce(self.address, old.nonce)
+        return FeeQuote(
+            max([old.max_fee_wei, *(e.max_fee_wei for e in group if e.max_fee_wei)]),
+            max([old.priority_fee_wei, *(e.priority_fee_wei for e in group if e.priority_fee_wei)]),
+        )
+
+    def _journal_successor(
+        self, live: JournalEntry, kind: TxKind, to: str, value: int, data: bytes, signed: SignedTx
+    ) -> JournalEntry:
+        known = {e.tx_hash for e in self._store.entries_for_nonce(self.address, signed.nonce)}
+        if signed.tx_hash in known:  # never the journal's UNIQUE tx_hash: these bytes exist
+            raise JournalConflict(f"entry {live.id}: the new signature equals an earlier one")
+        return self._store.add_successor(live.id, kind, to, value, data, signed)
 
     async def replace(
         self, live: JournalEntry, at_block: int, urgent: bool = False
     ) -> JournalEntry:
-        """A same-nonce copy of ``live`` with both fees raised by at least 12.5%; up to the
-        emergency cap when ``live`` was urgent or its work has become urgent since."""
+        """A same-nonce copy of ``live`` with both fees raised by at least 12.5% over the
+        highest signed for that nonce; up to the emergency cap when ``live`` was urgent or
+        its work has become urgent since."""
         old = live.signed()
         verdict = quote_replacement(
-            FeeQuote(old.max_fee_wei, old.priority_fee_wei),
+            self.highest_fees(live),
             await self.fee_history(),
             self.config.fees,
             live.urgent or urgent,
@@ -369,9 +485,7 @@ class Sender:
         signed = await self._sign(
             old.nonce, live.to, live.value_wei, live.data, old.gas_limit, fees
         )
-        new = self._store.add_successor(
-            live.id, live.kind, live.to, live.value_wei, live.data, signed
-        )
+        new = self._journal_successor(live, live.kind, live.to, live.value_wei, live.data, signed)
         log.info(
             "replacing a stuck transaction",
             extra={
@@ -390,13 +504,13 @@ class Sender:
         """A 0-value self-transfer with ``live``'s nonce, so its work never executes."""
         old = live.signed()
         verdict = quote_cancel(
-            FeeQuote(old.max_fee_wei, old.priority_fee_wei),
+            self.highest_fees(live),
             await self.fee_history(),
             self.config.fees,
         )
         fees = self._go(verdict, f"cancel of entry {live.id}")
         signed = await self._sign(old.nonce, self.address, 0, b"", CANCEL_GAS, fees)
-        new = self._store.add_successor(live.id, TxKind.CANCEL, self.address, 0, b"", signed)
+        new = self._journal_successor(live, TxKind.CANCEL, self.address, 0, b"", signed)
         log.info(
             "cancelling a transaction no longer needed",
             extra={"fields": {"old": live.id, "new": new.id, "nonce": old.nonce}},

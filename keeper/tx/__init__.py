@@ -1,0 +1,27 @@
+"""The transaction lifecycle: journal, nonces, sign, broadcast, confirm, replace, cancel,
+reconcile (``Lifecycle``; the state table is in ``keeper.tx.lifecycle``)."""
+
+from keeper.tx.confirm import ConfirmConfig, Confirmer, LifecycleReport
+from keeper.tx.lifecycle import (
+    Lifecycle,
+    LifecycleConfig,
+    Refusal,
+    Refused,
+    SubmitOutcome,
+    Submitted,
+)
+from keeper.tx.stuck import Redecide, Verdict
+
+__all__ = [
+    "ConfirmConfig",
+    "Confirmer",
+    "Lifecycle",
+    "LifecycleConfig",
+    "LifecycleReport",
+    "Redecide",
+    "Refusal",
+    "Refused",
+    "SubmitOutcome",
+    "Submitted",
+    "Verdict",
+]
