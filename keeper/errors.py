@@ -110,5 +110,9 @@ class SimulationReverted(FatalError):
         self.data = data
 
 
+class OutOfGas(FatalError):
+    """A call needs more gas than the node allows (its RPC gas cap) or than it was given."""
+
+
 class JournalConflict(FatalError):
     """The journal and the chain disagree in a way the keeper will not guess about."""

@@ -37,7 +37,7 @@ from keeper.chain.uniswap import (
     UniswapDirect,
     min_out_after_slippage,
 )
-from keeper.core.abi import selector
+from keeper.core import abi
 from keeper.core.swap import BPS
 from keeper.errors import KeeperError, QuoteRefused
 
@@ -46,8 +46,8 @@ log = logging.getLogger("keeper.aggsvc")
 Mode = Literal["ok", "fail", "stall", "bad_price", "bad_router"]
 MODES: tuple[str, ...] = get_args(Mode)
 SOURCE_NAME = "Uniswap_V3"
-BALANCE_OF = selector("balanceOf(address)")
-ALLOWANCE = selector("allowance(address,address)")
+BALANCE_OF = abi.function("IERC20Minimal", "balanceOf")
+ALLOWANCE = abi.function("IERC20Minimal", "allowance")
 
 
 @dataclass
@@ -368,10 +368,8 @@ async def _issues(w3: AsyncWeb3[Any], order: Order, spender: str) -> dict[str, A
     if order.taker is None:
         return issues
     balance, allowance = await asyncio.gather(
-        _read_uint(w3, order.sell, BALANCE_OF + encode(["address"], [order.taker])),
-        _read_uint(
-            w3, order.sell, ALLOWANCE + encode(["address", "address"], [order.taker, spender])
-        ),
+        _read_uint(w3, order.sell, BALANCE_OF.encode(order.taker)),
+        _read_uint(w3, order.sell, ALLOWANCE.encode(order.taker, spender)),
     )
     if allowance < order.amount:
         issues["allowance"] = {"actual": str(allowance), "spender": spender}
