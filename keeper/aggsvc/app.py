@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from aiohttp import web
-from eth_abi.abi import decode, encode
+from eth_abi.abi import decode
 from eth_utils.address import is_hex_address, to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 

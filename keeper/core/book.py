@@ -96,8 +96,8 @@ class Split:
     """The net is larger than one swap can take inside the bound: this block swaps part."""
 
     net_wanted: int
-    net_now: int
-    blocks: int  # blocks it takes at this size
+    net_now: int  # 0: no net fits inside the bound this block, only the matched part trades
+    blocks: int  # blocks it takes at this size (0 with net_now 0)
     bound_bps: int  # the tightest max slippage on the net side
 
     def as_json(self) -> dict[str, int]:
@@ -244,7 +244,10 @@ def _plan_once(
     trades: list[TradeSpec], depth: Depth, cfg: BookConfig
 ) -> tuple[tuple[Settlement, ...], Split | None, int] | dict[str, str]:
     need = net_need(trades, cfg.cost_bps)
-    trades, split = _fit_to_depth(trades, need, depth, cfg)
+    fitted, split = _fit_to_depth(trades, need, depth, cfg)
+    if not fitted:
+        return {t.vault: "no part of its trade fits inside the oracle bound" for t in trades}
+    trades = fitted
     need = net_need(trades, cfg.cost_bps)
     chunks = _chunks(trades, cfg.max_legs)
     settlements: list[Settlement] = []

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from eth_abi.abi import decode, encode
+from vaults import vault_state
 
 from keeper.contracts import ABI_DIR, load_abi, render_abi, shipped
 from keeper.contracts.export import collect
@@ -25,7 +26,6 @@ from keeper.core.types import (
     VaultParams,
     VaultState,
 )
-from vaults import vault_state
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / ".build" / "__local__.json"
