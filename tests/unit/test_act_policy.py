@@ -7,7 +7,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from eth_abi.abi import encode
 from web3.exceptions import Web3RPCError
 
 from keeper.act import still_needed_for
@@ -105,20 +104,17 @@ def test_node_trouble_while_simulating_a_stuck_batch_is_retryable_not_a_cancel(
     assert node.calls == FAST.attempts
 
 
-def test_a_batch_that_reverts_or_answers_garbage_no_longer_executes() -> None:
-    reverted = Node(rpc_error("execution reverted", 3))
-    garbage = Node(result=b"\x01")
-    for node in (reverted, garbage):
-        check = batch_check(node, "0x" + "01" * 20, FAST)  # type: ignore[arg-type]
-        assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is False
+def test_a_settlement_that_reverts_no_longer_executes() -> None:
+    """v2 settles as a whole: a stale nonce or quote reverts the call."""
+    node = Node(rpc_error("execution reverted", 3))
+    check = batch_check(node, "0x" + "01" * 20, FAST)  # type: ignore[arg-type]
+    assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is False
 
 
-def test_a_batch_whose_legs_all_execute_still_does() -> None:
-    node = Node(result=encode(["bool[]"], [[True, True]]))
+def test_a_settlement_that_still_simulates_still_executes() -> None:
+    node = Node(result=b"")  # settle returns nothing
     check = batch_check(node, "0x" + "01" * 20, FAST)  # type: ignore[arg-type]
     assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is True
-    node.result = encode(["bool[]"], [[True, False]])  # one stale quote: cancel, quote afresh
-    assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is False
 
 
 def test_a_stuck_rebalance_is_urgent_now_when_one_of_its_vaults_is() -> None:
