@@ -1,8 +1,8 @@
 """Export the compiled ABIs the keeper reads into ``keeper/contracts/abi/`` (package data).
 
 Run after ``ape compile`` (tools/setup.sh does): the project's contract types come from Ape's
-build manifest (``.build/__local__.json``), Uniswap V3's from the npm artifacts the world
-deploys (``node_modules/@uniswap/v3-periphery``). ``--check`` writes nothing and exits 1 when
+build manifest (``.build/__local__.json``), Uniswap V3's and OpenZeppelin's IERC20Metadata
+from their npm artifacts (the ones the world deploys and the contracts import). ``--check`` writes nothing and exits 1 when
 a shipped ABI differs from the build (the unit test does the same comparison).
 """
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from keeper.contracts import ABI_DIR, render_abi  # noqa: E402
-from keeper.contracts.export import PROJECT_CONTRACTS, UNISWAP_ARTIFACTS, collect  # noqa: E402
+from keeper.contracts.export import PROJECT_CONTRACTS, NPM_ARTIFACTS, collect  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     verb = "differ" if args.check else "written"
     print(
         f"ABIs {verb}: {', '.join(differ) or 'none'} ({len(abis)} from "
-        f"{len(PROJECT_CONTRACTS)} project contracts, {len(UNISWAP_ARTIFACTS)} Uniswap artifacts)"
+        f"{len(PROJECT_CONTRACTS)} project contracts, {len(NPM_ARTIFACTS)} npm artifacts)"
     )
     return 1 if args.check and differ else 0
 

@@ -46,8 +46,8 @@ log = logging.getLogger("keeper.aggsvc")
 Mode = Literal["ok", "fail", "stall", "bad_price", "bad_router"]
 MODES: tuple[str, ...] = get_args(Mode)
 SOURCE_NAME = "Uniswap_V3"
-BALANCE_OF = abi.function("IERC20Minimal", "balanceOf")
-ALLOWANCE = abi.function("IERC20Minimal", "allowance")
+BALANCE_OF = abi.function("IERC20Metadata", "balanceOf")
+ALLOWANCE = abi.function("IERC20Metadata", "allowance")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Collect ABIs from a build (Ape's manifest) and the Uniswap npm artifacts (build-time only)."""
+"""Collect ABIs from a build (Ape's manifest) and npm artifacts (Uniswap V3, OpenZeppelin)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,24 @@ from keeper.contracts import Abi
 from keeper.errors import FatalError
 
 # What the keeper, the scripts and the demo talk to (mocks: the world's feed and tokens).
+# The implementations are shipped for their errors (OpenZeppelin's included), the keeper
+# encodes calls from the interfaces.
 PROJECT_CONTRACTS = (
     "IOptionsVault",
     "ISettlement",
+    "OptionsVault",
+    "BookSettlement",
     "VaultRegistry",
     "Multicall3",
     "AggregatorV3Interface",
-    "IERC20Minimal",
     "MockV3Aggregator",
     "TestERC20",
     "WETH9",
 )
-UNISWAP_ARTIFACTS = {
+NPM_ARTIFACTS = {
     "QuoterV2": "@uniswap/v3-periphery/artifacts/contracts/lens/QuoterV2.sol/QuoterV2.json",
     "SwapRouter": "@uniswap/v3-periphery/artifacts/contracts/SwapRouter.sol/SwapRouter.json",
+    "IERC20Metadata": "@openzeppelin/contracts/build/contracts/IERC20Metadata.json",
 }
 
 
@@ -37,6 +41,6 @@ def collect(build: Path, node_modules: Path) -> dict[str, Abi]:
     if missing:
         raise FatalError(f"{build} has no contract type for {', '.join(missing)}")
     abis: dict[str, Abi] = {n: list(types[n]["abi"]) for n in PROJECT_CONTRACTS}
-    for name, rel in UNISWAP_ARTIFACTS.items():
+    for name, rel in NPM_ARTIFACTS.items():
         abis[name] = list(json.loads((node_modules / rel).read_text())["abi"])
     return abis

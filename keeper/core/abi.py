@@ -333,7 +333,7 @@ _BUILTIN_ERRORS: tuple[Mapping[str, Any], ...] = (
     {"type": "error", "name": "Error", "inputs": [{"name": "message", "type": "string"}]},
     {"type": "error", "name": "Panic", "inputs": [{"name": "code", "type": "uint256"}]},
 )
-ERROR_CONTRACTS = (VAULT, SETTLEMENT, REGISTRY)
+ERROR_CONTRACTS = ("OptionsVault", "BookSettlement", VAULT, SETTLEMENT, REGISTRY)
 
 
 @dataclass(frozen=True)
@@ -352,7 +352,8 @@ class ContractError:
 
 @cache
 def errors_by_selector() -> dict[bytes, ContractError]:
-    """Every custom error of the vault, the settlement and the registry, plus Error/Panic."""
+    """Every custom error of the vault, the settlement and the registry (OpenZeppelin's they
+    inherit included), plus Error/Panic."""
     entries = [*_BUILTIN_ERRORS]
     for contract in ERROR_CONTRACTS:
         entries += [e for e in load_abi(contract) if e.get("type") == "error"]

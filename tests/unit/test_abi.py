@@ -142,7 +142,7 @@ def test_rebalance_calldata_carries_the_state_nonce() -> None:
 def test_selectors_are_the_keccak_of_the_abi_signature() -> None:
     assert abi.GET_STATE.hex() == abi.function("IOptionsVault", "getState").selector.hex()
     assert abi.function("Multicall3", "aggregate3").selector.hex() == "82ad56cb"  # canonical
-    assert abi.function("IERC20Minimal", "balanceOf").selector.hex() == "70a08231"
+    assert abi.function("IERC20Metadata", "balanceOf").selector.hex() == "70a08231"
 
 
 def test_custom_errors_decode_with_their_arguments() -> None:
