@@ -105,3 +105,95 @@ def test_opposite_trades_settle_netted_with_one_swap_for_the_net(
         assert vault_state(vault).state_nonce == nonces[vault] + 1  # one trade each
         d = after[vault]
         assert abs(d.deviation) <= d.band, (vault, d.deviation, d.band)
+
+
+@pytest.fixture(scope="module")
+def stalling_aggregator(world: ForkedWorld, rpc_url: str) -> Iterator[Any]:
+    from keeper.aggsvc import config_from_manifest, start_in_background
+    from keeper.aggsvc.control import set_mode
+
+    with start_in_background(
+        config_from_manifest(world.manifest_file, rpc_url, stall_seconds=30)
+    ) as svc:
+        set_mode(svc.url, "stall", stall_seconds=30)
+        yield svc
+        set_mode(svc.url, "ok")
+
+
+def test_a_slow_aggregator_loses_the_race_and_the_direct_route_settles(
+    stalling_aggregator: Any,
+    rpc_url: str,
+    fresh_world: ForkedWorld,
+    keeper_key: str,
+    governance: Any,
+    chain: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from keeper.aggsvc.control import stats
+
+    k = start_keeper(
+        keeper_settings(
+            rpc_url,
+            fresh_world.manifest_file,
+            f"sqlite:///{tmp_path / 'k.sqlite'}",
+            private_key=keeper_key,
+            aggregator_url=stalling_aggregator.url,
+            quote_race_seconds=0.2,  # the aggregator stalls for 30 s
+        )
+    )
+    try:
+        names = list(fresh_world.vaults)
+        k.tick(chain)
+        shift_hedges(fresh_world, governance, names[0], names[2], 4 * WAD)
+        with caplog.at_level("INFO"):
+            k.tick(chain)
+        assert stats(stalling_aggregator.url)["requests"] >= 1  # it was asked, first
+        assert "no answer within the 0.2s race budget" in caplog.text
+        (entry,) = rebalances(k)
+        assert entry.payload["net"]["route"] == "uniswap-direct"
+        after = k.tick(chain)
+        assert k.store.entry(entry.id).state == JournalState.MINED
+        for name in (names[0], names[2]):
+            d = after[fresh_world.vaults[name].address]
+            assert abs(d.deviation) <= d.band
+    finally:
+        k.stop()
+
+
+def test_a_net_larger_than_the_pool_takes_inside_the_bound_is_split(
+    book_keeper: Running,
+    fresh_world: ForkedWorld,
+    governance: Any,
+    accounts: Any,
+    chain: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from world.market import MarketDriver
+
+    k = book_keeper
+    names = list(fresh_world.vaults)
+    k.tick(chain)
+    answer = int(fresh_world.feed.latestRoundData()[1])
+    driver = MarketDriver(
+        chain.provider.web3, fresh_world.manifest, governance.address, accounts[3].address
+    )
+    driver.fund_trader(500 * WAD, 2_000_000 * 10**6)
+    driver.move_to(answer * 9935 // 10_000)  # the pools 0.65% below the oracle ...
+    fresh_world.set_price(answer / 1e8, governance)  # ... the oracle where it was
+    # two vaults over-hedged: both must sell, into pools with little room under the bound
+    a, b = (fresh_world.vaults[n] for n in names[:2])
+    fresh_world.weth.deposit(value=16 * WAD, sender=governance)
+    for vault in (a, b):
+        fresh_world.weth.approve(vault, 8 * WAD, sender=governance)
+        vault.deposit(fresh_world.weth, 8 * WAD, sender=governance)
+    with caplog.at_level("INFO"):
+        decisions = k.tick(chain)
+    assert decisions[a.address].trade_wei < 0 and decisions[b.address].trade_wei < 0
+    assert "net split over blocks" in caplog.text
+    (entry,) = rebalances(k)
+    split = entry.payload["split"]
+    assert split is not None and 0 < split["net_now"] < split["net_wanted"]
+    assert entry.payload["net"]["amount_in"] == split["net_now"]
+    k.tick(chain)
+    assert k.store.entry(entry.id).state == JournalState.MINED

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from conftest import ForkedWorld
-from eth_abi.abi import decode
 from keeper_support import Running, keeper_settings, start_keeper
 from web3.exceptions import TransactionNotFound
 
@@ -34,7 +33,7 @@ class Rebalanced:
 
 
 def rebalanced_events(running: Running, world: ForkedWorld, name: str) -> list[Rebalanced]:
-    """The vault's Rebalanced events in the receipts of the keeper's mined transactions.
+    """The vault's Traded events in the receipts of the keeper's mined transactions.
 
     (Receipts, not eth_getLogs: anvil keeps serving logs of blocks a snapshot revert removed.)
     """
@@ -51,12 +50,12 @@ def rebalanced_events(running: Running, world: ForkedWorld, name: str) -> list[R
             continue  # a replaced or cancelled sibling, or not mined yet
         for item in receipt["logs"]:
             topic = "0x" + bytes(item["topics"][0]).hex()
-            if item["address"].lower() != vault or topic != abi.REBALANCED_TOPIC:
+            if item["address"].lower() != vault or topic != abi.TRADED_TOPIC:
                 continue
-            sell, amount_in, amount_out, _ = decode(
-                ["bool", "uint256", "uint256", "address"], bytes(item["data"])
+            traded = abi.TRADED.decode_data(bytes(item["data"]))
+            out.append(
+                Rebalanced(traded["sell_underlying"], traded["amount_in"], traded["amount_out"])
             )
-            out.append(Rebalanced(sell, amount_in, amount_out))
     return out
 
 
@@ -117,7 +116,7 @@ def test_one_batch_rebalances_the_two_vaults_that_left_their_bands(
         assert abs(d.deviation) <= d.band, (name, d.reason)
         (event,) = rebalanced_events(k, fresh_world, name)
         answer = fresh_world.feed.latestRoundData()[1]
-        bound = oracle_bound_min_out(event.sell_underlying, event.amount_in, answer, 8, 100)
+        bound = oracle_bound_min_out(event.sell_underlying, event.amount_in, answer, 8, 100, 18, 6)
         assert event.amount_out >= bound  # the vault enforced the oracle-bounded minimum
     assert not rebalanced_events(k, fresh_world, third)
     assert after[fresh_world.vaults[third].address].action == Action.HOLD
@@ -269,7 +268,7 @@ def test_aggregator_failures_fall_back_to_the_direct_route(
         (event,) = rebalanced_events(k, fresh_world, "short-straddle")
         answer = fresh_world.feed.latestRoundData()[1]
         assert event.amount_out >= oracle_bound_min_out(
-            event.sell_underlying, event.amount_in, answer, 8, 100
+            event.sell_underlying, event.amount_in, answer, 8, 100, 18, 6
         )
     finally:
         set_mode(aggregator.url, "ok")
