@@ -319,6 +319,12 @@ class RebalanceActor:
             plan, txs = planned
             if len(group) > 1:
                 pending += [([t], max_legs) for t in plan.solo]
+            else:
+                for vault, why in plan.excluded.items():
+                    log.error(
+                        "no safe route: rebalance skipped",
+                        extra={"fields": {"vault": vault, "why": why}},
+                    )
             for tx in txs:
                 t1 = time.perf_counter()
                 outcome = await self._simulate(tx, gas_price_wei)

@@ -9,7 +9,9 @@ vault) approves it and calls it with ``transaction.data``; the output goes to th
 ``minBuyAmount = buyAmount * (10000 - slippageBps) / 10000``.
 
 Test hooks (local use only): ``POST /_control {"mode": "ok"|"fail"|"stall"|"bad_price"|
-"bad_router", "latency_seconds": 0, "stall_seconds": ..}`` sets the fault mode, releases
+"bad_router"|"skim", "latency_seconds": 0, "stall_seconds": ..}`` sets the fault mode
+(``skim``: the quote of the whole order with the calldata of ``bad_price``, a promise it does
+not keep), releases
 requests still stalled (they answer 503) and starts fresh counters for ``GET /_stats``
 (requests, in flight, most in flight at once, answers by status), which count only the
 requests that arrived after it.
@@ -43,7 +45,7 @@ from keeper.errors import KeeperError, QuoteRefused
 
 log = logging.getLogger("keeper.aggsvc")
 
-Mode = Literal["ok", "fail", "stall", "bad_price", "bad_router"]
+Mode = Literal["ok", "fail", "stall", "bad_price", "bad_router", "skim"]
 MODES: tuple[str, ...] = get_args(Mode)
 SOURCE_NAME = "Uniswap_V3"
 BALANCE_OF = abi.function("IERC20Metadata", "balanceOf")
@@ -276,7 +278,7 @@ async def _execution(app: web.Application, order: Order, mode: Mode) -> tuple[Ex
     block = await w3.eth.get_block("latest")
     deadline = int(block["timestamp"]) + cfg.deadline_seconds
     taker = order.taker or SINK
-    if mode == "bad_price":
+    if mode in ("bad_price", "skim"):
         kept, data = await short_changing_plan(
             direct,
             order.sell,
@@ -289,6 +291,9 @@ async def _execution(app: web.Application, order: Order, mode: Mode) -> tuple[Ex
         )
         gas = 2 * kept.gas_estimate + ROUTER_OVERHEAD_GAS
         out = kept.amount_out
+        if mode == "skim":  # what the whole order would get, a little better than direct
+            whole = await best_plan(direct, order.sell, order.buy, order.amount, (BPS,))
+            out = whole.amount_out * (BPS + 20) // BPS
         return Execution(
             out,
             min_out_after_slippage(out, order.slippage_bps),

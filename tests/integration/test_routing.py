@@ -192,13 +192,20 @@ def test_service_quotes_match_quoter_v2(
 
 
 def test_a_service_quote_executes_through_the_vault_with_its_state_nonce(
-    fresh_world: ForkedWorld, service: BackgroundService, keeper_account: Any, rpc_url: str
+    fresh_world: ForkedWorld,
+    service: BackgroundService,
+    keeper_account: Any,
+    governance: Any,
+    rpc_url: str,
 ) -> None:
     w = fresh_world
     request = make_request(w, rpc_url, "short-calls", True, 2 * WAD)
     bound = request.bound_min_out()
     quote = check_quote(zero_ex_quote(service, w, request), request, bound, request.allowed_routers)
     vault = w.vaults["short-calls"]
+    w.weth.deposit(value=2 * WAD, sender=governance)  # over-hedged by 2 WETH: selling them is
+    w.weth.approve(vault, 2 * WAD, sender=governance)  # the right direction
+    vault.deposit(w.weth, 2 * WAD, sender=governance)
     nonce = state_of(rpc_url, vault.address).state_nonce
     trade = Trade(True, 2 * WAD, max(quote.min_buy_amount, bound), nonce, deadline())
     weth_before, usdc_before = balances(w, vault)
