@@ -55,9 +55,10 @@ class ParamsSpec:
     max_slippage_bps: int = 100
     notional_cap_fraction: float = 0.25  # traded notional per window
     trade_cap_fraction: float = 0.10  # one trade's notional
-    # Below cap x slippage (0.25%), so the loss budget, not the cap, is what stops a key that
-    # trades at the oracle bound every time.
-    loss_budget_fraction: float = 0.002
+    # Below (cap - corrective reserve) x slippage = 20% x 1% = 0.2%, so the loss budget, not
+    # the cap, is what stops a key that trades at the oracle bound every time. An honest keeper
+    # paying 30 bps on a full non-urgent cap per hour uses 0.06%.
+    loss_budget_fraction: float = 0.0015
     window_seconds: int = 3600
     corrective_reserve_bps: int = 2000
     # Far above the keeper's band floor, so trading to target with float greeks (and a

@@ -14,7 +14,7 @@ contract HostileRouter {
 
     function bomb(uint256 size) external pure {
         assembly {
-            revert(0, size)
+            revert(0x80, size) // zeros from the free memory on
         }
     }
 }

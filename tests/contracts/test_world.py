@@ -67,7 +67,7 @@ def test_guards_are_fractions_of_vault_value(world: World) -> None:
         g = vault.guards()
         assert g.notionalCap == pytest.approx(value * 0.25, rel=1e-6), name
         assert g.maxTradeNotional == pytest.approx(value * 0.10, rel=1e-6), name
-        assert g.lossBudget == pytest.approx(value * 0.002, rel=1e-6), name
+        assert g.lossBudget == pytest.approx(value * 0.0015, rel=1e-6), name
         assert (g.maxSlippageBps, g.windowSeconds, g.oracleHeartbeat) == (100, 3600, 3600)
         assert (g.correctiveReserveBps, g.maxOvershootWad) == (2000, WAD // 2)
         assert vault.notionalCapCeiling() == 4 * g.notionalCap
