@@ -200,3 +200,36 @@ def test_a_net_larger_than_the_pool_takes_inside_the_bound_is_split(
     after = k.tick(chain)
     assert k.store.entry(entry.id).state == JournalState.MINED
     assert after[a.address].action == Action.REBALANCE  # the rest follows in later blocks
+
+
+MANY = 70  # extra vaults: 73 in all, more than one settlement holds (MAX_LEGS 64)
+
+
+def test_many_vaults_out_of_band_settle_in_several_settlements_and_end_inside(
+    book_keeper: Running, fresh_world: ForkedWorld, chain: Any
+) -> None:
+    """As many vaults as a test can deploy in reasonable time (the benchmark goes to 1000):
+    every one pushed out of its band, half up and half down."""
+    import json
+
+    from bench_world import deploy_vaults, shift_hedges
+
+    k = book_keeper
+    node = chain.provider.web3
+    manifest = json.loads(fresh_world.manifest_file.read_text())
+    extra = deploy_vaults(node, manifest, MANY)
+    vaults = [v.address for v in fresh_world.vaults.values()] + extra
+    k.tick(chain)
+    moved = shift_hedges(node, vaults, 3 * WAD, 1.0)
+    assert len(moved) == 72
+    decisions = k.tick(chain)
+    assert all(decisions[v].action == Action.REBALANCE for v in moved)
+    sent = rebalances(k)
+    assert len(sent) >= 2  # more legs than one settlement takes
+    assert all(len(e.payload["legs"]) <= 64 for e in sent)
+    assert {v for e in sent for v in e.vaults} == set(moved)
+    after = k.tick(chain)
+    for e in sent:
+        assert k.store.entry(e.id).state == JournalState.MINED
+    outside = [v for v in moved if abs(after[v].deviation) > after[v].band]
+    assert outside == []
