@@ -6,7 +6,7 @@ the node: it timestamps every request by method. The local 0x-style aggregator r
 ``make demo`` (on the node directly: its calls are not the keeper's). Per measured block:
 
 1. governance pushes a share of the vaults out of their bands, half up and half down (netting
-   must show), then a block is mined: the head;
+   must show), and one block is mined with all of it (automine is off): the head;
 2. the real keeper's objects (``Keeper.build`` + ``build_actor``: reader, decisions, book,
    router, sender) process that head; the proxy's first ``eth_sendRawTransaction`` after the
    head is the broadcast;
@@ -136,12 +136,17 @@ def _gas_per_vault(w3: Web3, txs: list[str]) -> tuple[float | None, int]:
     return (gas / vaults if vaults else None), vaults
 
 
-async def keeper_block(keeper: Keeper, recorder: Recorder, node: Web3) -> Sample:
+def mine(node: Web3) -> None:
     node.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+
+async def keeper_block(keeper: Keeper, recorder: Recorder, node: Web3) -> Sample:
+    mine(node)
     t0 = time.perf_counter()
     head = block_ref(await keeper.w3.eth.get_block("latest"))
     await keeper.pipeline.tick(head)
     done = time.perf_counter()
+    mine(node)  # the keeper's transactions
     seen = recorder.since(t0)
     sends = [t for t, m in seen if m == "eth_sendRawTransaction"]
     actor = keeper.pipeline.actor
@@ -185,7 +190,7 @@ class Naive:
     nonce: int | None = None
 
     async def block(self, recorder: Recorder, node: Web3) -> Sample:
-        node.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        mine(node)
         t0 = time.perf_counter()
         head = block_ref(await self.w3.eth.get_block("latest"))
         states = []
@@ -205,6 +210,7 @@ class Naive:
                     sent.append(tx)
         seen = recorder.since(t0)
         sends = [t for t, m in seen if m == "eth_sendRawTransaction"]
+        mine(node)
         gas, vaults = _gas_per_vault(node, sent)
         return Sample(
             1000 * (sends[0] - t0) if sends else None,
@@ -295,11 +301,12 @@ async def run_size(
             for share in args.shares:
                 fast, slow = [], []
                 for _ in range(args.blocks):
-                    shift_hedges(node, vaults, SHIFT, share)
+                    shift_hedges(node, vaults, SHIFT, share, wait=False)
                     fast.append(await keeper_block(keeper, recorder, node))
                     if len(slow) < args.naive_blocks:
-                        shift_hedges(node, vaults, SHIFT, share)
+                        shift_hedges(node, vaults, SHIFT, share, wait=False)
                         slow.append(await naive.block(recorder, node))
+                        mine(node)
                         await keeper.pipeline.tick(
                             block_ref(await keeper.w3.eth.get_block("latest"))
                         )
@@ -430,7 +437,9 @@ def main() -> None:
                     allow_keeper(node, extra, naive)
                     vaults += extra
                     print(f"{len(extra)} vaults deployed in {time.perf_counter() - t0:.1f}s")
+                node.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
                 rows += asyncio.run(run_size(url, node, manifest, vaults[:size], args))
+                node.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
     except AnvilStartError as exc:
         sys.exit(str(exc))
     show(rows)

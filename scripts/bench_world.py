@@ -136,9 +136,12 @@ def deploy_vaults(w3: Web3, manifest: dict[str, Any], count: int) -> list[str]:
     return vaults
 
 
-def shift_hedges(w3: Web3, vaults: Sequence[str], amount: int, share: float) -> list[str]:
+def shift_hedges(
+    w3: Web3, vaults: Sequence[str], amount: int, share: float, wait: bool = True
+) -> list[str]:
     """Push ``share`` of ``vaults`` out of their bands, half up and half down: every other
-    vault gives ``amount`` WETH to governance, the next one gets it. Returns those moved."""
+    vault gives ``amount`` WETH to governance, the next one gets it. Returns those moved
+    (``wait=False``: sent, not waited for, to mine in one block of the caller's)."""
     s = Sender(w3)
     moved = list(vaults[: max(2, int(len(vaults) * share)) // 2 * 2])
     weth = read_weth(w3, vaults[0])
@@ -153,7 +156,7 @@ def shift_hedges(w3: Web3, vaults: Sequence[str], amount: int, share: float) -> 
             weth, abi.function("IERC20Metadata", "approve").encode(giver, amount), 100_000
         )
         last = s.send(giver, abi.function("IOptionsVault", "deposit").encode(weth, amount), 200_000)
-    if last:
+    if last and wait:
         s.wait(last)
     return moved
 
