@@ -140,6 +140,17 @@ def mine(node: Web3) -> None:
     node.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
 
+REFILL_SECONDS = 900  # between measured blocks: the vaults' buckets refill a quarter window
+
+
+def refill(node: Web3, feed: str) -> None:
+    """Time moves on (buckets refill) and the oracle posts a fresh round at the same price."""
+    node.provider.make_request("evm_increaseTime", [REFILL_SECONDS])  # type: ignore[arg-type]
+    answer = abi.function("MockV3Aggregator", "latestAnswer")
+    (value,) = answer.decode(bytes(node.eth.call({"to": feed, "data": answer.selector})))
+    Sender(node).send(feed, abi.function("MockV3Aggregator", "setAnswer").encode(value), 200_000)
+
+
 async def keeper_block(keeper: Keeper, recorder: Recorder, node: Web3) -> Sample:
     mine(node)
     t0 = time.perf_counter()
@@ -300,10 +311,13 @@ async def run_size(
             await keeper.pipeline.tick(block_ref(await keeper.w3.eth.get_block("latest")))
             for share in args.shares:
                 fast, slow = [], []
+                feed = manifest["contracts"]["PriceFeed"]["address"]
                 for _ in range(args.blocks):
+                    refill(node, feed)
                     shift_hedges(node, vaults, SHIFT, share, wait=False)
                     fast.append(await keeper_block(keeper, recorder, node))
                     if len(slow) < args.naive_blocks:
+                        refill(node, feed)
                         shift_hedges(node, vaults, SHIFT, share, wait=False)
                         slow.append(await naive.block(recorder, node))
                         mine(node)

@@ -46,7 +46,7 @@ class Sender:
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
         self.acct = Account.from_key(GOVERNANCE_KEY)
-        self.nonce = int(w3.eth.get_transaction_count(self.acct.address))
+        self.nonce = int(w3.eth.get_transaction_count(self.acct.address, "pending"))
         self.gas_price = 2 * max(int(w3.eth.get_block("latest")["baseFeePerGas"]), 1) + 10**9
         self.chain_id = w3.eth.chain_id
 

@@ -20,6 +20,7 @@ One block, top to bottom (:meth:`RebalanceActor.act`):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -95,6 +96,9 @@ class ActConfig:
         return max(1, min(self.max_legs, fit))
 
 
+Group = tuple[list[TradeSpec], int]  # trades planned together, at most this many legs each
+
+
 @dataclass(frozen=True)
 class PlannedTx:
     """One transaction of the book: a settlement (or a single vault's rebalance), routed."""
@@ -102,6 +106,7 @@ class PlannedTx:
     settlement: Settlement
     route: NetRoute | None  # None: the legs match exactly, nothing is swapped
     plan: BookPlan
+    gas_limit: int | None = None  # from the simulation, with headroom
 
     @property
     def single(self) -> bool:
@@ -135,8 +140,6 @@ class RebalanceActor:
     # vault -> (the decision it sent, the block its rebalance was mined in)
     to_verify: dict[str, tuple[Decision, int]] = field(default_factory=dict)
     stages: Stages = field(default_factory=Stages)  # this block's time by stage
-    _gas_price: int = 0
-    _gas_limits: dict[int, int] = field(default_factory=dict)
 
     async def start(self) -> None:
         """Before anything else: bring the journal in line with the chain."""
@@ -303,80 +306,90 @@ class RebalanceActor:
     async def _book(
         self, block: BlockRef, trades: Sequence[TradeSpec], gas_price_wei: int
     ) -> list[PlannedTx]:
-        """The simulated transactions of one book. Vaults the plan leaves out are planned
-        again alone; a settlement the node cannot fit is planned again in halves; a vault a
-        simulation names is left out and the rest planned again."""
-        legs = self.config.legs_per_settlement()
-        pending: list[tuple[list[TradeSpec], int]] = [(list(trades), legs)]
+        """The simulated transactions of one book, in rounds of one quote each: the book;
+        then every vault the plan left out, each alone (all quoted in one multicall); then
+        settlements the node could not fit, in halves, and settlements without the vault a
+        simulation named."""
+        rounds: list[Group] = [(list(trades), self.config.legs_per_settlement())]
         ready: list[PlannedTx] = []
+        swapping: set[bool] = set()  # directions a planned transaction already swaps
         for _ in range(4 * len(trades) + 4):  # every retry removes a vault or halves a cap
-            if not pending:
+            if not rounds:
                 break
-            group, max_legs = pending.pop(0)
-            planned = await self._plan(block, group, max_legs)
-            if planned is None:
-                continue
-            plan, txs = planned
-            if len(group) > 1:
-                pending += [([t], max_legs) for t in plan.solo]
-            else:
-                for vault, why in plan.excluded.items():
+            planned = await self._plan(block, rounds, gas_price_wei)
+            rounds = []
+            for (group, max_legs), (plan, txs) in planned:
+                if len(group) > 1:
+                    rounds += [([t], max_legs) for t in _one_swap_per_side(plan, swapping)]
+                swapping |= {tx.settlement.net.sell_underlying for tx in txs if tx.route}
+                for vault, why in plan.excluded.items() if len(group) == 1 else ():
                     log.error(
                         "no safe route: rebalance skipped",
                         extra={"fields": {"vault": vault, "why": why}},
                     )
-            for tx in txs:
                 t1 = time.perf_counter()
-                outcome = await self._simulate(tx, gas_price_wei)
+                outcomes = await asyncio.gather(*(self._simulate(tx) for tx in txs))
                 self._stage("simulate", t1)
-                if isinstance(outcome, PlannedTx):
-                    ready.append(outcome)
-                    continue
-                members = [t for t in group if t.vault in tx.settlement.vaults]
-                retry = _retry_after(outcome, members, max_legs)
-                if retry is not None:
-                    pending.append(retry)
+                for tx, outcome in zip(txs, outcomes, strict=True):
+                    if isinstance(outcome, PlannedTx):
+                        ready.append(outcome)
+                        continue
+                    members = [t for t in group if t.vault in tx.settlement.vaults]
+                    retry = _retry_after(outcome, members, max_legs)
+                    if retry is not None:
+                        rounds.append(retry)
         return ready
 
     async def _plan(
-        self, block: BlockRef, group: list[TradeSpec], max_legs: int
-    ) -> tuple[BookPlan, list[PlannedTx]] | None:
-        """Quote once (aggregator race + one multicall of direct quotes) and plan the book."""
-        cfg = BookConfig(
-            cost_bps=self.config.cost_bps,
-            net_slippage_bps=self.config.net_slippage_bps,
-            deadline=block.timestamp + self.config.deadline_seconds,
-            max_legs=max_legs,
-        )
+        self, block: BlockRef, groups: list[Group], gas_price_wei: int
+    ) -> list[tuple[Group, tuple[BookPlan, list[PlannedTx]]]]:
+        """Quote once for every group (one multicall of direct quotes; the aggregator races
+        it when there is one group: the block's net) and plan each group's book."""
+        deadline = block.timestamp + self.config.deadline_seconds
         t0 = time.perf_counter()
-        need = net_need(group, cfg.cost_bps)
-        taker = group[0].vault if len(group) == 1 else self.config.settlement
-        race = self.router.start_aggregator(
-            self._request(group, need.sell_underlying, need.amount_in, taker, cfg.deadline)
-        )
+        needs = [net_need(g, self.config.cost_bps) for g, _ in groups]
+        race = None
+        if len(groups) == 1:
+            (group, _), need = groups[0], needs[0]
+            taker = group[0].vault if len(group) == 1 else self.config.settlement
+            request = self._request(group, need.sell_underlying, need.amount_in, taker, deadline)
+            race = self.router.start_aggregator(request)
+        sizes: dict[bool, set[int]] = {True: set(), False: set()}
+        for (group, _), need in zip(groups, needs, strict=True):
+            for side, amounts in sample_sizes(group, need).items():
+                sizes[side] |= set(amounts)
         try:
             depth = await self.router.depth(
-                self.config.weth, self.config.usdc, sample_sizes(group, need)
+                self.config.weth, self.config.usdc, {k: sorted(v) for k, v in sizes.items()}
             )
         except QuoteError as exc:
             if race is not None:
                 race.task.cancel()
             log.warning("no direct quote: book waits a block", extra={"fields": {"why": str(exc)}})
-            return None
+            return []
         self._stage("quote", t0)
-        t1 = time.perf_counter()
-        plan = plan_book(group, depth.depth, cfg)
-        self._stage("plan", t1)
-        _log_plan(plan)
-        txs = []
-        for i, settlement in enumerate(plan.settlements):
-            route = await self._route(
-                settlement, group, depth, race if i == 0 else None, cfg.deadline
+        out = []
+        for group, max_legs in groups:
+            cfg = BookConfig(
+                cost_bps=self.config.cost_bps,
+                net_slippage_bps=self.config.net_slippage_bps,
+                deadline=deadline,
+                max_legs=max_legs,
             )
-            txs.append(PlannedTx(settlement, route, plan))
+            t1 = time.perf_counter()
+            plan = plan_book(group, depth.depth, cfg)
+            self._stage("plan", t1)
+            _log_plan(plan)
+            txs = []
+            for i, settlement in enumerate(plan.settlements):
+                route = await self._route(
+                    settlement, group, depth, race if i == 0 else None, deadline, gas_price_wei
+                )
+                txs.append(PlannedTx(settlement, route, plan))
+            out.append(((group, max_legs), (plan, txs)))
         if race is not None and not race.task.done():
             race.task.cancel()
-        return plan, txs
+        return out
 
     async def _route(
         self,
@@ -385,6 +398,7 @@ class RebalanceActor:
         depth: DirectDepth,
         race: AggregatorRace | None,
         deadline: int,
+        gas_price_wei: int,
     ) -> NetRoute | None:
         net = settlement.net
         if net.amount_in == 0:
@@ -405,7 +419,7 @@ class RebalanceActor:
         ref = members[0].state
 
         def gas_cost(gas: int) -> int:
-            return gas_in_token(gas, self._gas_price, not net.sell_underlying, ref)
+            return gas_in_token(gas, gas_price_wei, not net.sell_underlying, ref)
 
         t0 = time.perf_counter()
         route = await self.router.route_net(request, tier, settlement.net_min_out, race, gas_cost)
@@ -445,10 +459,9 @@ class RebalanceActor:
         net = NetSwap(router, s.net.sell_underlying, s.net.amount_in, s.net_min_out, swap_data)
         return self.config.settlement, abi.encode_settle(s.legs, net)
 
-    async def _simulate(self, tx: PlannedTx, gas_price_wei: int) -> PlannedTx | KeeperError:
+    async def _simulate(self, tx: PlannedTx) -> PlannedTx | KeeperError:
         """The transaction with its gas from ``eth_estimateGas`` (the simulation), or why it
         cannot go. An aggregator route that fails is replaced by the direct route here."""
-        self._gas_price = gas_price_wei
         for attempt in (tx, _direct_instead(tx)):
             if attempt is None:
                 break
@@ -477,8 +490,7 @@ class RebalanceActor:
             if int(gas) > self.config.simulation_gas_cap:
                 return OutOfGas(f"settlement needs {gas} gas, cap {self.config.simulation_gas_cap}")
             headroom = int(gas) * (10_000 + self.config.gas_headroom_bps) // 10_000
-            self._gas_limits[id(attempt)] = headroom
-            return attempt
+            return replace(attempt, gas_limit=headroom)
         return SimulationReverted("no route simulates")
 
     async def _send(
@@ -492,7 +504,7 @@ class RebalanceActor:
             sender=self.config.keeper,
             to=to,
             data=data,
-            gas_limit=self._gas_limits.pop(id(tx), None),
+            gas_limit=tx.gas_limit,
             urgent=any(decisions[v].urgent for v in vaults if v in decisions),
             vaults=vaults,
             payload={
@@ -539,6 +551,25 @@ class RebalanceActor:
             },
         )
         return set(vaults)
+
+
+def _one_swap_per_side(plan: BookPlan, swapping: set[bool]) -> list[TradeSpec]:
+    """The vaults left out of the book that trade alone this block: at most one per
+    direction, and none in a direction the book's own net already swaps. Each swap moves the
+    pool, so a second one quoted on the same state would get less than it was quoted (and its
+    vault a worse price than alone); the others are re-decided next block."""
+    chosen: list[TradeSpec] = []
+    sides = set(swapping)
+    for t in sorted(plan.solo, key=lambda t: (not t.urgent, -abs(t.deviation_wad))):
+        if t.sell_underlying in sides:
+            log.info(
+                "rebalance deferred: one swap per direction per block",
+                extra={"fields": {"vault": t.vault, "why": plan.excluded.get(t.vault, "")}},
+            )
+            continue
+        sides.add(t.sell_underlying)
+        chosen.append(t)
+    return chosen
 
 
 def _direct_instead(tx: PlannedTx) -> PlannedTx | None:

@@ -281,7 +281,9 @@ def test_guards_cannot_be_switched_off_in_one_call(vault: Any, deployer: Any) ->
         with ape.reverts(vault.AboveCeiling, field=field, value=value, ceiling=ceiling):
             vault.proposeGuards(tuple(off), sender=deployer)
     with ape.reverts(vault.InvalidParams, field="windowSeconds"):
-        vault.proposeGuards((slippage, cap, budget, 1, trade_cap, reserve, overshoot, heartbeat), sender=deployer)
+        vault.proposeGuards(
+            (slippage, cap, budget, 1, trade_cap, reserve, overshoot, heartbeat), sender=deployer
+        )
 
     loose = (500, cap * 4, budget * 4, 60, trade_cap * 4, 0, overshoot * 10, 86400)
     receipt = vault.proposeGuards(loose, sender=deployer)

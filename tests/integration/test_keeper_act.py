@@ -103,15 +103,20 @@ def test_the_two_vaults_that_left_their_bands_are_rebalanced_and_the_third_holds
     names = vault_names(fresh_world)
     acting = {names[v] for v, d in decisions.items() if d.action == Action.REBALANCE}
     assert acting == {first, second}
-    entries = [e for e in keeper_entries(k) if e.kind == TxKind.REBALANCE]
     # Both buy after the same move: nothing to match, and one swap of both amounts would give
-    # the smaller one a worse price than its own (the book never does that): two rebalances.
+    # the smaller one a worse price than its own; two swaps the same way in one block would
+    # move the pool under the second one's quote. One goes now, the other the next block.
+    (now,) = [e for e in keeper_entries(k) if e.kind == TxKind.REBALANCE]
+    k.tick(chain)
+    entries = [e for e in keeper_entries(k) if e.kind == TxKind.REBALANCE]
+    assert len(entries) == 2
     assert {v for e in entries for v in e.vaults} == {
         fresh_world.vaults[first].address,
         fresh_world.vaults[second].address,
     }
-    after = k.tick(chain)  # the confirmer sees the receipt; the read-back follows
+    after = k.tick(chain)  # the confirmer sees the receipts; the read-back follows
     assert all(k.store.entry(e.id).state == JournalState.MINED for e in entries)
+    assert now.payload["call"] == "rebalance"  # one vault: the vault itself, no settlement
     for name in (first, second):
         d = after[fresh_world.vaults[name].address]
         assert abs(d.deviation) <= d.band, (name, d.reason)
@@ -400,15 +405,17 @@ def test_a_rebalance_that_would_revert_is_not_sent(
     fresh_world.vaults[second].setRouter(fresh_world.router, False, sender=governance)
     move_price(fresh_world, (m2 + m3) / 2, governance)
     with caplog.at_level("INFO"):
-        k.tick(chain)
-    (dropped,) = [
+        for _ in range(3):  # the two buy: one swap per direction and block
+            k.tick(chain)
+    dropped = [
         r for r in caplog.records if r.getMessage() == "settlement simulation fails: not sent"
     ]
-    assert dropped.fields["vaults"] == (fresh_world.vaults[second].address,)  # type: ignore[attr-defined]
-    assert dropped.fields["why"].startswith("RouterNotAllowed")  # type: ignore[attr-defined]
-    (entry,) = keeper_entries(k)
+    assert dropped
+    for r in dropped:
+        assert r.fields["vaults"] == (fresh_world.vaults[second].address,)  # type: ignore[attr-defined]
+        assert r.fields["why"].startswith("RouterNotAllowed")  # type: ignore[attr-defined]
+    (entry,) = keeper_entries(k)  # nothing of the refused vault was ever sent
     assert entry.vaults == (fresh_world.vaults[first].address,)
-    k.tick(chain)
     assert len(rebalanced_events(k, fresh_world, first)) == 1
     assert not rebalanced_events(k, fresh_world, second)
 
