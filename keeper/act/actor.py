@@ -368,7 +368,7 @@ class RebalanceActor:
             log.warning("no direct quote: book waits a block", extra={"fields": {"why": str(exc)}})
             return []
         self._stage("quote", t0)
-        out = []
+        plans = []
         for group, max_legs in groups:
             cfg = BookConfig(
                 cost_bps=self.config.cost_bps,
@@ -377,9 +377,12 @@ class RebalanceActor:
                 max_legs=max_legs,
             )
             t1 = time.perf_counter()
-            plan = plan_book(group, depth.depth, cfg)
+            plans.append(plan_book(group, depth.depth, cfg))
             self._stage("plan", t1)
-            _log_plan(plan)
+            _log_plan(plans[-1])
+        depth = await self._with_exact_nets(depth, plans)
+        out = []
+        for (group, max_legs), plan in zip(groups, plans, strict=True):
             txs = []
             for i, settlement in enumerate(plan.settlements):
                 route = await self._route(
@@ -390,6 +393,26 @@ class RebalanceActor:
         if race is not None and not race.task.done():
             race.task.cancel()
         return out
+
+    async def _with_exact_nets(self, depth: DirectDepth, plans: list[BookPlan]) -> DirectDepth:
+        """The depth with every planned net quoted at its exact size (a settlement of a split
+        book nets an amount that was not sampled): one more multicall when any is missing."""
+        missing: dict[bool, list[int]] = {True: [], False: []}
+        for plan in plans:
+            for s in plan.settlements:
+                key = (s.net.sell_underlying, s.net.amount_in)
+                if s.net.amount_in and key not in depth.best:
+                    missing[key[0]].append(key[1])
+        if not any(missing.values()):
+            return depth
+        t0 = time.perf_counter()
+        try:
+            extra = await self.router.depth(self.config.weth, self.config.usdc, missing)
+        except QuoteError as exc:
+            log.warning("no quote for the settlements' nets", extra={"fields": {"why": str(exc)}})
+            return depth
+        self._stage("quote", t0)
+        return replace(depth, best={**depth.best, **extra.best})
 
     async def _route(
         self,
@@ -405,15 +428,9 @@ class RebalanceActor:
             return None
         taker = settlement.legs[0].vault if len(settlement.legs) == 1 else self.config.settlement
         tier = depth.best.get((net.sell_underlying, net.amount_in))
-        if tier is None:  # a chunk's net: quote its exact size for the calldata
-            t0 = time.perf_counter()
-            extra = await self.router.depth(
-                self.config.weth, self.config.usdc, {net.sell_underlying: [net.amount_in]}
-            )
-            self._stage("quote", t0)
-            tier = extra.best.get((net.sell_underlying, net.amount_in))
-            if tier is None:
-                return None
+        if tier is None:
+            log.warning("no pool fills the net", extra={"fields": {"vaults": settlement.vaults}})
+            return None
         members = [t for t in group if t.vault in settlement.vaults]
         request = self._request(members, net.sell_underlying, net.amount_in, taker, deadline)
         ref = members[0].state
