@@ -118,7 +118,8 @@ class Stages:
     """Where one block's act time went (seconds), for logs and the latency benchmark."""
 
     size: float = 0.0
-    quote: float = 0.0
+    quote: float = 0.0  # the direct route's multicall (and the nets' exact sizes)
+    race: float = 0.0  # waiting for the aggregator after the direct quote (its budget)
     plan: float = 0.0
     simulate: float = 0.0
     send: float = 0.0
@@ -319,9 +320,16 @@ class RebalanceActor:
             planned = await self._plan(block, rounds, gas_price_wei)
             rounds = []
             for (group, max_legs), (plan, txs) in planned:
+                sides = {tx.settlement.net.sell_underlying for tx in txs if tx.route}
+                if sides & swapping:  # a second swap the same way on a quote of the same pool
+                    log.info(
+                        "rebalance deferred: one swap per direction per block",
+                        extra={"fields": {"vaults": [t.vault for t in group]}},
+                    )
+                    continue
+                swapping |= sides
                 if len(group) > 1:
                     rounds += [([t], max_legs) for t in _one_swap_per_side(plan, swapping)]
-                swapping |= {tx.settlement.net.sell_underlying for tx in txs if tx.route}
                 for vault, why in plan.excluded.items() if len(group) == 1 else ():
                     log.error(
                         "no safe route: rebalance skipped",
@@ -335,9 +343,7 @@ class RebalanceActor:
                         ready.append(outcome)
                         continue
                     members = [t for t in group if t.vault in tx.settlement.vaults]
-                    retry = _retry_after(outcome, members, max_legs)
-                    if retry is not None:
-                        rounds.append(retry)
+                    rounds += _retry_after(outcome, members, max_legs)
         return ready
 
     async def _plan(
@@ -440,7 +446,7 @@ class RebalanceActor:
 
         t0 = time.perf_counter()
         route = await self.router.route_net(request, tier, settlement.net_min_out, race, gas_cost)
-        self._stage("quote", t0)
+        self._stage("race", t0)
         return route
 
     def _request(
@@ -596,22 +602,31 @@ def _direct_instead(tx: PlannedTx) -> PlannedTx | None:
     return replace(tx, route=replace(tx.route, quote=tx.route.direct))
 
 
-def _retry_after(
-    outcome: KeeperError, members: list[TradeSpec], max_legs: int
-) -> tuple[list[TradeSpec], int] | None:
+def _retry_after(outcome: KeeperError, members: list[TradeSpec], max_legs: int) -> list[Group]:
     """What to plan again after a failed simulation: in halves when the node ran out of gas;
-    without the vault a revert names (its address among the error's arguments)."""
-    if isinstance(outcome, OutOfGas) and len(members) > 1:
-        return members, max(1, min(max_legs, len(members)) // 2)
-    if isinstance(outcome, SimulationReverted) and len(members) > 1:
-        named = [t for t in members if t.vault.lower()[2:] in outcome.data.hex()]
-        if named:
-            log.warning(
-                "vault refuses its leg: planned again without it",
-                extra={"fields": {"vault": named[0].vault, "why": outcome.reason}},
-            )
-            return [t for t in members if t is not named[0]], max_legs
-    return None
+    without the vault the revert names (an address among the error's arguments); when a
+    multi-vault settlement reverts without naming one (the vault's own error bubbles up
+    through the nesting), its vaults in two interleaved halves, so the refusing vault is
+    found in a few rounds and the others still settle."""
+    if len(members) < 2:
+        return []
+    if isinstance(outcome, OutOfGas):
+        return [(members, max(1, min(max_legs, len(members)) // 2))]
+    if not isinstance(outcome, SimulationReverted):
+        return []  # node trouble: the next block
+    addresses = {a.lower() for a in abi.error_addresses(outcome.data)}
+    named = [t for t in members if t.vault.lower() in addresses]
+    if named:
+        log.warning(
+            "vault refuses its leg: planned again without it",
+            extra={"fields": {"vault": named[0].vault, "why": outcome.reason}},
+        )
+        return [([t for t in members if t is not named[0]], max_legs)]
+    log.warning(
+        "settlement refused: planned again in halves to find the vault",
+        extra={"fields": {"vaults": len(members), "why": outcome.reason}},
+    )
+    return [(members[0::2], max_legs), (members[1::2], max_legs)]
 
 
 def _log_plan(plan: BookPlan) -> None:

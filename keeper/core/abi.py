@@ -375,6 +375,23 @@ def error_name(data: bytes) -> str | None:
     return None if err is None else err.name
 
 
+def error_addresses(data: bytes) -> tuple[str, ...]:
+    """The address arguments of one of our custom errors (e.g. the vault ``NotKeeperOf``
+    names); empty for anything else or undecodable data."""
+    err = errors_by_selector().get(bytes(data[:4]))
+    if err is None:
+        return ()
+    try:
+        args = _decode([abi_type(p) for p in err.inputs], bytes(data[4:]), err.signature)
+    except DecodeError:
+        return ()
+    return tuple(
+        to_checksum_address(a)
+        for p, a in zip(err.inputs, args, strict=True)
+        if p["type"] == "address"
+    )
+
+
 def decode_revert(data: bytes) -> str:
     """A readable reason for revert data: Error(string), Panic(uint256) or one of our custom
     errors with its arguments (``SwapFailed`` / ``NetSwapFailed`` show the router's reason)."""
