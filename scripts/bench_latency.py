@@ -431,8 +431,17 @@ def main() -> None:
     parser.add_argument("--shares", default="0.1,1.0")
     parser.add_argument("--blocks", type=int, default=10)
     parser.add_argument("--naive-blocks", type=int, default=3)
+    parser.add_argument("--log", type=Path, help="the keeper's log (INFO) goes to this file")
     args = parser.parse_args()
-    logging.getLogger("keeper").setLevel(logging.CRITICAL)  # measured, not narrated
+    keeper_log = logging.getLogger("keeper")
+    keeper_log.propagate = False  # measured, not narrated
+    if args.log:
+        handler = logging.FileHandler(args.log)
+        handler.setFormatter(
+            logging.Formatter("%(name)s %(message)s %(fields)s", defaults={"fields": ""})
+        )
+        keeper_log.addHandler(handler)
+        keeper_log.setLevel(logging.INFO)
     args.shares = [float(s) for s in args.shares.split(",")]
     sizes = sorted(int(s) for s in args.sizes.split(","))
     manifest = json.loads((ROOT / "deployments" / "world.json").read_text())

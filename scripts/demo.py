@@ -533,6 +533,10 @@ class Demo:
                 if self.halt.is_set():
                     return
                 fee = self._next_fee(gas, True)
+                if block == 0 and step == max(1, steps // 2):
+                    self._move_capital(CAPITAL_MOVE_WETH)
+                    driver.mine(fee)  # in a block of its own
+                    next(ticks)
                 if block == 0:
                     note = "  CLAMPED to the pools' range" if step in path.clamped_at else ""
                     self._move(driver, step, steps, path.prices[step], fee, note)
@@ -545,6 +549,30 @@ class Demo:
                 return
             driver.mine(self._next_fee(gas, False))
             next(ticks)
+
+    def _move_capital(self, amount: int) -> None:
+        """Governance moves hedge WETH from the first vault to the second (the caller mines
+        it): one must buy it back, the other sell it, in the same block: the keeper nets them
+        vault to vault at the oracle price and sends only the difference to the DEX."""
+        vaults = self.manifest.vaults
+        taker, giver = vaults[0], vaults[1]
+        owner = self.w3.eth.accounts[OWNER_INDEX]
+        weth = self.manifest.contracts["WETH"].address
+        calls = [
+            (taker.address, abi.function("IOptionsVault", "withdraw").encode(weth, owner, amount)),
+            (weth, abi.function("IERC20Metadata", "approve").encode(giver.address, amount)),
+            (giver.address, abi.function("IOptionsVault", "deposit").encode(weth, amount)),
+        ]
+        fees = {"maxFeePerGas": 2_000 * GWEI, "maxPriorityFeePerGas": GWEI}  # above any spike
+        nonce = self.w3.eth.get_transaction_count(owner, "pending")
+        for i, (to, data) in enumerate(calls):
+            tx = {"from": owner, "to": to, "data": data, "gas": 300_000, "nonce": nonce + i}
+            self.w3.eth.send_transaction({**tx, **fees})  # type: ignore[arg-type]
+        self.console.say(
+            "demo",
+            f"governance moves {amount / WAD:g} WETH of hedge from {taker.name} to {giver.name}: "
+            "opposite trades in one block, settled netted",
+        )
 
     def _ticks(self) -> Iterator[None]:
         """Waits out the rest of each block interval (woken early by Ctrl-C)."""
@@ -662,6 +690,7 @@ def _prometheus_values(text: str) -> dict[str, float]:
 # --- summary -------------------------------------------------------------------------------
 
 TRADED = abi.TRADED_TOPIC
+CAPITAL_MOVE_WETH = 2 * WAD  # the demo's governance move halfway: opposite trades, netted
 
 
 @dataclass
