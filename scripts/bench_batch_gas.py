@@ -260,7 +260,12 @@ def swap_data(ch: Chain, sell: bool, amount: int, recipient: str, deadline: int)
 
 
 def settlement_call(
-    ch: Chain, sellers: Sequence[str], buyers: Sequence[str], amount: int, answer: int, deadline: int
+    ch: Chain,
+    sellers: Sequence[str],
+    buyers: Sequence[str],
+    amount: int,
+    answer: int,
+    deadline: int,
 ) -> bytes:
     """Sellers sell ``amount`` WETH, buyers buy with its oracle value in USDC. Matched pairs at
     the oracle price; the unmatched sellers share the net swap's output pro rata."""
@@ -362,7 +367,9 @@ def measure(
             answer = refresh_oracle(ch, gov)
             deadline = int(ch.w3.eth.get_block("latest")["timestamp"]) + DEADLINE_SECONDS
             cash = oracle_value(amount, answer)
-            results.append(settled_gas(ch, keeper, settlement_call(ch, s, b, amount, answer, deadline), n))
+            results.append(
+                settled_gas(ch, keeper, settlement_call(ch, s, b, amount, answer, deadline), n)
+            )
             snapshots.restore()
             refresh_oracle(ch, gov)
             trades = [Trade(v, True, amount) for v in s] + [Trade(v, False, cash) for v in b]
@@ -385,15 +392,16 @@ def print_table(rows: Sequence[Row], amount: int) -> None:
     print("-" * len(head))
     for r in rows:
         per_sep = r.separate_opposite // r.size
+        vs_v1 = r.opposite / r.size / V1_REBALANCE_GAS
         print(
             f"{r.size:>6} | {r.opposite:>16,} {r.opposite // r.size:>8,} | {r.same:>16,} "
             f"{r.same // r.size:>8,} | {r.separate_opposite:>10,} {per_sep:>8,} | "
-            f"{r.opposite / r.separate_opposite:>7.1%} {r.opposite / r.size / V1_REBALANCE_GAS:>7.1%}"
+            f"{r.opposite / r.separate_opposite:>7.1%} {vs_v1:>7.1%}"
         )
+    same = ", ".join(f"{r.separate_same // r.size:,}" for r in rows)
     print(
         "separate = the same trades as the netted-opposite column, one rebalance each; "
-        f"same-direction trades separately: {', '.join(f'{r.separate_same // r.size:,}' for r in rows)}"
-        f" per vault; v1 rebalance: {V1_REBALANCE_GAS:,}"
+        f"same-direction trades separately: {same} per vault; v1 rebalance: {V1_REBALANCE_GAS:,}"
     )
 
 

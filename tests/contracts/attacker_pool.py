@@ -59,9 +59,7 @@ def create_attacker_pool(world: World, attacker: Any, deployer: Any) -> Attacker
     world.npm.createAndInitializePoolIfNecessary(token0, token1, FEE, sqrt_price, sender=attacker)
     pool = uniswap_at("UniswapV3Pool", world.factory.getPool(token0, token1, FEE))
     lower, upper = uniswap.tick_range(int(pool.slot0().tick), uniswap.ticks_for_ratio(1.02), FEE)
-    amount0, amount1 = (
-        (weth_amount, usdc_amount) if weth_is_token0 else (usdc_amount, weth_amount)
-    )
+    amount0, amount1 = (weth_amount, usdc_amount) if weth_is_token0 else (usdc_amount, weth_amount)
     world.npm.mint(
         (token0, token1, FEE, lower, upper, amount0, amount1, 0, 0, attacker, deadline()),
         sender=attacker,

@@ -3,6 +3,7 @@ float greeks (world.blackscholes over keeper.core.greeks): within 1e-6 per unit 
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -26,7 +27,7 @@ def test_ln_exp_and_the_normal_cdf_are_accurate(harness: Any) -> None:
         assert harness.ln(int(x * 1e18)) / 1e18 == pytest.approx(math.log(x), abs=1e-12), x
     for x in (0.0, -1e-6, -0.3466, -0.5, -1.0, -4.5, -20.0, -41.0):
         got = harness.exp(int(x * 1e18)) / 1e18
-        assert got == pytest.approx(math.exp(x), rel=1e-12, abs=1e-17), x
+        assert got == pytest.approx(math.exp(x), rel=1e-11, abs=1e-17), x
     for x in (-9.5, -6.0, -3.0, -1.0, -0.1, 0.0, 0.1, 0.5, 1.0, 2.5, 6.0, 9.5):
         exact = 0.5 * math.erfc(-x / math.sqrt(2.0))
         assert abs(harness.cdf(int(x * 1e18)) / 1e18 - exact) < 7.5e-8, x
@@ -89,8 +90,10 @@ def test_gas_per_book_leg(world: World, deployer: Any) -> None:
     gas = [web3.eth.estimate_gas(call)]
     expiry = int(ape.chain.blocks.head.timestamp) + 20 * 86400
     for i in range(6):
-        vault.writeOption((round(PRICE * (0.9 + 0.04 * i)) * ORACLE, expiry, -WAD, i % 2 == 0), sender=deployer)
+        vault.writeOption(
+            (round(PRICE * (0.9 + 0.04 * i)) * ORACLE, expiry, -WAD, i % 2 == 0), sender=deployer
+        )
         gas.append(web3.eth.estimate_gas(call))
     per_leg = (gas[-1] - gas[0]) / 6
     print(f"\ngas: optionsDeltaWad with 2..8 legs = {gas}; {per_leg:.0f} per leg")
-    assert all(b > a for a, b in zip(gas, gas[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(gas))

@@ -65,9 +65,7 @@ def swap_data(router: Any, token_in: Any, token_out: Any, pull: int, pay: int, t
 def reentry_data(world: World, router: Any, vault: Any, swallow: bool) -> bytes:
     inner = trade(vault, True, WAD, nonce=int(vault.stateNonce()) + 1)
     return bytes(
-        router.swap.encode_input(
-            vault, inner, world.weth, world.usdc, WAD, PRICE * USDC, swallow
-        )
+        router.swap.encode_input(vault, inner, world.weth, world.usdc, WAD, PRICE * USDC, swallow)
     )
 
 
@@ -185,7 +183,11 @@ def test_token_without_bool_returns_works(
 ) -> None:
     usdt = deployer.deploy(project.NoBoolERC20, "Tether USD", "USDT", 6)
     guards = list(vault.guards())
-    ceilings = (vault.notionalCapCeiling(), vault.maxTradeNotionalCeiling(), vault.lossBudgetCeiling())
+    ceilings = (
+        vault.notionalCapCeiling(),
+        vault.maxTradeNotionalCeiling(),
+        vault.lossBudgetCeiling(),
+    )
     no_bool_vault = deployer.deploy(
         project.OptionsVault,
         deployer,

@@ -91,9 +91,7 @@ def test_buy_through_real_pool(world: World, keeper: Any, deployer: Any) -> None
     print(f"\ngas: rebalance via SwapRouter exactInputSingle (buy) = {receipt.gas_used}")
 
 
-def test_calldata_paying_someone_else_reverts(
-    world: World, over_hedged: Any, keeper: Any
-) -> None:
+def test_calldata_paying_someone_else_reverts(world: World, over_hedged: Any, keeper: Any) -> None:
     vault = over_hedged
     data = exact_input_single(world, world.weth, world.usdc, 500, keeper, WAD)
     with ape.reverts(vault.InsufficientOutput, received=0, required=oracle_bound(WAD)):
@@ -112,7 +110,9 @@ def test_selling_below_the_oracle_bound_reverts(
     bound = oracle_bound(WAD, answer)
     assert pool_out < bound
     with ape.reverts(vault.InsufficientOutput, received=pool_out, required=bound):
-        vault.rebalance(trade(vault, True, WAD), world.router, sell_data(world, vault, WAD), sender=keeper)
+        vault.rebalance(
+            trade(vault, True, WAD), world.router, sell_data(world, vault, WAD), sender=keeper
+        )
 
 
 def test_keeper_min_out_above_the_bound_is_enforced(
@@ -136,7 +136,10 @@ def test_expired_deadline_reverts(world: World, over_hedged: Any, keeper: Any) -
     past = int(ape.chain.blocks.head.timestamp) - 1
     with ape.reverts(vault.DeadlineExpired, deadline=past):
         vault.rebalance(
-            trade(vault, True, WAD, until=past), world.router, sell_data(world, vault, WAD), sender=keeper
+            trade(vault, True, WAD, until=past),
+            world.router,
+            sell_data(world, vault, WAD),
+            sender=keeper,
         )
 
 
@@ -145,7 +148,9 @@ def test_stale_oracle_reverts(world: World, over_hedged: Any, keeper: Any, deplo
     updated = int(ape.chain.blocks.head.timestamp) - 3601
     world.feed.setRound(50, PRICE * ORACLE, updated, sender=deployer)
     with ape.reverts(vault.OracleStale, updatedAt=updated, heartbeat=3600):
-        vault.rebalance(trade(vault, True, WAD), world.router, sell_data(world, vault, WAD), sender=keeper)
+        vault.rebalance(
+            trade(vault, True, WAD), world.router, sell_data(world, vault, WAD), sender=keeper
+        )
 
 
 def test_future_dated_round_is_refused(
@@ -158,7 +163,9 @@ def test_future_dated_round_is_refused(
     world.feed.setRound(60, PRICE * ORACLE, future, sender=deployer)
     assert vault.getState().oracle.updatedAt == future
     with ape.reverts(vault.OracleFromFuture, updatedAt=future):
-        vault.rebalance(trade(vault, True, WAD), world.router, sell_data(world, vault, WAD), sender=keeper)
+        vault.rebalance(
+            trade(vault, True, WAD), world.router, sell_data(world, vault, WAD), sender=keeper
+        )
     with ape.reverts(vault.OracleFromFuture):
         vault.optionsDeltaWad()
 
@@ -184,7 +191,9 @@ def test_broken_feed_reverts_trades_but_not_get_state(
     assert state.oracle.answer == 0
     assert state.underlyingBalance == world.weth.balanceOf(vault)
     with ape.reverts(vault.OracleCallFailed, feed=world.feed.address):
-        vault.rebalance(trade(vault, True, WAD), world.router, sell_data(world, vault, WAD), sender=keeper)
+        vault.rebalance(
+            trade(vault, True, WAD), world.router, sell_data(world, vault, WAD), sender=keeper
+        )
 
 
 def test_zero_and_huge_amounts_revert(world: World, vault: Any, keeper: Any) -> None:
@@ -204,12 +213,12 @@ def test_router_revert_is_reported(world: World, over_hedged: Any, keeper: Any) 
         vault.rebalance(trade(vault, True, WAD), world.router, data, sender=keeper)
 
 
-def test_trade_above_the_per_trade_cap_reverts(
-    world: World, over_hedged: Any, keeper: Any
-) -> None:
+def test_trade_above_the_per_trade_cap_reverts(world: World, over_hedged: Any, keeper: Any) -> None:
     vault = over_hedged
     cap = int(vault.guards().maxTradeNotional)
     amount = cap * WAD // (PRICE * USDC) + WAD // 100  # just above the cap at the oracle
     notional = amount * PRICE * USDC // WAD
     with ape.reverts(vault.TradeTooLarge, notional=notional, max=cap):
-        vault.rebalance(trade(vault, True, amount), world.router, sell_data(world, vault, amount), sender=keeper)
+        vault.rebalance(
+            trade(vault, True, amount), world.router, sell_data(world, vault, amount), sender=keeper
+        )

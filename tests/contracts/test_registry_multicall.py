@@ -108,7 +108,7 @@ def test_multicall_has_the_canonical_abi(world: World) -> None:
 def _type(param: Any) -> str:
     if param.type.startswith("tuple"):
         inner = ",".join(_type(c) for c in param.components)
-        return f"({inner}){param.type[len('tuple'):]}"
+        return f"({inner}){param.type[len('tuple') :]}"
     return str(param.type)
 
 

@@ -7,9 +7,7 @@ from typing import Any
 
 import ape
 import pytest
-from web3.exceptions import ContractCustomError
 from contract_helpers import (
-    USDC,
     WAD,
     World,
     deadline,
@@ -21,6 +19,7 @@ from contract_helpers import (
     set_deviation,
     trade,
 )
+from web3.exceptions import ContractCustomError
 
 NO_NET = (ape.utils.ZERO_ADDRESS, False, 0, 0, b"")
 TX_GAS = 8_000_000
@@ -30,7 +29,9 @@ TX_GAS = 8_000_000
 def vaults(world: World, deployer: Any) -> tuple[Any, Any, Any]:
     """calls must sell 3 WETH, puts buy 3 WETH, straddle sell 2 WETH (deviations set by
     moving their targets), with a fresh oracle round."""
-    calls, puts, straddle = (world.vaults[n] for n in ("short-calls", "short-puts", "short-straddle"))
+    calls, puts, straddle = (
+        world.vaults[n] for n in ("short-calls", "short-puts", "short-straddle")
+    )
     set_deviation(calls, deployer, 3 * WAD)
     set_deviation(puts, deployer, -3 * WAD)
     set_deviation(straddle, deployer, 2 * WAD)
@@ -213,7 +214,9 @@ def test_fake_vault_cannot_take_what_others_gave(
         (calls, trade(calls, True, 2 * WAD), oracle_value(2 * WAD)),
         (fake, (False, oracle_value(2 * WAD), 0, 0, deadline()), 2 * WAD),
     ]
-    with ape.reverts(world.settlement.Unbalanced, token=world.usdc.address, owed=oracle_value(2 * WAD), held=0):
+    with ape.reverts(
+        world.settlement.Unbalanced, token=world.usdc.address, owed=oracle_value(2 * WAD), held=0
+    ):
         world.settlement.settle(legs, NO_NET, sender=keeper)
     twice = deployer.deploy(project.FakeVault, world.usdc, world.weth, True)
     legs[1] = (twice, legs[1][1], 0)
@@ -226,7 +229,7 @@ def test_fake_vault_cannot_take_what_others_gave(
 def test_malformed_settlements_are_refused(
     world: World, vaults: tuple[Any, Any, Any], keeper: Any, deployer: Any, project: Any
 ) -> None:
-    calls, puts, _ = vaults
+    calls = vaults[0]
     with ape.reverts(world.settlement.NoLegs):
         world.settlement.settle([], NO_NET, sender=keeper)
     leg = (calls, trade(calls, True, WAD), oracle_value(WAD))
@@ -275,7 +278,12 @@ def test_gas_burning_and_revert_bomb_net_swaps_cost_at_most_the_cap(
         calldata = bytes(world.settlement.settle.encode_input(legs, net))
         w3 = ape.chain.provider.web3
         tx = w3.eth.send_transaction(
-            {"from": keeper.address, "to": world.settlement.address, "data": calldata, "gas": TX_GAS}
+            {
+                "from": keeper.address,
+                "to": world.settlement.address,
+                "data": calldata,
+                "gas": TX_GAS,
+            }
         )
         mined = w3.eth.wait_for_transaction_receipt(tx)
         assert mined["status"] == 0

@@ -141,9 +141,7 @@ def test_request_rebalance_increments_nonce(vault: Any, deployer: Any) -> None:
     assert vault.getState().requestNonce == 2
 
 
-def test_deposit_and_withdraw_bump_the_state_nonce(
-    world: World, vault: Any, deployer: Any
-) -> None:
+def test_deposit_and_withdraw_bump_the_state_nonce(world: World, vault: Any, deployer: Any) -> None:
     nonce = vault.stateNonce()
     world.usdc.mint(deployer, 10 * USDC, sender=deployer)
     world.usdc.approve(vault, 10 * USDC, sender=deployer)
