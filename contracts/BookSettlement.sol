@@ -33,8 +33,7 @@ contract BookSettlement is ISettlement, Ownable2Step, ReentrancyGuardTransient {
     uint256 private constant T_COUNT = T_BASE + 1;
     uint256 private constant T_QUOTE = T_BASE + 2;
     uint256 private constant T_UNDERLYING = T_BASE + 3;
-    uint256 private constant T_EXPECTED = T_BASE + 4;
-    uint256 private constant T_LEVEL = T_BASE + 5;
+    uint256 private constant T_EXPECTED = T_BASE + 4; // vault whose callback is due | level << 160
     uint256 private constant T_FIRST_QUOTE = T_BASE + 6; // 1 + index of the first leg paid in quote
     uint256 private constant T_FIRST_UNDERLYING = T_BASE + 7;
     uint256 private constant T_NET_ROUTER = T_BASE + 8;
@@ -44,7 +43,8 @@ contract BookSettlement is ISettlement, Ownable2Step, ReentrancyGuardTransient {
     uint256 private constant T_NET_SPENT = T_BASE + 12;
     uint256 private constant T_NET_OUT = T_BASE + 13;
     uint256 private constant T_LEGS = T_BASE + 0x100;
-    uint256 private constant LEG_WORDS = 7; // vault, sell, amountIn, minOut, nonce, deadline, payout
+    // Per leg: vault | sell << 160 | nonce << 168, amountIn, minOut, deadline, payout.
+    uint256 private constant LEG_WORDS = 5;
     uint256 private constant T_SWAP_DATA = T_LEGS + MAX_LEGS * LEG_WORDS; // length, then words
 
     mapping(address => bool) public isRouter;
@@ -70,10 +70,11 @@ contract BookSettlement is ISettlement, Ownable2Step, ReentrancyGuardTransient {
 
     /// @inheritdoc ISettlement
     function onSettle(bytes calldata) external {
-        address expected = address(uint160(_tload(T_EXPECTED)));
-        if (expected == address(0) || msg.sender != expected) revert UnexpectedCallback(msg.sender);
+        uint256 expected = _tload(T_EXPECTED);
+        address vault = address(uint160(expected));
+        if (vault == address(0) || msg.sender != vault) revert UnexpectedCallback(msg.sender);
         _tstore(T_EXPECTED, 0);
-        uint256 i = _tload(T_LEVEL);
+        uint256 i = expected >> 160;
         if (i + 1 < _tload(T_COUNT)) _settleLeg(i + 1);
         else _netSwap();
         _pay(i);
@@ -97,13 +98,12 @@ contract BookSettlement is ISettlement, Ownable2Step, ReentrancyGuardTransient {
             if (sell && firstQuote == 0) firstQuote = i + 1;
             if (!sell && firstUnderlying == 0) firstUnderlying = i + 1;
             uint256 slot = T_LEGS + i * LEG_WORDS;
-            _tstore(slot, uint160(leg.vault));
-            _tstore(slot + 1, sell ? 1 : 0);
-            _tstore(slot + 2, leg.trade.amountIn);
-            _tstore(slot + 3, leg.trade.minOut);
-            _tstore(slot + 4, leg.trade.expectedStateNonce);
-            _tstore(slot + 5, leg.trade.deadline);
-            _tstore(slot + 6, leg.payout);
+            uint256 sellBit = sell ? 1 << 160 : 0;
+            _tstore(slot, uint256(uint160(leg.vault)) | sellBit | (uint256(leg.trade.expectedStateNonce) << 168));
+            _tstore(slot + 1, leg.trade.amountIn);
+            _tstore(slot + 2, leg.trade.minOut);
+            _tstore(slot + 3, leg.trade.deadline);
+            _tstore(slot + 4, leg.payout);
         }
         _tstore(T_KEEPER, uint160(msg.sender));
         _tstore(T_COUNT, legs.length);
@@ -132,16 +132,16 @@ contract BookSettlement is ISettlement, Ownable2Step, ReentrancyGuardTransient {
     /// @dev Call vault `i`'s settle; it calls back onSettle, which goes one level deeper.
     function _settleLeg(uint256 i) private {
         uint256 slot = T_LEGS + i * LEG_WORDS;
-        address vault = address(uint160(_tload(slot)));
+        uint256 head = _tload(slot);
+        address vault = address(uint160(head));
         IOptionsVault.Trade memory trade = IOptionsVault.Trade({
-            sellUnderlying: _tload(slot + 1) != 0,
-            amountIn: _tload(slot + 2),
-            minOut: _tload(slot + 3),
-            expectedStateNonce: uint64(_tload(slot + 4)),
-            deadline: _tload(slot + 5)
+            sellUnderlying: (head >> 160) & 1 != 0,
+            amountIn: _tload(slot + 1),
+            minOut: _tload(slot + 2),
+            expectedStateNonce: uint64(head >> 168),
+            deadline: _tload(slot + 3)
         });
-        _tstore(T_EXPECTED, uint160(vault));
-        _tstore(T_LEVEL, i);
+        _tstore(T_EXPECTED, uint256(uint160(vault)) | (i << 160));
         IOptionsVault(vault).settle(trade, address(uint160(_tload(T_KEEPER))), "");
     }
 
@@ -177,12 +177,13 @@ contract BookSettlement is ISettlement, Ownable2Step, ReentrancyGuardTransient {
     /// that no leg buys. So nothing stays here after the transaction.
     function _pay(uint256 i) private {
         uint256 slot = T_LEGS + i * LEG_WORDS;
-        address vault = address(uint160(_tload(slot)));
-        bool sell = _tload(slot + 1) != 0;
+        uint256 head = _tload(slot);
+        address vault = address(uint160(head));
+        bool sell = (head >> 160) & 1 != 0;
         (IERC20 token, IERC20 other) = sell
             ? (IERC20(_taddr(T_QUOTE)), IERC20(_taddr(T_UNDERLYING)))
             : (IERC20(_taddr(T_UNDERLYING)), IERC20(_taddr(T_QUOTE)));
-        uint256 payout = _tload(slot + 6);
+        uint256 payout = _tload(slot + 4);
         uint256 held = token.balanceOf(address(this));
         if (held < payout) revert Unbalanced(address(token), payout, held);
         uint256 amount = _tload(sell ? T_FIRST_QUOTE : T_FIRST_UNDERLYING) == i + 1 ? held : payout;
@@ -191,7 +192,7 @@ contract BookSettlement is ISettlement, Ownable2Step, ReentrancyGuardTransient {
             uint256 rest = other.balanceOf(address(this));
             if (rest != 0) other.safeTransfer(vault, rest);
         }
-        emit LegSettled(i, vault, _tload(slot + 2), amount);
+        emit LegSettled(i, vault, _tload(slot + 1), amount);
     }
 
     function _loadSwapData() private view returns (bytes memory data) {

@@ -34,12 +34,14 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
         uint256 lossBudget;
     }
 
-    /// @dev Token bucket levels (quote units) and the time they were last brought up to date.
+    /// @dev Everything a trade writes, in one slot: both bucket levels (quote units) as of the
+    /// last trade, its time (the base of the refill; 0 before the first trade) and the state
+    /// nonce (32 bits: 4e9 changes, exposed as uint64).
     struct Buckets {
         uint96 notional;
         uint96 loss;
-        uint32 updatedAt;
         uint32 lastTradeAt;
+        uint32 nonce;
     }
 
     /// @dev `Guards` in two slots (the bounds checked in `_checkGuards` make every cast exact).
@@ -54,13 +56,13 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
         uint16 correctiveReserveBps;
     }
 
-    /// @dev The parameters a trade reads, in two slots; the rest of VaultParams is kept apart.
+    /// @dev The parameters a trade reads, in one slot (vol in units of 1e9 wad, rate in units
+    /// of 1e12 wad); the rest of VaultParams is kept apart.
     struct HotParams {
-        uint64 impliedVolWad;
-        int64 riskFreeRateWad;
-        int128 targetDeltaWad;
-        uint128 hardLimitWad;
-        uint128 bandFloorWad;
+        uint40 impliedVol;
+        int24 riskFreeRate;
+        int96 targetDeltaWad;
+        uint96 hardLimitWad;
     }
 
     /// @dev One option in one slot.
@@ -105,7 +107,9 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     uint256 private constant MAX_AMOUNT = type(uint96).max;
     uint256 private constant MAX_ANSWER = type(uint96).max;
     uint256 private constant MIN_VOL = 1e15;
+    uint256 private constant VOL_UNIT = 1e9; // impliedVolWad is stored to 1e-9
     int256 private constant MAX_ABS_RATE = 1e18;
+    int256 private constant RATE_UNIT = 1e12; // riskFreeRateWad is stored to 1e-6
     uint8 private constant MAX_DECIMALS = 18;
     uint8 private constant MAX_POLICY = 2;
 
@@ -129,11 +133,12 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     // --- state -----------------------------------------------------------------------------
 
     /// @dev Declared first: packs into the slot of Ownable2Step's pending owner and Pausable's
-    /// flag, so a trade reads "paused" and the nonce with one SLOAD.
-    uint64 private _stateNonce;
+    /// flag, so a trade reads "paused" and the book's length with one SLOAD.
+    uint8 private _bookLength;
     Buckets private _buckets;
     PackedGuards private _guards;
     HotParams private _hot;
+    uint256 private _bandFloorWad;
     uint256 private _riskAversionWad;
     uint256 private _policyParam;
     uint8 private _policy;
@@ -145,7 +150,7 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     mapping(address => bool) public isKeeper;
     mapping(address => bool) public isRouter;
     mapping(address => bool) public isSettlement;
-    PackedLeg[] private _book;
+    mapping(uint256 => PackedLeg) private _book;
 
     // --- modifiers -------------------------------------------------------------------------
 
@@ -192,7 +197,7 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
         _storeParams(params_);
         PackedGuards memory g = _checkGuards(guards_);
         _guards = g;
-        _buckets = Buckets(g.notionalCap, g.lossBudget, uint32(block.timestamp), 0);
+        _buckets = Buckets(g.notionalCap, g.lossBudget, 0, 0);
         _bumpVersion();
     }
 
@@ -209,10 +214,10 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
         s.book = book();
         s.oracle = _readOracle();
         s.paused = paused();
-        s.stateNonce = _stateNonce;
         s.requestNonce = requestNonce;
         s.paramsVersion = paramsVersion;
         Buckets memory b = _buckets;
+        s.stateNonce = b.nonce;
         s.lastRebalanceAt = b.lastTradeAt;
         (s.notionalAvailable, s.lossAvailable) = _refilled(b, g);
     }
@@ -231,16 +236,16 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     }
 
     function stateNonce() external view returns (uint64) {
-        return _stateNonce;
+        return _buckets.nonce;
     }
 
     function params() public view returns (VaultParams memory) {
         HotParams memory hot = _hot;
         return VaultParams({
-            impliedVolWad: hot.impliedVolWad,
-            riskFreeRateWad: hot.riskFreeRateWad,
+            impliedVolWad: uint256(hot.impliedVol) * VOL_UNIT,
+            riskFreeRateWad: int256(hot.riskFreeRate) * RATE_UNIT,
             targetDeltaWad: hot.targetDeltaWad,
-            bandFloorWad: hot.bandFloorWad,
+            bandFloorWad: _bandFloorWad,
             hardLimitWad: hot.hardLimitWad,
             riskAversionWad: _riskAversionWad,
             policy: _policy,
@@ -260,7 +265,7 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     }
 
     function book() public view returns (OptionLeg[] memory legs) {
-        uint256 n = _book.length;
+        uint256 n = _bookLength;
         legs = new OptionLeg[](n);
         for (uint256 i = 0; i < n; ++i) {
             PackedLeg memory leg = _book[i];
@@ -269,7 +274,7 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     }
 
     function bookLength() external view returns (uint256) {
-        return _book.length;
+        return _bookLength;
     }
 
     // --- keeper ------------------------------------------------------------------------------
@@ -309,25 +314,27 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     // --- governance --------------------------------------------------------------------------
 
     function writeOption(OptionLeg calldata leg) external onlyOwner returns (uint256 index) {
-        index = _book.length;
+        index = _bookLength;
         if (
             leg.strike == 0 || leg.strike > type(uint96).max || leg.size == 0 || leg.size > type(int96).max
                 || leg.size < type(int96).min || leg.expiry <= block.timestamp || leg.expiry > type(uint40).max
                 || index >= MAX_BOOK_LEGS
         ) revert InvalidOption();
-        _book.push(PackedLeg(uint96(leg.strike), int96(leg.size), uint40(leg.expiry), leg.isCall));
+        _book[index] = PackedLeg(uint96(leg.strike), int96(leg.size), uint40(leg.expiry), leg.isCall);
+        _bookLength = uint8(index + 1);
         emit OptionWritten(index, leg.strike, leg.expiry, leg.size, leg.isCall);
         _bumpVersion();
     }
 
     /// @notice Remove one leg; the legs after it move down by one (the book keeps its order).
     function removeOption(uint256 index) external onlyOwner {
-        uint256 length = _book.length;
+        uint256 length = _bookLength;
         if (index >= length) revert IndexOutOfRange(index, length);
         for (uint256 i = index; i + 1 < length; ++i) {
             _book[i] = _book[i + 1];
         }
-        _book.pop();
+        delete _book[length - 1];
+        _bookLength = uint8(length - 1);
         emit OptionRemoved(index);
         _bumpVersion();
     }
@@ -414,7 +421,7 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     /// @notice Pull `amount` of `token` from the owner (who must have approved the vault).
     function deposit(address token, uint256 amount) external onlyOwner nonReentrant {
         if (amount == 0) revert ZeroAmount();
-        ++_stateNonce;
+        ++_buckets.nonce;
         IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
         emit Deposited(token, msg.sender, amount);
     }
@@ -422,7 +429,7 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     function withdraw(address token, address to, uint256 amount) external onlyOwner nonReentrant {
         if (to == address(0)) revert ZeroAddress();
         if (amount == 0) revert ZeroAmount();
-        ++_stateNonce;
+        ++_buckets.nonce;
         IERC20(token).safeTransfer(to, amount);
         emit Withdrawn(token, to, amount);
     }
@@ -433,10 +440,9 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     /// the nonce and returns what the checks after the interaction need.
     function _admit(Trade calldata trade) private returns (Admitted memory a) {
         if (block.timestamp > trade.deadline) revert DeadlineExpired(trade.deadline, block.timestamp);
-        uint64 nonce = _stateNonce;
-        if (nonce != trade.expectedStateNonce) revert StaleState(trade.expectedStateNonce, nonce);
-        a.nonce = nonce + 1;
-        _stateNonce = a.nonce;
+        Buckets memory b = _buckets;
+        if (b.nonce != trade.expectedStateNonce) revert StaleState(trade.expectedStateNonce, b.nonce);
+        a.nonce = uint64(b.nonce) + 1;
 
         PackedGuards memory g = _guards;
         a.answer = _checkedAnswer(g.oracleHeartbeat);
@@ -454,17 +460,19 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
         a.devBefore = _optionsDelta(a.answer, hot) + int256((sell ? a.inBefore : a.outBefore) * _wadScale)
             - hot.targetDeltaWad;
         a.maxOvershoot = g.maxOvershootWad;
-        _useNotional(g, notional, _abs(a.devBefore) >= hot.hardLimitWad);
+        _useNotional(b, g, notional, _abs(a.devBefore) >= hot.hardLimitWad, a.nonce);
 
         uint256 fair = sell ? notional : _toUnderlying(amountIn, a.answer);
         uint256 bound = fair * (BPS - g.maxSlippageBps) / BPS;
         a.required = trade.minOut > bound ? trade.minOut : bound;
     }
 
-    /// @dev Takes `notional` from the refilled notional bucket; only an urgent trade may use the
-    /// corrective reserve. Also refreshes the loss bucket and stamps the trade time.
-    function _useNotional(PackedGuards memory g, uint256 notional, bool urgent) private {
-        Buckets memory b = _buckets;
+    /// @dev Takes `notional` from the refilled notional bucket (only an urgent trade may use the
+    /// corrective reserve), refreshes the loss bucket, stamps the trade time and stores the new
+    /// nonce: one SSTORE.
+    function _useNotional(Buckets memory b, PackedGuards memory g, uint256 notional, bool urgent, uint64 nonce)
+        private
+    {
         (uint256 available, uint256 loss) = _refilled(b, g);
         uint256 usable = available;
         if (!urgent) {
@@ -472,8 +480,7 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
             usable = available > reserve ? available - reserve : 0;
         }
         if (notional > usable) revert NotionalCapExceeded(usable, notional);
-        uint32 now32 = uint32(block.timestamp);
-        _buckets = Buckets(uint96(available - notional), uint96(loss), now32, now32);
+        _buckets = Buckets(uint96(available - notional), uint96(loss), uint32(block.timestamp), uint32(nonce));
     }
 
     /// @dev Checks 5-7 after the interaction: value, loss budget, direction. Emits Traded.
@@ -522,16 +529,31 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
         if (absAfter >= _abs(before)) revert WrongDirection(before, afterTrade);
     }
 
-    /// @dev Book delta at `answer` and the implied vol, wad; expired legs count 0.
+    /// @dev Book delta at `answer` and the implied vol, wad; expired legs count 0. Each leg is
+    /// one SLOAD, unpacked by hand (the PackedLeg layout: strike, size, expiry, isCall).
     function _optionsDelta(uint256 answer, HotParams memory hot) private view returns (int256 total) {
-        uint256 n = _book.length;
-        uint256 vol = hot.impliedVolWad;
-        int256 rate = hot.riskFreeRateWad;
-        for (uint256 i = 0; i < n; ++i) {
-            PackedLeg memory leg = _book[i];
-            if (leg.expiry <= block.timestamp) continue;
-            int256 d = BlackScholes.delta(answer, leg.strike, leg.expiry - block.timestamp, vol, rate, leg.isCall);
-            total += int256(leg.size) * int256(_wadScale) * d / 1e18;
+        uint256 n = _bookLength;
+        uint256 vol = uint256(hot.impliedVol) * VOL_UNIT;
+        int256 rate = int256(hot.riskFreeRate) * RATE_UNIT;
+        int256 scale = int256(_wadScale);
+        uint256 bookSlot;
+        assembly ("memory-safe") {
+            bookSlot := _book.slot
+        }
+        unchecked {
+            for (uint256 i = 0; i < n; ++i) {
+                uint256 word;
+                assembly ("memory-safe") {
+                    mstore(0, i)
+                    mstore(0x20, bookSlot)
+                    word := sload(keccak256(0, 0x40))
+                }
+                uint256 expiry = uint40(word >> 192);
+                if (expiry <= block.timestamp) continue;
+                bool isCall = (word >> 232) & 1 == 1;
+                int256 d = BlackScholes.delta(answer, uint96(word), expiry - block.timestamp, vol, rate, isCall);
+                total += int256(int96(uint96(word >> 96))) * scale * d / 1e18;
+            }
         }
     }
 
@@ -584,13 +606,14 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
 
     // --- buckets and guards ------------------------------------------------------------------
 
-    /// @dev Both bucket levels now: linear refill at capacity per window, capped at capacity.
+    /// @dev Both bucket levels now: linear refill since the last trade at capacity per window
+    /// (of the guards in force), capped at capacity.
     function _refilled(Buckets memory b, PackedGuards memory g)
         private
         view
         returns (uint256 notional, uint256 loss)
     {
-        uint256 elapsed = block.timestamp - b.updatedAt;
+        uint256 elapsed = block.timestamp - b.lastTradeAt;
         notional = _refill(b.notional, g.notionalCap, elapsed, g.windowSeconds);
         loss = _refill(b.loss, g.lossBudget, elapsed, g.windowSeconds);
     }
@@ -605,13 +628,12 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
         return refilled < capacity ? refilled : capacity;
     }
 
+    /// @dev New guards; the levels are clipped to the new capacities and refill at the new rate.
     function _applyGuards(PackedGuards memory next, uint64 version) private {
         Buckets memory b = _buckets;
-        (uint256 notional, uint256 loss) = _refilled(b, _guards);
         _guards = next;
-        b.notional = uint96(notional < next.notionalCap ? notional : next.notionalCap);
-        b.loss = uint96(loss < next.lossBudget ? loss : next.lossBudget);
-        b.updatedAt = uint32(block.timestamp);
+        if (b.notional > next.notionalCap) b.notional = next.notionalCap;
+        if (b.loss > next.lossBudget) b.loss = next.lossBudget;
         _buckets = b;
         emit GuardsApplied(version);
         _bumpVersion();
@@ -670,23 +692,26 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     // --- params and misc ---------------------------------------------------------------------
 
     function _storeParams(VaultParams memory p) private {
-        if (p.impliedVolWad < MIN_VOL || p.impliedVolWad > type(uint64).max) revert InvalidParams("impliedVolWad");
-        if (p.riskFreeRateWad > MAX_ABS_RATE || p.riskFreeRateWad < -MAX_ABS_RATE) {
+        uint256 vol = p.impliedVolWad;
+        if (vol < MIN_VOL || vol % VOL_UNIT != 0 || vol / VOL_UNIT > type(uint40).max) {
+            revert InvalidParams("impliedVolWad");
+        }
+        int256 rate = p.riskFreeRateWad;
+        if (rate > MAX_ABS_RATE || rate < -MAX_ABS_RATE || rate % RATE_UNIT != 0) {
             revert InvalidParams("riskFreeRateWad");
         }
-        if (p.targetDeltaWad > type(int128).max || p.targetDeltaWad < type(int128).min) {
+        if (p.targetDeltaWad > type(int96).max || p.targetDeltaWad < type(int96).min) {
             revert InvalidParams("targetDeltaWad");
         }
-        if (p.bandFloorWad > type(uint128).max) revert InvalidParams("bandFloorWad");
-        if (p.hardLimitWad > type(uint128).max) revert InvalidParams("hardLimitWad");
+        if (p.hardLimitWad > type(uint96).max) revert InvalidParams("hardLimitWad");
         if (p.policy > MAX_POLICY) revert InvalidParams("policy");
         _hot = HotParams({
-            impliedVolWad: uint64(p.impliedVolWad),
-            riskFreeRateWad: int64(p.riskFreeRateWad),
-            targetDeltaWad: int128(p.targetDeltaWad),
-            hardLimitWad: uint128(p.hardLimitWad),
-            bandFloorWad: uint128(p.bandFloorWad)
+            impliedVol: uint40(vol / VOL_UNIT),
+            riskFreeRate: int24(rate / RATE_UNIT),
+            targetDeltaWad: int96(p.targetDeltaWad),
+            hardLimitWad: uint96(p.hardLimitWad)
         });
+        _bandFloorWad = p.bandFloorWad;
         _riskAversionWad = p.riskAversionWad;
         _policy = p.policy;
         _policyParam = p.policyParam;
@@ -695,7 +720,7 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     /// @dev Every governance change of params, guards or book: ++paramsVersion and ++stateNonce.
     function _bumpVersion() private {
         uint64 version = ++paramsVersion;
-        ++_stateNonce;
+        ++_buckets.nonce;
         emit ParamsUpdated(version);
     }
 

@@ -1,8 +1,9 @@
 """`ape run deploy`: deploy the world and write its manifest.
 
 On a local network the deployer and governance are test account 0, the keeper is test
-account 1 and the guardian (who may only pause) test account 3 (anvil's default mnemonic). Elsewhere the deployer is the Ape account alias in
-$OPTKEEPER_DEPLOYER (also governance and keeper). $OPTKEEPER_MANIFEST overrides where the
+account 1 and the guardian (who may only pause) test account 3 (anvil's default mnemonic).
+Elsewhere the deployer is the Ape account alias in $OPTKEEPER_DEPLOYER (also governance,
+keeper and guardian). $OPTKEEPER_MANIFEST overrides where the
 manifest goes; $OPTKEEPER_WORLD_DUMP=path also writes anvil's state there, for
 `anvil --load-state path`.
 """

@@ -107,7 +107,8 @@ class VaultPlan:
     legs: tuple[tuple[int, int, int, bool], ...]  # OptionLeg tuples (strike, expiry, size, isCall)
     params: tuple[int, ...]  # VaultParams tuple, field order of the struct
     guards: tuple[int, ...]  # Guards tuple, field order of the struct
-    ceilings: tuple[int, int, int]  # OptionsVault.Ceilings (notionalCap, maxTradeNotional, lossBudget)
+    # OptionsVault.Ceilings: (notionalCap, maxTradeNotional, lossBudget)
+    ceilings: tuple[int, int, int]
     weth: int  # hedge, base units
     usdc: int  # collateral, base units
     option_delta: float  # WETH, at the start

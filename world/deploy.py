@@ -3,8 +3,9 @@
 Tokens and a price feed, the real Uniswap V3 factory/router/quoter/position manager with two
 deep WETH/USDC pools at the oracle price, the registry, the netted settlement (BookSettlement),
 Multicall3 and the vaults of ``world.books``, each funded so that it starts hedged, with the
-keeper, the settlement, the SwapRouter and a guardian set, and guards sized from its value. Ends with a check that the
-quoter and the router really trade against the pools, then writes the manifest.
+keeper, the settlement, the SwapRouter and a guardian set, and guards sized from its value.
+Ends with a check that the quoter and the router really trade against the pools, then writes
+the manifest.
 """
 
 from __future__ import annotations

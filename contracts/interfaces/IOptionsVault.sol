@@ -123,6 +123,9 @@ interface IOptionsVault {
     error TradeTooLarge(uint256 notional, uint256 max);
     error NotionalCapExceeded(uint256 available, uint256 requested);
     error LossBudgetExceeded(uint256 available, uint256 loss);
+    /// @dev A trade passes if |deviationAfter| <= maxOvershootWad, or if it moves toward the
+    /// target without crossing it; else Overshoot (crossed or started on target) or
+    /// WrongDirection (same side, not closer).
     error WrongDirection(int256 deviationBefore, int256 deviationAfter);
     error Overshoot(int256 deviationAfter, uint256 maxOvershoot);
     error SwapFailed(bytes reason); // reason truncated to 256 bytes

@@ -25,7 +25,6 @@ from contract_helpers import (
     refresh_oracle,
     set_deviation,
     set_guards,
-    swap_on_pool,
     trade,
     vault_value,
 )
@@ -266,7 +265,7 @@ def test_guards_cannot_be_switched_off_in_one_call(vault: Any, deployer: Any) ->
     """Attack: (compromised or careless) governance switches every guard off in one call.
     Ceilings refuse the extreme values; anything looser waits out guardDelay, visibly."""
     current = [int(v) for v in vault.guards()]
-    (slippage, cap, budget, window, trade_cap, reserve, overshoot, heartbeat) = current
+    (slippage, cap, budget, _, trade_cap, reserve, overshoot, heartbeat) = current
     for index, value, field, ceiling in (
         (0, 10_000, "maxSlippageBps", 500),
         (1, cap * 100, "notionalCap", int(vault.notionalCapCeiling())),

@@ -159,7 +159,10 @@ def test_deposit_and_withdraw_bump_the_state_nonce(world: World, vault: Any, dep
 
 
 def test_the_hot_state_shares_one_slot_with_pause(world: World, vault: Any) -> None:
-    """Gas layout: the nonce packs into the slot of Ownable2Step's pending owner and
-    Pausable's flag (slot 1), so a trade reads both with one SLOAD."""
+    """Gas layout: the book's length packs into the slot of Ownable2Step's pending owner and
+    Pausable's flag (slot 1), so a trade reads both with one SLOAD; the nonce shares the
+    buckets' slot (slot 2), so a trade writes one slot."""
     raw = int.from_bytes(bytes(ape.chain.provider.get_storage(vault.address, 1)), "big")
-    assert raw >> (21 * 8) == vault.stateNonce()
+    assert raw >> (21 * 8) == vault.bookLength() == 2
+    raw = int.from_bytes(bytes(ape.chain.provider.get_storage(vault.address, 2)), "big")
+    assert raw >> 224 == vault.stateNonce()
