@@ -1,35 +1,26 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.26;
 
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+
 /// @title VaultRegistry
 /// @notice The list of vaults a keeper watches. `version` increases on every change so a keeper
-/// can tell that its cached list is out of date with one cheap call.
-contract VaultRegistry {
-    error NotGovernance(address caller);
+/// can tell that its cached list is out of date with one cheap call. Ownership moves in two
+/// steps (OpenZeppelin Ownable2Step).
+contract VaultRegistry is Ownable2Step {
     error ZeroAddress();
     error AlreadyRegistered(address vault);
     error NotRegistered(address vault);
 
     event VaultAdded(address indexed vault);
     event VaultRemoved(address indexed vault);
-    event GovernanceTransferred(address indexed previous, address indexed next);
-
-    address public governance;
     uint64 public version;
     address[] private _vaults;
     /// @dev 1-based position in `_vaults`; 0 means not registered.
     mapping(address => uint256) private _position;
 
-    modifier onlyGovernance() {
-        if (msg.sender != governance) revert NotGovernance(msg.sender);
-        _;
-    }
-
-    constructor(address governance_) {
-        if (governance_ == address(0)) revert ZeroAddress();
-        governance = governance_;
-        emit GovernanceTransferred(address(0), governance_);
-    }
+    constructor(address owner_) Ownable(owner_) {}
 
     function vaults() external view returns (address[] memory) {
         return _vaults;
@@ -39,7 +30,7 @@ contract VaultRegistry {
         return _position[vault] != 0;
     }
 
-    function addVault(address vault) external onlyGovernance {
+    function addVault(address vault) external onlyOwner {
         if (vault == address(0)) revert ZeroAddress();
         if (_position[vault] != 0) revert AlreadyRegistered(vault);
         _vaults.push(vault);
@@ -49,7 +40,7 @@ contract VaultRegistry {
     }
 
     /// @notice Remove a vault; the last vault takes its place in the list.
-    function removeVault(address vault) external onlyGovernance {
+    function removeVault(address vault) external onlyOwner {
         uint256 position = _position[vault];
         if (position == 0) revert NotRegistered(vault);
         uint256 lastPosition = _vaults.length;
@@ -62,11 +53,5 @@ contract VaultRegistry {
         delete _position[vault];
         ++version;
         emit VaultRemoved(vault);
-    }
-
-    function transferGovernance(address next) external onlyGovernance {
-        if (next == address(0)) revert ZeroAddress();
-        emit GovernanceTransferred(governance, next);
-        governance = next;
     }
 }

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     manifest: Path | None = None
     registry_address: str | None = None
     multicall_address: str | None = None
-    batcher_address: str | None = None
+    settlement_address: str | None = None
     swap_router_address: str | None = None
     quoter_address: str | None = None
     weth_address: str | None = None
@@ -104,7 +104,8 @@ class Settings(BaseSettings):
     priority_fee_gwei: float = Field(1.0, ge=0)
     max_priority_fee_gwei: float = Field(5.0, ge=0)
     stuck_after_blocks: int = Field(3, gt=0)
-    batch_gas_limit: int = Field(6_000_000, gt=21_000)
+    simulation_gas_cap: int = Field(25_000_000, gt=21_000)
+    net_slippage_bps: int = Field(30, ge=0, le=500)
     deadline_seconds: int = Field(600, gt=0)
     low_balance_eth: Decimal = Field(Decimal("0.05"), ge=0)
 
@@ -112,6 +113,7 @@ class Settings(BaseSettings):
     aggregator_url: str | None = None
     aggregator_api_key: SecretStr | None = None
     aggregator_timeout_seconds: float = Field(3.0, gt=0)
+    quote_race_seconds: float = Field(0.15, gt=0)
 
     # --- monitoring --------------------------------------------------------------------
     metrics_host: str = "127.0.0.1"
@@ -160,7 +162,7 @@ class Settings(BaseSettings):
     @field_validator(
         "registry_address",
         "multicall_address",
-        "batcher_address",
+        "settlement_address",
         "swap_router_address",
         "quoter_address",
         "weth_address",
@@ -297,7 +299,7 @@ class Addresses:
     FIELDS: ClassVar[dict[str, tuple[str, str]]] = {
         "registry": ("registry_address", "VaultRegistry"),
         "multicall": ("multicall_address", "Multicall3"),
-        "batcher": ("batcher_address", "RebalanceBatcher"),
+        "settlement": ("settlement_address", "BookSettlement"),
         "swap_router": ("swap_router_address", "SwapRouter"),
         "quoter": ("quoter_address", "QuoterV2"),
         "weth": ("weth_address", "WETH"),

@@ -3,12 +3,12 @@
 Each check is a ``Finding``. At start (``preflight``) the chain-side ones are fatal where
 running cannot help: a manifest address without the code it names (a stale manifest after a
 redeploy decodes garbage every block), a key that lacks the role it needs (every
-transaction would revert). A balance below the worst-case send only warns (it can be
-topped up while the keeper runs; ``keeper_balance_eth`` alerts on it).
+transaction would revert). A balance below an urgent rebalance at the emergency fee cap
+only warns (it can be topped up while the keeper runs; ``keeper_balance_eth`` alerts on it).
 
-The role check is read from the manifest: with a ``RebalanceBatcher`` (contracts v1) the key
-must be the batcher's operator (``isOperator``); without one (v2: vaults called directly or
-through an allowlisted settlement) the key must be each vault's keeper (``isKeeper``).
+The role check is read from the manifest: the key must be a keeper of every vault it names
+(``isKeeper``), both for direct rebalances and for netted settlements (BookSettlement checks
+each vault's own keeper list, docs/interfaces.md).
 """
 
 from __future__ import annotations
@@ -49,17 +49,17 @@ class Finding:
 class RoleCheck:
     label: str
     contract: str
-    signature: str  # a view (address) -> bool
+    view: abi.Function  # (address) -> bool, from the shipped ABI
+
+    @property
+    def signature(self) -> str:
+        return self.view.signature
 
 
 def role_checks(manifest: dict[str, Any]) -> list[RoleCheck]:
     """Which role the key needs where, from the manifest (see the module docstring)."""
-    contracts = manifest.get("contracts", {})
-    batcher = contracts.get("RebalanceBatcher")
-    if batcher is not None:
-        return [RoleCheck("RebalanceBatcher operator", batcher["address"], "isOperator(address)")]
     return [
-        RoleCheck(f"keeper of vault {v['name']}", v["address"], "isKeeper(address)")
+        RoleCheck(f"keeper of vault {v['name']}", v["address"], abi.function(abi.VAULT, "isKeeper"))
         for v in manifest.get("vaults", [])
     ]
 
@@ -103,7 +103,7 @@ async def check_code(rpc: RpcClient, manifest: dict[str, Any]) -> list[Finding]:
 async def check_roles(rpc: RpcClient, manifest: dict[str, Any], key: str) -> list[Finding]:
     findings = []
     for check in role_checks(manifest):
-        data = "0x" + (abi.selector(check.signature) + bytes(12) + bytes.fromhex(key[2:])).hex()
+        data = "0x" + (check.view.selector + bytes(12) + bytes.fromhex(key[2:])).hex()
         try:
             answer = await rpc.call("eth_call", [{"to": check.contract, "data": data}, "latest"])
         except KeeperError as exc:
@@ -124,15 +124,19 @@ async def check_roles(rpc: RpcClient, manifest: dict[str, Any], key: str) -> lis
 
 async def check_balance(rpc: RpcClient, settings: Settings, key: str) -> Finding:
     balance = int(await rpc.call("eth_getBalance", [key, "latest"]), 16)
-    worst = settings.batch_gas_limit * settings.emergency_max_fee_wei
+    worst = settings.gas_units_per_rebalance * settings.emergency_max_fee_wei
     shown = f"{Decimal(balance) / WEI_PER_ETH:.4f} ETH"
     if balance >= worst:
-        return Finding("balance", True, f"{shown} covers a worst-case send", fatal=False)
+        return Finding(
+            "balance", True, f"{shown} covers an urgent rebalance at the emergency cap", fatal=False
+        )
     return Finding(
         "balance",
         False,
-        f"{shown} is below a worst-case send ({Decimal(worst) / WEI_PER_ETH:.4f} ETH = "
-        f"KEEPER_BATCH_GAS_LIMIT {settings.batch_gas_limit} x KEEPER_EMERGENCY_MAX_FEE_GWEI "
+        f"{shown} is below an urgent rebalance at the emergency cap "
+        f"({Decimal(worst) / WEI_PER_ETH:.4f} ETH = "
+        f"KEEPER_GAS_UNITS_PER_REBALANCE {settings.gas_units_per_rebalance} x "
+        f"KEEPER_EMERGENCY_MAX_FEE_GWEI "
         f"{settings.emergency_max_fee_wei / GWEI:g}): fund {key}",
         fatal=False,
     )

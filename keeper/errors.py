@@ -114,5 +114,9 @@ class LeaseLost(FatalError):
     """Another instance took over the leader lease: this one must not write or send."""
 
 
+class OutOfGas(FatalError):
+    """A call needs more gas than the node allows (its RPC gas cap) or than it was given."""
+
+
 class JournalConflict(FatalError):
     """The journal and the chain disagree in a way the keeper will not guess about."""

@@ -39,9 +39,10 @@ class Actor(Protocol):
         """Submit the rebalances it can; return the vaults whose rebalance is now in flight."""
 
     async def on_chain_update(
-        self, update: ChainUpdate, decisions: Sequence[Decision]
+        self, update: ChainUpdate, snapshot: Snapshot, decisions: Sequence[Decision]
     ) -> dict[str, str]:
-        """After this block's ``decisions``: track receipts, handle reorgs of mined ones,
+        """After this block's ``snapshot`` and ``decisions``: track receipts, handle reorgs of
+        mined ones,
         re-decide stuck or forgotten transactions from ``decisions``. Returns the governance
         triggers (vault -> "request" | "params") whose rebalance failed on chain: they were
         not handled after all, and fire again next block."""
@@ -91,7 +92,7 @@ class Pipeline:
         if self.actor is None:
             acted = {d.vault for d in decisions if d.action == Action.REBALANCE}
         else:
-            failed = await self.actor.on_chain_update(update, decisions)
+            failed = await self.actor.on_chain_update(update, snapshot, decisions)
             acted = await self.actor.act(block, snapshot, decisions)
         self._remember(block, snapshot, decisions, acted)
         self._reopen(failed)

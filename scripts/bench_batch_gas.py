@@ -1,23 +1,23 @@
-"""Benchmark: gas per vault of one ``RebalanceBatcher.execute`` versus separate transactions.
+"""Benchmark: gas per vault of one ``BookSettlement.settle`` versus separate ``rebalance`` calls.
 
 Starts its own anvil from the saved world (``tools/world.sh build`` is run first if the state
-is missing), deploys identical vaults with plain JSON-RPC (params and book copied from the
-world's first vault, funded with WETH and USDC, the batcher and the keeper as keepers, the
-SwapRouter allowlisted), warms them up with one small rebalance each (so every measured swap
-is a vault's steady-state one, not its first), refreshes the oracle round and takes a
-snapshot. Then, for every batch size N, from that same snapshot:
+is missing) and deploys, with plain JSON-RPC and the ABIs and bytecode of the Ape build
+(``.build/__local__.json``, nothing spelled by hand), 2 x max(sizes) vaults like the world's
+first one (its book and params; guards far from binding), funded, with the world's keeper,
+SwapRouter and BookSettlement allowlisted: half of them must sell ``--amount`` WETH (their
+target is set below what they hold), half must buy as much. Then for every size N, from one
+snapshot:
 
-* one batch: N legs, each a real swap (sell ``--amount`` WETH for USDC through the world's
-  Uniswap V3 SwapRouter, quoted by the keeper's ``UniswapDirect``, minOut bounded by
-  ``oracle_bound_min_out``), in ONE ``execute(legs, deadline)`` sent by the keeper;
-  every leg must emit ``LegExecuted``;
-* the same N legs as N separate ``vault.rebalance`` transactions from the keeper, all mined
-  in one block.
+* **netted, opposite**: ceil(N/2) sellers and floor(N/2) buyers in ONE settlement; matched
+  amounts trade at the oracle price, only the net (one seller's amount for odd N, nothing for
+  even N) goes to the 0.05% pool through the SwapRouter;
+* **netted, same direction**: N sellers in one settlement, one swap of N x amount, paid pro rata;
+* **separate**: the same N trades as N ``vault.rebalance`` transactions through the 0.05% pool,
+  mined in one block.
 
-Every measured block has the same timestamp (12 s after the snapshot), so runs repeat exactly.
-
-Prints gasUsed (receipts, so each transaction's 21k base is included), gas per vault and the
-saving of the batch.
+Prints gasUsed (receipts, so each transaction's 21k base is included) and gas per vault.
+The issue's target: a 10-vault netted settlement at most 50% of the gas per vault of separate
+rebalances (v1 measured ~164k per rebalance).
 
     python scripts/bench_batch_gas.py [--sizes 1,3,10] [--amount 1]
 """
@@ -25,11 +25,10 @@ saving of the batch.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import math
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -39,37 +38,34 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eth_abi.abi import decode, encode  # noqa: E402
+from eth_abi.abi import encode  # noqa: E402
 from eth_account import Account  # noqa: E402
 from eth_account.signers.local import LocalAccount  # noqa: E402
+from eth_utils.abi import get_abi_input_types  # noqa: E402
 from eth_utils.address import to_checksum_address  # noqa: E402
-from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3  # noqa: E402
+from web3 import HTTPProvider, Web3  # noqa: E402
+from web3.contract import Contract  # noqa: E402
+from web3.logs import DISCARD  # noqa: E402
 
-from keeper.chain.uniswap import UniswapDirect  # noqa: E402
-from keeper.core import abi  # noqa: E402
-from keeper.core.abi import RebalanceLeg  # noqa: E402
-from keeper.core.swap import SwapRequest, check_quote, oracle_bound_min_out, to_leg  # noqa: E402
-from keeper.core.types import VaultState  # noqa: E402
-from keeper.errors import KeeperError  # noqa: E402
+from world import uniswap  # noqa: E402
+from world.manifest import Manifest, load_manifest  # noqa: E402
 from world.node import AnvilStartError, free_port, running_anvil  # noqa: E402
 
 GOVERNANCE_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"  # anvil #0
 KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil #1
+BUILD = ROOT / ".build" / "__local__.json"
 WAD = 10**18
-FUND_WETH = 5 * WAD  # per vault
-FUND_USDC = 50_000 * 10**6  # per vault
-WARMUP_WETH = WAD // 10
+USDC = 10**6
+FUND_WETH = 20 * WAD  # per vault
+FUND_USDC = 100_000 * USDC  # per vault
+POOL_FEE = 500
 DEADLINE_SECONDS = 3600
-# Tolerance asked of the quote. A 10-leg batch sells into one pool leg after leg, so the last
-# leg fills ~0.2% below the quote taken before the batch; 50 bps leaves room for that.
-QUOTE_SLIPPAGE_BPS = 50
-TX_BASE_GAS = 21_000
-BLOCK_SECONDS = 12
-
-OPTION_TYPE = "(uint256,uint64,int256,bool)"
+V1_REBALANCE_GAS = 164_000  # per vault, v1, measured by the issue
+BIG = 10**12 * USDC  # guards that never bind in the benchmark
+OVERSHOOT = WAD // 2
 
 
-# --- node ------------------------------------------------------------------------------------
+# --- node and build --------------------------------------------------------------------------
 
 
 def ensure_world() -> Path:
@@ -87,10 +83,27 @@ def rpc(w3: Web3, method: str, params: list[Any]) -> Any:
     return response["result"]
 
 
+@dataclass(frozen=True)
+class Artifact:
+    abi: list[dict[str, Any]]
+    bytecode: bytes
+
+
+def load_build() -> dict[str, Artifact]:
+    """ABIs and deployment bytecode of the Ape build (run `ape compile` first)."""
+    if not BUILD.exists():
+        raise SystemExit(f"{BUILD} is missing: run `ape compile`")
+    types = json.loads(BUILD.read_text())["contractTypes"]
+    return {
+        name: Artifact(t["abi"], bytes.fromhex(t["deploymentBytecode"]["bytecode"][2:]))
+        for name, t in types.items()
+        if t.get("deploymentBytecode", {}).get("bytecode")
+    }
+
+
 @dataclass
 class Signer:
-    """Signs and sends type-2 transactions from one key; the nonce is read from the node on
-    every send, so it stays right across ``evm_revert``."""
+    """Signs and sends type-2 transactions from one key (nonce read from the node each time)."""
 
     w3: Web3
     account: LocalAccount
@@ -99,7 +112,7 @@ class Signer:
     def address(self) -> str:
         return str(self.account.address)
 
-    def send(self, to: str | None, data: bytes, gas: int, value: int = 0) -> str:
+    def send(self, to: str | None, data: bytes, gas: int) -> str:
         base_fee = int(self.w3.eth.get_block("latest")["baseFeePerGas"])
         tx: dict[str, Any] = {
             "nonce": self.w3.eth.get_transaction_count(self.account.address, "pending"),
@@ -108,7 +121,6 @@ class Signer:
             "maxPriorityFeePerGas": 10**9,
             "chainId": self.w3.eth.chain_id,
             "data": data,
-            "value": value,
             "type": 2,
         }
         if to is not None:
@@ -116,331 +128,309 @@ class Signer:
         signed = self.account.sign_transaction(tx)
         return "0x" + bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction)).hex()
 
-    def transact(self, to: str | None, data: bytes, gas: int, value: int = 0) -> Any:
-        """Send, wait for the receipt, refuse a reverted transaction."""
-        tx_hash = self.send(to, data, gas, value)
+    def transact(self, to: str | None, data: bytes, gas: int = 3_000_000) -> Any:
+        tx_hash = self.send(to, data, gas)
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)  # type: ignore[arg-type]
         if receipt["status"] != 1:
             raise SystemExit(f"transaction {tx_hash} to {to} reverted")
         return receipt
 
 
-def call(w3: Web3, to: str, data: bytes) -> bytes:
-    return bytes(w3.eth.call({"to": to_checksum_address(to), "data": data}))  # type: ignore[typeddict-item]
+class Chain:
+    """Contracts of the build and of the world, bound to one node."""
 
-
-# --- world -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class World:
-    weth: str
-    usdc: str
-    feed: str
-    router: str
-    quoter: str
-    batcher: str
-
-    @staticmethod
-    def from_manifest(manifest: dict[str, Any]) -> World:
-        c = manifest["contracts"]
-        return World(
-            weth=c["WETH"]["address"],
-            usdc=c["USDC"]["address"],
-            feed=c["PriceFeed"]["address"],
-            router=c["SwapRouter"]["address"],
-            quoter=c["QuoterV2"]["address"],
-            batcher=c["RebalanceBatcher"]["address"],
+    def __init__(self, w3: Web3, build: dict[str, Artifact], manifest: Manifest) -> None:
+        self.w3 = w3
+        self.build = build
+        c = manifest.contracts
+        self.weth = self.at("WETH9", c["WETH"].address)
+        self.usdc = self.at("TestERC20", c["USDC"].address)
+        self.feed = self.at("MockV3Aggregator", c["PriceFeed"].address)
+        self.settlement = self.at("BookSettlement", c["BookSettlement"].address)
+        self.template = self.at("OptionsVault", manifest.vaults[0].address)
+        self.router = w3.eth.contract(
+            address=to_checksum_address(c["SwapRouter"].address),
+            abi=uniswap.artifact("SwapRouter")["abi"],
+        )
+        self.quoter = w3.eth.contract(
+            address=to_checksum_address(c["QuoterV2"].address),
+            abi=uniswap.artifact("QuoterV2")["abi"],
         )
 
+    def at(self, name: str, address: str) -> Contract:
+        return self.w3.eth.contract(address=to_checksum_address(address), abi=self.build[name].abi)
 
-def read_state(w3: Web3, vault: str) -> VaultState:
-    return abi.decode_vault_state(vault, call(w3, vault, abi.GET_STATE))
+    def deploy(self, signer: Signer, name: str, *args: Any) -> Contract:
+        artifact = self.build[name]
+        ctor = next(e for e in artifact.abi if e["type"] == "constructor")
+        data = artifact.bytecode + encode(get_abi_input_types(ctor), list(args))
+        receipt = signer.transact(None, data, 8_000_000)
+        return self.at(name, receipt["contractAddress"])
 
 
-def deploy_vaults(
-    w3: Web3, gov: Signer, keeper: str, world: World, template: VaultState, count: int
-) -> list[str]:
-    """``count`` vaults like ``template``: book copied, funded, keeper/batcher/router set."""
-    artifact = json.loads((ROOT / ".build" / "__local__.json").read_text())["contractTypes"][
-        "OptionsVault"
-    ]
-    bytecode = bytes.fromhex(artifact["deploymentBytecode"]["bytecode"][2:])
-    ctor = abi.encode_vault_constructor(
-        gov.address, world.usdc, world.weth, world.feed, template.params
-    )
-    hashes = [gov.send(None, bytecode + ctor, 4_000_000) for _ in range(count)]
-    vaults = [
-        str(w3.eth.wait_for_transaction_receipt(h)["contractAddress"])  # type: ignore[arg-type]
-        for h in hashes
-    ]
-    gov.transact(world.weth, abi.selector("deposit()"), 100_000, value=FUND_WETH * count)
-    gov.transact(
-        world.usdc,
-        abi.selector("mint(address,uint256)")
-        + encode(["address", "uint256"], [gov.address, FUND_USDC * count]),
-        100_000,
-    )
-    now = int(w3.eth.get_block("latest")["timestamp"])
-    set_keeper = abi.selector("setKeeper(address,bool)")
-    transfer = abi.selector("transfer(address,uint256)")
-    last = ""
-    for vault in vaults:
-        for leg in template.book:
-            expiry = leg.expiry if leg.expiry > now + 86_400 else now + 30 * 86_400
-            option = (leg.strike, expiry, leg.size, leg.is_call)
-            gov.send(
-                vault,
-                abi.selector(f"writeOption({OPTION_TYPE})") + encode([OPTION_TYPE], [option]),
-                300_000,
-            )
-        for who in (world.batcher, keeper):
-            gov.send(vault, set_keeper + encode(["address", "bool"], [who, True]), 100_000)
-        gov.send(
-            vault,
-            abi.selector("setRouter(address,bool)")
-            + encode(["address", "bool"], [world.router, True]),
-            100_000,
+def calldata(contract: Contract, fn: str, *args: Any) -> bytes:
+    return bytes.fromhex(contract.encode_abi(fn, args=list(args))[2:])
+
+
+# --- set-up ------------------------------------------------------------------------------------
+
+
+def deploy_vaults(ch: Chain, gov: Signer, keeper: str, count: int, deviation: int) -> list[str]:
+    """``count`` vaults like the world's first, each ``deviation`` (wad) off its target."""
+    t = ch.template
+    params = list(t.functions.params().call())
+    guards = list(t.functions.guards().call())
+    guards[1] = guards[2] = guards[4] = BIG  # notionalCap, lossBudget, maxTradeNotional
+    guards[6] = OVERSHOOT
+    book = t.functions.book().call()
+    vaults = []
+    for _ in range(count):
+        vault = ch.deploy(
+            gov,
+            "OptionsVault",
+            gov.address,
+            ch.usdc.address,
+            ch.weth.address,
+            ch.feed.address,
+            tuple(params),
+            tuple(guards),
+            (BIG, BIG, BIG),
+            3600,
         )
-        gov.send(world.weth, transfer + encode(["address", "uint256"], [vault, FUND_WETH]), 100_000)
-        last = gov.send(
-            world.usdc, transfer + encode(["address", "uint256"], [vault, FUND_USDC]), 100_000
-        )
-    receipt = w3.eth.wait_for_transaction_receipt(last)  # type: ignore[arg-type]
-    if receipt["status"] != 1:
-        raise SystemExit("vault setup failed")
-    for vault in vaults:
-        state = read_state(w3, vault)
-        if state.underlying_balance != FUND_WETH or state.quote_balance != FUND_USDC:
-            raise SystemExit(f"vault {vault} not funded: {state}")
+        for leg in book:
+            gov.transact(vault.address, calldata(vault, "writeOption", tuple(leg)))
+        for fn, arg in (
+            ("setKeeper", keeper),
+            ("setRouter", ch.router.address),
+            ("setSettlement", ch.settlement.address),
+        ):
+            gov.transact(vault.address, calldata(vault, fn, arg, True))
+        gov.transact(ch.weth.address, calldata(ch.weth, "transfer", vault.address, FUND_WETH))
+        gov.transact(ch.usdc.address, calldata(ch.usdc, "transfer", vault.address, FUND_USDC))
+        moved = list(params)
+        moved[2] = int(params[2]) + int(vault.functions.deviationWad().call()) - deviation
+        gov.transact(vault.address, calldata(vault, "setParams", tuple(moved)))
+        vaults.append(vault.address)
     return vaults
 
 
-def refresh_oracle(w3: Web3, gov: Signer, world: World) -> None:
-    """A new round at the current answer, updated now: the vaults' heartbeat check passes."""
-    answer = decode(["int256"], call(w3, world.feed, abi.selector("latestAnswer()")))[0]
-    gov.transact(
-        world.feed, abi.selector("setAnswer(int256)") + encode(["int256"], [answer]), 100_000
-    )
+def fund_governance(ch: Chain, gov: Signer, vaults: int) -> None:
+    rpc(ch.w3, "anvil_setBalance", [gov.address, hex(10**6 * WAD)])
+    weth = vaults * FUND_WETH
+    data = calldata(ch.weth, "deposit")
+    tx = {"from": gov.address, "to": ch.weth.address, "value": weth, "data": data}
+    ch.w3.eth.wait_for_transaction_receipt(ch.w3.eth.send_transaction(tx))  # type: ignore[arg-type]
+    gov.transact(ch.usdc.address, calldata(ch.usdc, "mint", gov.address, vaults * FUND_USDC))
 
 
-# --- legs --------------------------------------------------------------------------------------
+def refresh_oracle(ch: Chain, gov: Signer) -> int:
+    answer = int(ch.feed.functions.latestRoundData().call()[1])
+    gov.transact(ch.feed.address, calldata(ch.feed, "setAnswer", answer))
+    return answer
 
 
-async def quote_legs(
-    url: str, world: World, vaults: Sequence[str], amount: int, deadline: int, state: VaultState
-) -> list[RebalanceLeg]:
-    """One "sell ``amount`` WETH" leg per vault, the way the keeper builds a direct-route leg."""
-    w3 = AsyncWeb3(AsyncHTTPProvider(url))
-    direct = UniswapDirect(w3, world.quoter, world.router)
-    try:
-        quotes = await asyncio.gather(
-            *(
-                direct.quote(world.weth, world.usdc, amount, v, QUOTE_SLIPPAGE_BPS, deadline)
-                for v in vaults
-            )
-        )
-    finally:
-        await w3.provider.disconnect()
-    routers = frozenset({to_checksum_address(world.router)})
-    legs = []
-    for vault, quote in zip(vaults, quotes, strict=True):
-        request = SwapRequest(
-            vault=vault,
-            sell_underlying=True,
-            amount_in=amount,
-            underlying=world.weth,
-            quote_token=world.usdc,
-            oracle_answer=state.oracle.answer,
-            oracle_decimals=state.oracle.decimals,
-            max_slippage_bps=state.params.max_slippage_bps,
-            allowed_routers=routers,
-            deadline=deadline,
-            slippage_bps=QUOTE_SLIPPAGE_BPS,
-        )
-        bound = oracle_bound_min_out(
-            True,
-            amount,
-            state.oracle.answer,
-            state.oracle.decimals,
-            state.params.max_slippage_bps,
-        )
-        legs.append(to_leg(vault, check_quote(quote, request, bound, routers), True, bound))
-    return legs
-
-
-def build_legs(
-    w3: Web3, url: str, world: World, vaults: Sequence[str], amount: int
-) -> tuple[list[RebalanceLeg], int]:
-    deadline = int(w3.eth.get_block("latest")["timestamp"]) + DEADLINE_SECONDS
-    state = read_state(w3, vaults[0])
-    return asyncio.run(quote_legs(url, world, vaults, amount, deadline, state)), deadline
-
-
-# --- measurements ------------------------------------------------------------------------------
-
-
-def topic0(log: Any) -> str:
-    return "0x" + bytes(log["topics"][0]).hex()
-
-
-def batch_gas(keeper: Signer, world: World, legs: Sequence[RebalanceLeg], deadline: int) -> int:
-    """gasUsed of one ``execute``; every leg must have emitted ``LegExecuted``."""
-    data = abi.encode_batch_execute(legs, deadline)
-    receipt = keeper.transact(world.batcher, data, 500_000 + 400_000 * len(legs))
-    executed, failed = set(), []
-    for log in receipt["logs"]:
-        if str(log["address"]).lower() != world.batcher.lower():
-            continue
-        if topic0(log) == abi.LEG_EXECUTED_TOPIC:
-            executed.add(abi.topic_address(log["topics"][2]))
-        elif topic0(log) == abi.LEG_FAILED_TOPIC:
-            (reason,) = decode(["bytes"], bytes(log["data"]))
-            failed.append(f"{abi.topic_address(log['topics'][2])}: {abi.decode_revert(reason)}")
-    if failed:
-        raise SystemExit("legs failed: " + "; ".join(failed))
-    if executed != {to_checksum_address(leg.vault) for leg in legs}:
-        raise SystemExit(f"{len(executed)} LegExecuted for {len(legs)} legs")
-    return int(receipt["gasUsed"])
-
-
-def separate_gas(w3: Web3, keeper: Signer, legs: Sequence[RebalanceLeg], deadline: int) -> int:
-    """Total gasUsed of one direct ``vault.rebalance`` transaction per leg, all sent at once and
-    mined in one block (as the keeper would send them without the batcher)."""
-    rpc(w3, "evm_setAutomine", [False])
-    try:
-        hashes = [
-            keeper.send(leg.vault, abi.encode_vault_rebalance(leg, deadline), 600_000)
-            for leg in legs
-        ]
-        rpc(w3, "evm_mine", [])
-    finally:
-        rpc(w3, "evm_setAutomine", [True])
-    total = 0
-    for leg, tx_hash in zip(legs, hashes, strict=True):
-        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-        if receipt["status"] != 1 or not any(
-            topic0(log) == abi.REBALANCED_TOPIC and str(log["address"]).lower() == leg.vault.lower()
-            for log in receipt["logs"]
-        ):
-            raise SystemExit(f"direct rebalance of {leg.vault} failed ({tx_hash})")
-        total += int(receipt["gasUsed"])
-    if len({w3.eth.get_transaction_receipt(h)["blockNumber"] for h in hashes}) != 1:  # type: ignore[arg-type]
-        raise SystemExit("the separate transactions did not land in one block")
-    return total
+# --- plans ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Row:
-    size: int
-    batch_gas: int
-    separate_gas: int
+class Trade:
+    vault: str
+    sell: bool  # sell WETH for USDC
+    amount_in: int
 
-    @property
-    def saving_pct(self) -> float:
-        return 100.0 * (1 - self.batch_gas / self.separate_gas)
+
+def oracle_value(amount_weth: int, answer: int) -> int:
+    return amount_weth * answer * USDC // (WAD * 10**8)
+
+
+def trade_tuple(ch: Chain, t: Trade, deadline: int) -> tuple[Any, ...]:
+    nonce = ch.at("OptionsVault", t.vault).functions.stateNonce().call()
+    return (t.sell, t.amount_in, 0, nonce, deadline)
+
+
+def quote_sell(ch: Chain, amount: int) -> int:
+    params = (ch.weth.address, ch.usdc.address, amount, POOL_FEE, 0)
+    return int(ch.quoter.functions.quoteExactInputSingle(params).call()[0])
+
+
+def swap_data(ch: Chain, sell: bool, amount: int, recipient: str, deadline: int) -> bytes:
+    token_in, token_out = (ch.weth, ch.usdc) if sell else (ch.usdc, ch.weth)
+    params = (token_in.address, token_out.address, POOL_FEE, recipient, deadline, amount, 0, 0)
+    return calldata(ch.router, "exactInputSingle", params)
+
+
+def settlement_call(
+    ch: Chain,
+    sellers: Sequence[str],
+    buyers: Sequence[str],
+    amount: int,
+    answer: int,
+    deadline: int,
+) -> bytes:
+    """Sellers sell ``amount`` WETH, buyers buy with its oracle value in USDC. Matched pairs at
+    the oracle price; the unmatched sellers share the net swap's output pro rata."""
+    cash = oracle_value(amount, answer)
+    matched = min(len(sellers), len(buyers))
+    net_sellers = sellers[matched:]
+    net_in = amount * len(net_sellers)
+    net_out = quote_sell(ch, net_in) if net_in else 0
+    legs = []
+    for i, vault in enumerate(sellers):
+        payout = cash if i < matched else net_out // len(net_sellers)
+        legs.append((vault, trade_tuple(ch, Trade(vault, True, amount), deadline), payout))
+    for vault in buyers:
+        legs.append((vault, trade_tuple(ch, Trade(vault, False, cash), deadline), amount))
+    zero = "0x0000000000000000000000000000000000000000"
+    net: tuple[Any, ...] = (zero, False, 0, 0, b"")
+    if net_in:
+        data = swap_data(ch, True, net_in, ch.settlement.address, deadline)
+        net = (ch.router.address, True, net_in, net_out * 99 // 100, data)
+    return calldata(ch.settlement, "settle", legs, net)
+
+
+# --- measuring -----------------------------------------------------------------------------------
 
 
 class Snapshots:
-    """One anvil snapshot to go back to before every measurement (a revert consumes it).
-
-    Every measured block gets the same timestamp, one slot after the snapshot's block, so
-    timestamp-dependent storage writes (the pool's oracle observation, the vault's
-    ``lastRebalanceAt``) cost the same in every measurement and every run.
-    """
+    """One anvil snapshot to go back to before every measurement (a revert consumes it)."""
 
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
-        self.timestamp = int(w3.eth.get_block("latest")["timestamp"])
         self.id = rpc(w3, "evm_snapshot", [])
 
     def restore(self) -> None:
         if not rpc(self.w3, "evm_revert", [self.id]):
             raise SystemExit("evm_revert refused the snapshot")
         self.id = rpc(self.w3, "evm_snapshot", [])
-        rpc(self.w3, "evm_setNextBlockTimestamp", [self.timestamp + BLOCK_SECONDS])
+
+
+def settled_gas(ch: Chain, keeper: Signer, data: bytes, legs: int) -> int:
+    receipt = keeper.transact(ch.settlement.address, data, 400_000 + 250_000 * legs)
+    traded = ch.template.events.Traded().process_receipt(receipt, errors=DISCARD)
+    if len(traded) != legs:
+        raise SystemExit(f"{len(traded)} Traded events for {legs} legs")
+    return int(receipt["gasUsed"])
+
+
+def separate_gas(ch: Chain, keeper: Signer, trades: Sequence[Trade], deadline: int) -> int:
+    """Total gasUsed of one ``rebalance`` per trade, all mined in one block."""
+    rpc(ch.w3, "evm_setAutomine", [False])
+    try:
+        hashes = []
+        for t in trades:
+            vault = ch.at("OptionsVault", t.vault)
+            data = calldata(
+                vault,
+                "rebalance",
+                trade_tuple(ch, t, deadline),
+                ch.router.address,
+                swap_data(ch, t.sell, t.amount_in, t.vault, deadline),
+            )
+            hashes.append(keeper.send(t.vault, data, 800_000))
+        rpc(ch.w3, "evm_mine", [])
+    finally:
+        rpc(ch.w3, "evm_setAutomine", [True])
+    total = 0
+    for tx_hash in hashes:
+        receipt = ch.w3.eth.wait_for_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        if receipt["status"] != 1:
+            raise SystemExit(f"rebalance {tx_hash} reverted")
+        total += int(receipt["gasUsed"])
+    return total
+
+
+@dataclass(frozen=True)
+class Row:
+    size: int
+    opposite: int
+    same: int
+    separate_opposite: int
+    separate_same: int
 
 
 def measure(
-    w3: Web3,
-    url: str,
+    ch: Chain,
+    gov: Signer,
     keeper: Signer,
-    world: World,
-    vaults: Sequence[str],
+    sellers: Sequence[str],
+    buyers: Sequence[str],
     sizes: Sequence[int],
     amount: int,
 ) -> list[Row]:
-    snapshots = Snapshots(w3)
+    snapshots = Snapshots(ch.w3)
     rows = []
-    for size in sizes:
-        snapshots.restore()
-        legs, deadline = build_legs(w3, url, world, vaults[:size], amount)
-        batched = batch_gas(keeper, world, legs, deadline)
-        snapshots.restore()
-        separate = separate_gas(w3, keeper, legs, deadline)
-        rows.append(Row(size, batched, separate))
+    for n in sizes:
+        k, m = math.ceil(n / 2), n // 2
+        results = []
+        for s, b in ((sellers[:k], buyers[:m]), (sellers[:n], [])):
+            snapshots.restore()
+            answer = refresh_oracle(ch, gov)
+            deadline = int(ch.w3.eth.get_block("latest")["timestamp"]) + DEADLINE_SECONDS
+            cash = oracle_value(amount, answer)
+            results.append(
+                settled_gas(ch, keeper, settlement_call(ch, s, b, amount, answer, deadline), n)
+            )
+            snapshots.restore()
+            refresh_oracle(ch, gov)
+            trades = [Trade(v, True, amount) for v in s] + [Trade(v, False, cash) for v in b]
+            results.append(separate_gas(ch, keeper, trades, deadline))
+        rows.append(Row(n, results[0], results[2], results[1], results[3]))
     snapshots.restore()
     return rows
 
 
-# --- main ----------------------------------------------------------------------------------------
-
-
 def print_table(rows: Sequence[Row], amount: int) -> None:
-    print(f"\nlegs: sell {Decimal(amount) / WAD} WETH -> USDC each, SwapRouter exactInputSingle")
+    print(
+        f"\neach vault trades {Decimal(amount) / WAD} WETH (sell) or its oracle value in USDC "
+        f"(buy); swaps through the real Uniswap V3 {POOL_FEE / 1e6:.2%} pool via SwapRouter"
+    )
     head = (
-        f"{'vaults':>6} | {'batch gas':>10} {'per vault':>10} | "
-        f"{'separate gas':>12} {'per vault':>10} | {'saving':>7}"
+        f"{'vaults':>6} | {'netted opposite':>16} {'/vault':>8} | {'netted same dir':>16} "
+        f"{'/vault':>8} | {'separate':>10} {'/vault':>8} | {'opp/sep':>7} {'opp/v1':>7}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
+        per_sep = r.separate_opposite // r.size
+        vs_v1 = r.opposite / r.size / V1_REBALANCE_GAS
         print(
-            f"{r.size:>6} | {r.batch_gas:>10,} {r.batch_gas // r.size:>10,} | "
-            f"{r.separate_gas:>12,} {r.separate_gas // r.size:>10,} | {r.saving_pct:>6.1f}%"
+            f"{r.size:>6} | {r.opposite:>16,} {r.opposite // r.size:>8,} | {r.same:>16,} "
+            f"{r.same // r.size:>8,} | {r.separate_opposite:>10,} {per_sep:>8,} | "
+            f"{r.opposite / r.separate_opposite:>7.1%} {vs_v1:>7.1%}"
         )
-    first, last = rows[0], rows[-1]
-    if last.size > first.size:
-        marginal = (last.batch_gas - first.batch_gas) / (last.size - first.size)
-        print(
-            f"\nbatch: ~{marginal:,.0f} gas per extra leg, "
-            f"~{first.batch_gas - first.size * marginal:,.0f} fixed per transaction "
-            f"(incl. the {TX_BASE_GAS:,} base); separate: "
-            f"{first.separate_gas // first.size:,} per vault, each paying the base"
-        )
+    same = ", ".join(f"{r.separate_same // r.size:,}" for r in rows)
+    print(
+        "separate = the same trades as the netted-opposite column, one rebalance each; "
+        f"same-direction trades separately: {same} per vault; v1 rebalance: {V1_REBALANCE_GAS:,}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,3,10")
-    parser.add_argument("--amount", default="1", help="WETH each leg sells")
+    parser.add_argument("--amount", default="1", help="WETH each vault trades")
     args = parser.parse_args()
     sizes = sorted({int(s) for s in args.sizes.split(",")})
     amount = int(Decimal(args.amount) * WAD)
+    build = load_build()
     state = ensure_world()
-    manifest = json.loads((ROOT / "deployments" / "world.json").read_text())
-    world = World.from_manifest(manifest)
+    manifest = load_manifest(ROOT / "deployments" / "world.json")
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     try:
-        with running_anvil(state, port, "--code-size-limit", "100000"):
-            w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 120}))
+        with running_anvil(state, port):
+            w3 = Web3(HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 120}))
+            ch = Chain(w3, build, manifest)
             gov = Signer(w3, Account.from_key(GOVERNANCE_KEY))
             keeper = Signer(w3, Account.from_key(KEEPER_KEY))
-            template = read_state(w3, manifest["vaults"][0]["address"])
-            t0 = time.perf_counter()
-            vaults = deploy_vaults(w3, gov, keeper.address, world, template, max(sizes))
-            refresh_oracle(w3, gov, world)
-            warmup, deadline = build_legs(w3, url, world, vaults, WARMUP_WETH)
-            batch_gas(keeper, world, warmup, deadline)
-            refresh_oracle(w3, gov, world)
-            elapsed = time.perf_counter() - t0
-            print(f"deployed and warmed up {len(vaults)} vaults in {elapsed:.1f}s")
-            rows = measure(w3, url, keeper, world, vaults, sizes, amount)
+            count = max(sizes)
+            fund_governance(ch, gov, 2 * count)
+            refresh_oracle(ch, gov)
+            sellers = deploy_vaults(ch, gov, keeper.address, count, 3 * amount // 2)
+            buyers = deploy_vaults(ch, gov, keeper.address, count, -3 * amount // 2)
+            print(f"deployed {2 * count} vaults ({count} sellers, {count} buyers)")
+            rows = measure(ch, gov, keeper, sellers, buyers, sizes, amount)
     except AnvilStartError as exc:
         raise SystemExit(str(exc)) from exc
-    except KeeperError as exc:  # a quote the keeper would refuse: say why, no traceback
-        raise SystemExit(f"{type(exc).__name__}: {exc}") from exc
     print_table(rows, amount)
 
 

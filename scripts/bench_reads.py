@@ -3,7 +3,7 @@
 Starts its own anvil from the saved world (``make world`` first), deploys extra vaults
 with plain JSON-RPC, then for each size mines blocks and measures, per block:
 * the keeper's path: one Multicall3 ``aggregate3`` read (chunked) + the vectorized decision;
-* a naive reader: per vault, separate eth_calls for balances, params, book and oracle,
+* a naive reader: per vault, its own getState eth_call and the feed's, one after another,
   then the same decision code.
 Prints median and p95 latency, RPC calls per block, and the speed-up.
 
@@ -23,10 +23,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-from eth_abi.abi import decode, encode  # noqa: E402
-from eth_account import Account  # noqa: E402
-from eth_typing import HexStr  # noqa: E402
+from bench_world import deploy_vaults  # noqa: E402
 from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3  # noqa: E402
 
 from keeper.chain.blocks import block_ref  # noqa: E402
@@ -34,125 +33,34 @@ from keeper.chain.reader import StateReader  # noqa: E402
 from keeper.chain.rpc import RpcClient, RpcConfig  # noqa: E402
 from keeper.core import abi  # noqa: E402
 from keeper.core.decide import CostConfig, decide_block  # noqa: E402
-from keeper.core.types import OptionLeg, OracleRound, VaultState  # noqa: E402
+from keeper.core.types import VaultState  # noqa: E402
 from world.node import AnvilStartError, free_port, running_anvil  # noqa: E402
 
-GOVERNANCE_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"  # anvil #0
 COSTS = CostConfig(250_000, 10**9, 5.0, 0.5, 2000)
 
 
 STATE = ROOT / ".world" / "state.json"
 # The reads bench deploys up to 1000 vaults in a few blocks: a large block gas limit.
 ANVIL_ARGS = ("--gas-limit", "1000000000", "--code-size-limit", "100000")
-
-
-def deploy_vaults(w3: Web3, manifest: dict[str, Any], count: int) -> None:
-    """Deploy ``count`` more vaults (two legs each) and register them."""
-    artifact = json.loads((ROOT / ".build" / "__local__.json").read_text())["contractTypes"][
-        "OptionsVault"
-    ]
-    bytecode = bytes.fromhex(artifact["deploymentBytecode"]["bytecode"][2:])
-    acct = Account.from_key(GOVERNANCE_KEY)
-    c = manifest["contracts"]
-    template = w3.eth.call({"to": manifest["vaults"][0]["address"], "data": abi.GET_STATE})
-    state = abi.decode_vault_state(manifest["vaults"][0]["address"], template)
-    ctor = abi.encode_vault_constructor(
-        acct.address,
-        c["USDC"]["address"],
-        c["WETH"]["address"],
-        c["PriceFeed"]["address"],
-        state.params,
-    )
-    nonce = int(w3.eth.get_transaction_count(acct.address))
-    gas_price = 2 * max(w3.eth.get_block("latest")["baseFeePerGas"], 1) + 10**9
-    chain_id = w3.eth.chain_id
-
-    def send(to: str | None, data: bytes, gas: int) -> HexStr:
-        nonlocal nonce
-        tx = {
-            "nonce": nonce,
-            "gas": gas,
-            "maxFeePerGas": gas_price,
-            "maxPriorityFeePerGas": 10**9,
-            "chainId": chain_id,
-            "data": data,
-            "value": 0,
-            "type": 2,
-        }
-        if to:
-            tx["to"] = to
-        signed = acct.sign_transaction(tx)
-        nonce += 1
-        return HexStr(w3.eth.send_raw_transaction(signed.raw_transaction).hex())
-
-    hashes = [send(None, bytecode + ctor, 4_000_000) for _ in range(count)]
-    addresses = [
-        w3.eth.wait_for_transaction_receipt(h, timeout=900)["contractAddress"] for h in hashes
-    ]
-    write = abi.selector("writeOption((uint256,uint64,int256,bool))")
-    add = abi.selector("addVault(address)")
-    last = HexStr("")
-    for i, vault in enumerate(addresses):
-        for leg in state.book[:2]:
-            last = send(
-                vault,
-                write
-                + encode(
-                    ["(uint256,uint64,int256,bool)"],
-                    [(leg.strike + i * 10**8, leg.expiry, leg.size, leg.is_call)],
-                ),
-                300_000,
-            )
-        last = send(c["VaultRegistry"]["address"], add + encode(["address"], [vault]), 200_000)
-        if i % 100 == 99:  # let the node catch up: a long backlog only slows it down
-            w3.eth.wait_for_transaction_receipt(last, timeout=900)
-    w3.eth.wait_for_transaction_receipt(last, timeout=900)
+_LATEST_ROUND = abi.function("AggregatorV3Interface", "latestRoundData")
 
 
 class NaiveReader:
-    """What a simple bot does: one eth_call per value, vault after vault."""
+    """What a simple bot does: one eth_call per vault (its getState) and the feed, vault
+    after vault."""
 
-    def __init__(self, w3: AsyncWeb3[Any], weth: str, usdc: str, feed: str) -> None:
-        self.w3, self.weth, self.usdc, self.feed = w3, weth, usdc, feed
+    def __init__(self, w3: AsyncWeb3[Any], feed: str) -> None:
+        self.w3, self.feed = w3, feed
         self.calls = 0
 
     async def call(self, to: str, data: bytes, block: str) -> bytes:
         self.calls += 1
         return bytes(await self.w3.eth.call({"to": to, "data": data}, block_identifier=block))  # type: ignore[typeddict-item, arg-type]
 
-    async def read_vault(self, vault: str, block: str, template: VaultState) -> VaultState:
-        bal = abi.selector("balanceOf(address)") + encode(["address"], [vault])
-        weth = decode(["uint256"], await self.call(self.weth, bal, block))[0]
-        usdc = decode(["uint256"], await self.call(self.usdc, bal, block))[0]
-        await self.call(vault, abi.selector("params()"), block)
-        n = decode(["uint256"], await self.call(vault, abi.selector("bookLength()"), block))[0]
-        legs = []
-        for i in range(n):
-            raw = await self.call(
-                vault, abi.selector("option(uint256)") + encode(["uint256"], [i]), block
-            )
-            s, e, z, c = decode(["(uint256,uint64,int256,bool)"], raw)[0]
-            legs.append(OptionLeg(s, e, z, c))
-        rid, answer, _, updated, _ = decode(
-            ["uint80", "int256", "uint256", "uint256", "uint80"],
-            await self.call(self.feed, abi.selector("latestRoundData()"), block),
-        )
-        for name in ("requestNonce()", "paramsVersion()", "lastRebalanceAt()"):
-            await self.call(vault, abi.selector(name), block)
-        return VaultState(
-            vault,
-            usdc,
-            weth,
-            template.params,
-            tuple(legs),
-            OracleRound(rid, answer, updated, 8),
-            False,
-            0,
-            0,
-            0,
-            0,
-            0,
-        )
+    async def read_vault(self, vault: str, block: str) -> VaultState:
+        state = abi.decode_vault_state(vault, await self.call(vault, abi.GET_STATE, block))
+        _LATEST_ROUND.decode(await self.call(self.feed, _LATEST_ROUND.selector, block))
+        return state
 
 
 def pct(values: list[float], q: float) -> float:
@@ -169,7 +77,7 @@ async def measure(
     reader = StateReader(
         rpc, c["Multicall3"]["address"], c["VaultRegistry"]["address"], chunk_size=200
     )
-    naive = NaiveReader(w3, c["WETH"]["address"], c["USDC"]["address"], c["PriceFeed"]["address"])
+    naive = NaiveReader(w3, c["PriceFeed"]["address"])
     head = block_ref(await w3.eth.get_block("latest"))
     all_vaults = await reader.registry_vaults(head)
     rows = []
@@ -187,7 +95,7 @@ async def measure(
             if b < max(3, blocks // (4 if size >= 1000 else 1)):
                 naive.calls = 0
                 t0 = time.perf_counter()
-                states = [await naive.read_vault(v, head.hash, snap.vaults[0]) for v in vaults]
+                states = [await naive.read_vault(v, head.hash) for v in vaults]
                 await w3.eth.get_block(head.number)
                 naive.calls += 1
                 decide_block(head, 0, states, {}, COSTS)

@@ -34,12 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from eth_abi.abi import decode  # noqa: E402
-from eth_utils.crypto import keccak  # noqa: E402
 from requests.exceptions import RequestException  # noqa: E402
 from web3 import Web3  # noqa: E402
 from web3.exceptions import Web3Exception  # noqa: E402
 
+from keeper.core import abi  # noqa: E402
 from keeper.errors import KeeperError  # noqa: E402
 from world.manifest import Manifest, ManifestFormatError, load_manifest  # noqa: E402
 from world.market import (  # noqa: E402
@@ -231,14 +230,20 @@ class KeeperLog:
         vault = self.name(str(f.get("vault", "?")))
         if msg == "decision":
             return self._decision(f)
-        if msg == "rebalance batch sent":
+        if msg == "rebalance sent":
             names = [self.name(str(v)) for v in f.get("vaults", [])]
             self.deferred.difference_update(names)
             vaults = ", ".join(names)
             tx = self._short(str(f.get("tx")))
             return (
-                f"SENT batch of {f.get('legs')} leg(s) [{vaults}]  tx {tx}"
+                f"SENT {f.get('call')} of {f.get('legs')} leg(s) [{vaults}]  tx {tx}"
                 f"  nonce {f.get('nonce')}  max fee {float(f.get('max_fee_gwei', 0)):.1f} gwei"
+            )
+        if msg == "book planned":
+            matched = int(f.get("matched_underlying", 0)) / WAD
+            return (
+                f"BOOK   {f.get('legs')} leg(s) in {f.get('settlements')} transaction(s), "
+                f"{matched:.3f} WETH matched vault to vault, net to the DEX {f.get('net_in')}"
             )
         if msg == "rebalance mined":
             bought = self.buying.get(vault, True)
@@ -246,7 +251,7 @@ class KeeperLog:
             what = f"bought {out:,.4f} WETH" if bought else f"received {out:,.2f} USDC"
             return (
                 f"MINED  {vault:<15} block {f.get('block')}: {what}  "
-                f"(batch gas {int(f.get('gas_used', 0)):,})"
+                f"(transaction gas {int(f.get('gas_used', 0)):,})"
             )
         if msg == "hedge verified: back inside the band":
             before = float(f.get("deviation_before", 0))
@@ -528,6 +533,10 @@ class Demo:
                 if self.halt.is_set():
                     return
                 fee = self._next_fee(gas, True)
+                if block == 0 and step == max(1, steps // 2):
+                    self._move_capital(CAPITAL_MOVE_WETH)
+                    driver.mine(fee)  # in a block of its own
+                    next(ticks)
                 if block == 0:
                     note = "  CLAMPED to the pools' range" if step in path.clamped_at else ""
                     self._move(driver, step, steps, path.prices[step], fee, note)
@@ -540,6 +549,30 @@ class Demo:
                 return
             driver.mine(self._next_fee(gas, False))
             next(ticks)
+
+    def _move_capital(self, amount: int) -> None:
+        """Governance moves hedge WETH from the first vault to the second (the caller mines
+        it): one must buy it back, the other sell it, in the same block: the keeper nets them
+        vault to vault at the oracle price and sends only the difference to the DEX."""
+        vaults = self.manifest.vaults
+        taker, giver = vaults[0], vaults[1]
+        owner = self.w3.eth.accounts[OWNER_INDEX]
+        weth = self.manifest.contracts["WETH"].address
+        calls = [
+            (taker.address, abi.function("IOptionsVault", "withdraw").encode(weth, owner, amount)),
+            (weth, abi.function("IERC20Metadata", "approve").encode(giver.address, amount)),
+            (giver.address, abi.function("IOptionsVault", "deposit").encode(weth, amount)),
+        ]
+        fees = {"maxFeePerGas": 2_000 * GWEI, "maxPriorityFeePerGas": GWEI}  # above any spike
+        nonce = self.w3.eth.get_transaction_count(owner, "pending")
+        for i, (to, data) in enumerate(calls):
+            tx = {"from": owner, "to": to, "data": data, "gas": 300_000, "nonce": nonce + i}
+            self.w3.eth.send_transaction({**tx, **fees})  # type: ignore[arg-type]
+        self.console.say(
+            "demo",
+            f"governance moves {amount / WAD:g} WETH of hedge from {taker.name} to {giver.name}: "
+            "opposite trades in one block, settled netted",
+        )
 
     def _ticks(self) -> Iterator[None]:
         """Waits out the rest of each block interval (woken early by Ctrl-C)."""
@@ -656,16 +689,14 @@ def _prometheus_values(text: str) -> dict[str, float]:
 
 # --- summary -------------------------------------------------------------------------------
 
-REBALANCED = "0x" + keccak(text="Rebalanced(address,bool,uint256,uint256,address)").hex()
-LEG_EXECUTED = "0x" + keccak(text="LegExecuted(uint256,address,uint256)").hex()
-LEG_FAILED = "0x" + keccak(text="LegFailed(uint256,address,bytes)").hex()
+TRADED = abi.TRADED_TOPIC
+CAPITAL_MOVE_WETH = 2 * WAD  # the demo's governance move halfway: opposite trades, netted
 
 
 @dataclass
 class VaultTally:
     rebalances: int = 0
-    via_batcher: int = 0
-    legs_failed: int = 0
+    netted: int = 0  # trades settled through BookSettlement
     weth_bought: int = 0
     weth_sold: int = 0
 
@@ -673,7 +704,7 @@ class VaultTally:
 @dataclass(frozen=True)
 class GasSpent:
     transactions: int
-    batches: int  # sent to the batcher
+    settlements: int  # sent to BookSettlement
     cancels: int  # 0-value transactions to itself, displacing a stuck one
     reverted: int
     gas_used: int
@@ -681,32 +712,27 @@ class GasSpent:
 
 
 def tally_rebalances(w3: Web3, manifest: Manifest, first: int, last: int) -> dict[str, VaultTally]:
-    """Per vault address (lower case): its ``Rebalanced`` events and the batcher's legs."""
+    """Per vault address (lower case): its ``Traded`` events, netted ones counted apart."""
     tallies: dict[str, VaultTally] = defaultdict(VaultTally)
-    batcher = manifest.contracts["RebalanceBatcher"].address.lower()
+    settlement = manifest.contracts["BookSettlement"].address.lower()
     vaults = [Web3.to_checksum_address(v.address) for v in manifest.vaults]
     span = {"fromBlock": first, "toBlock": last}
-    for log in w3.eth.get_logs({**span, "address": vaults, "topics": [REBALANCED]}):  # type: ignore[typeddict-item]
+    for log in w3.eth.get_logs({**span, "address": vaults, "topics": [TRADED]}):  # type: ignore[typeddict-item]
         tally = tallies[str(log["address"]).lower()]
-        sell, amount_in, amount_out, _router = decode(
-            ["bool", "uint256", "uint256", "address"], bytes(log["data"])
-        )
+        traded = abi.TRADED.decode_data(bytes(log["data"]))
         tally.rebalances += 1
-        if "0x" + bytes(log["topics"][1])[-20:].hex() == batcher:
-            tally.via_batcher += 1
-        if sell:
-            tally.weth_sold += int(amount_in)
+        if abi.topic_address(log["topics"][2]).lower() == settlement:
+            tally.netted += 1
+        if traded["sell_underlying"]:
+            tally.weth_sold += int(traded["amount_in"])
         else:
-            tally.weth_bought += int(amount_out)
-    batcher_address = Web3.to_checksum_address(batcher)
-    for log in w3.eth.get_logs({**span, "address": batcher_address, "topics": [LEG_FAILED]}):  # type: ignore[typeddict-item]
-        tallies["0x" + bytes(log["topics"][2])[-20:].hex()].legs_failed += 1
+            tally.weth_bought += int(traded["amount_out"])
     return tallies
 
 
-def keeper_gas(w3: Web3, keeper: str, batcher: str, first: int, last: int) -> GasSpent:
+def keeper_gas(w3: Web3, keeper: str, settlement: str, first: int, last: int) -> GasSpent:
     """Sum of gasUsed x effectiveGasPrice over the keeper's transactions in [first, last]."""
-    count = batches = cancels = reverted = gas_used = wei = 0
+    count = settles = cancels = reverted = gas_used = wei = 0
     for number in range(first, last + 1):
         block = w3.eth.get_block(number, full_transactions=True)
         for tx in block["transactions"]:
@@ -715,12 +741,12 @@ def keeper_gas(w3: Web3, keeper: str, batcher: str, first: int, last: int) -> Ga
             receipt = w3.eth.get_transaction_receipt(tx["hash"])
             to = str(tx.get("to") or "").lower()
             count += 1
-            batches += int(to == batcher.lower())
+            settles += int(to == settlement.lower())
             cancels += int(to == keeper.lower())
             reverted += int(receipt["status"] != 1)
             gas_used += int(receipt["gasUsed"])
             wei += int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
-    return GasSpent(count, batches, cancels, reverted, gas_used, wei)
+    return GasSpent(count, settles, cancels, reverted, gas_used, wei)
 
 
 def print_summary(demo: Demo) -> None:
@@ -746,7 +772,7 @@ def print_summary(demo: Demo) -> None:
     decided = demo.keeper_log.decisions
     console.plain()
     console.plain(
-        f"{'vault':<16}{'rebalances':>11}{'via batch':>10}{'legs failed':>12}"
+        f"{'vault':<16}{'rebalances':>11}{'netted':>10}"
         f"{'WETH bought':>12}{'WETH sold':>10}   decisions logged"
     )
     for vault in manifest.vaults:
@@ -757,16 +783,14 @@ def print_summary(demo: Demo) -> None:
             if decided[(vault.name, a)]
         )
         console.plain(
-            f"{vault.name:<16}{t.rebalances:>11}{t.via_batcher:>10}{t.legs_failed:>12}"
+            f"{vault.name:<16}{t.rebalances:>11}{t.netted:>10}"
             f"{t.weth_bought / WAD:>12.3f}{t.weth_sold / WAD:>10.3f}   {logged or '-'}"
         )
-    gas = keeper_gas(
-        w3, manifest.keeper, manifest.contracts["RebalanceBatcher"].address, first, last
-    )
+    gas = keeper_gas(w3, manifest.keeper, manifest.contracts["BookSettlement"].address, first, last)
     console.plain()
     console.plain(
-        f"keeper gas: {_count(gas.transactions, 'transaction')} ({gas.batches} rebalance "
-        f"batch(es), {_count(gas.cancels, 'cancel')}), {gas.reverted} reverted, "
+        f"keeper gas: {_count(gas.transactions, 'transaction')} ({gas.settlements} netted "
+        f"settlement(s), {_count(gas.cancels, 'cancel')}), {gas.reverted} reverted, "
         f"{gas.gas_used:,} gas, {gas.wei / WAD:.5f} ETH (~${gas.wei / WAD * end_price:,.2f})"
         + (f", {gas.wei / max(gas.gas_used, 1) / GWEI:.1f} gwei on average" if gas.gas_used else "")
     )

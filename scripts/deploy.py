@@ -1,8 +1,9 @@
 """`ape run deploy`: deploy the world and write its manifest.
 
-On a local network the deployer and governance are test account 0 and the keeper is test
-account 1 (anvil's default mnemonic). Elsewhere the deployer is the Ape account alias in
-$OPTKEEPER_DEPLOYER (also governance and keeper). $OPTKEEPER_MANIFEST overrides where the
+On a local network the deployer and governance are test account 0, the keeper is test
+account 1 and the guardian (who may only pause) test account 3 (anvil's default mnemonic).
+Elsewhere the deployer is the Ape account alias in $OPTKEEPER_DEPLOYER (also governance,
+keeper and guardian). $OPTKEEPER_MANIFEST overrides where the
 manifest goes; $OPTKEEPER_WORLD_DUMP=path also writes anvil's state there, for
 `anvil --load-state path`.
 """
@@ -26,21 +27,21 @@ DEPLOYER_ENV = "OPTKEEPER_DEPLOYER"
 DUMP_ENV = "OPTKEEPER_WORLD_DUMP"
 
 
-def _accounts() -> tuple[Any, Any, Any]:
-    """(deployer, governance, keeper) for the connected network."""
+def _accounts() -> tuple[Any, Any, Any, Any]:
+    """(deployer, governance, keeper, guardian) for the connected network."""
     if networks.provider.network.is_local:
         test_accounts = accounts.test_accounts
-        return test_accounts[0], test_accounts[0], test_accounts[1]
+        return test_accounts[0], test_accounts[0], test_accounts[1], test_accounts[3]
     alias = os.environ.get(DEPLOYER_ENV)
     if not alias:
         raise SystemExit(f"not a local network: set {DEPLOYER_ENV} to an Ape account alias")
     deployer = accounts.load(alias)
-    return deployer, deployer, deployer
+    return deployer, deployer, deployer, deployer
 
 
 def main() -> None:
-    deployer, governance, keeper = _accounts()
-    manifest = deploy_world(deployer, governance, keeper)
+    deployer, governance, keeper, guardian = _accounts()
+    manifest = deploy_world(deployer, governance, keeper, guardian=guardian)
     print(f"world deployed on chain {manifest.chain_id} at block {manifest.block_number}")
     for name, deployed in manifest.contracts.items():
         print(f"  {name:28s} {deployed.address}")

@@ -39,7 +39,9 @@ class VaultSpec:
 
 @dataclass(frozen=True)
 class ParamsSpec:
-    """Vault parameters shared by the world's vaults (VaultParams on chain, in wad/base units)."""
+    """Vault parameters and guards shared by the world's vaults (VaultParams and Guards on
+    chain, in wad/base units). Caps and budgets are fractions of the vault's value at the start
+    (quote held + underlying held at the oracle), per ``window_seconds``."""
 
     implied_vol: float = 0.8
     risk_free_rate: float = 0.05
@@ -51,9 +53,20 @@ class ParamsSpec:
     policy: int = 0
     policy_param: int = 0
     max_slippage_bps: int = 100
-    notional_cap_usdc: int = 1_000_000
+    notional_cap_fraction: float = 0.25  # traded notional per window
+    trade_cap_fraction: float = 0.10  # one trade's notional
+    # Below (cap - corrective reserve) x slippage = 20% x 1% = 0.2%, so the loss budget, not
+    # the cap, is what stops a key that trades at the oracle bound every time. An honest keeper
+    # paying 30 bps on a full non-urgent cap per hour uses 0.06%.
+    loss_budget_fraction: float = 0.0015
     window_seconds: int = 3600
+    corrective_reserve_bps: int = 2000
+    # Far above the keeper's band floor, so trading to target with float greeks (and a
+    # realized vol that is not the implied one) never trips the on-chain direction check.
+    max_overshoot_weth: float = 0.5
     oracle_heartbeat: int = 3600
+    ceiling_multiple: int = 4  # immutable ceilings of cap, trade cap and loss budget
+    guard_delay: int = 3600
 
 
 DEFAULT_VAULTS: tuple[VaultSpec, ...] = (
@@ -93,6 +106,9 @@ class VaultPlan:
     name: str
     legs: tuple[tuple[int, int, int, bool], ...]  # OptionLeg tuples (strike, expiry, size, isCall)
     params: tuple[int, ...]  # VaultParams tuple, field order of the struct
+    guards: tuple[int, ...]  # Guards tuple, field order of the struct
+    # OptionsVault.Ceilings: (notionalCap, maxTradeNotional, lossBudget)
+    ceilings: tuple[int, int, int]
     weth: int  # hedge, base units
     usdc: int  # collateral, base units
     option_delta: float  # WETH, at the start
@@ -134,12 +150,22 @@ def plan_vault(
         (round(leg.strike * 10**oracle_decimals), leg.expiry, round(leg.size * WAD), leg.is_call)
         for leg in legs
     )
+    weth = round(hedge * WAD)
+    usdc = round((put_collateral + spec.quote_buffer_usd) * 10**6)
+    value_usdc = usdc + weth * round(spot * 10**6) // WAD
+    guards = guards_tuple(params, value_usdc)
     return VaultPlan(
         name=spec.name,
         legs=onchain_legs,
         params=params_tuple(params, spec.target_delta_weth, aversion),
-        weth=round(hedge * WAD),
-        usdc=round((put_collateral + spec.quote_buffer_usd) * 10**6),
+        guards=guards,
+        ceilings=(
+            guards[1] * params.ceiling_multiple,
+            guards[4] * params.ceiling_multiple,
+            guards[2] * params.ceiling_multiple,
+        ),
+        weth=weth,
+        usdc=usdc,
         option_delta=delta,
     )
 
@@ -169,8 +195,18 @@ def params_tuple(
         round(risk_aversion * WAD),
         params.policy,
         params.policy_param,
+    )
+
+
+def guards_tuple(params: ParamsSpec, value_usdc: int) -> tuple[int, ...]:
+    """Guards in struct order (docs/interfaces.md), sized from the vault's value (USDC units)."""
+    return (
         params.max_slippage_bps,
-        params.notional_cap_usdc * 10**6,
+        int(value_usdc * params.notional_cap_fraction),
+        int(value_usdc * params.loss_budget_fraction),
         params.window_seconds,
+        int(value_usdc * params.trade_cap_fraction),
+        params.corrective_reserve_bps,
+        round(params.max_overshoot_weth * WAD),
         params.oracle_heartbeat,
     )

@@ -1,9 +1,11 @@
 """Deploy the world onto whatever network Ape is connected to.
 
 Tokens and a price feed, the real Uniswap V3 factory/router/quoter/position manager with two
-deep WETH/USDC pools at the oracle price, the registry, the batcher, Multicall3 and the
-vaults of ``world.books``, each funded so that it starts hedged. Ends with a check that the
-quoter and the router really trade against the pools, then writes the manifest.
+deep WETH/USDC pools at the oracle price, the registry, the netted settlement (BookSettlement),
+Multicall3 and the vaults of ``world.books``, each funded so that it starts hedged, with the
+keeper, the settlement, the SwapRouter and a guardian set, and guards sized from its value.
+Ends with a check that the quoter and the router really trade against the pools, then writes
+the manifest.
 """
 
 from __future__ import annotations
@@ -96,27 +98,30 @@ def deploy_world(
     governance: Any = None,
     keeper: Any = None,
     *,
+    guardian: Any = None,
     config: WorldConfig | None = None,
     name: str = "world",
     path: Path | None = None,
 ) -> Manifest:
     """Deploy everything, check it, write the manifest (to ``path`` or ``manifest_path(name)``).
 
-    The deployer configures everything, then hands the vaults, the registry and the batcher
-    over to ``governance`` (default: the deployer). The price feed stays owned by the deployer.
-    ``keeper`` (default: the deployer) is a keeper of every vault and a batcher operator.
+    The deployer configures everything, then starts the two-step hand-over of the vaults, the
+    registry and the settlement to ``governance`` (default: the deployer), which accepts it when
+    it is a local account. The price feed stays owned by the deployer. ``keeper`` (default: the
+    deployer) is a keeper of every vault; ``guardian`` (default: governance) may pause them.
     """
     config = config or WorldConfig()
     governance_address = address_of(governance if governance is not None else deployer)
     keeper_address = address_of(keeper if keeper is not None else deployer)
+    guardian_address = address_of(guardian) if guardian is not None else governance_address
     d = _Deployment()
 
     _deploy_tokens_and_feed(d, deployer, config)
     _deploy_uniswap(d, deployer)
     _create_pools(d, deployer, config)
-    _deploy_infrastructure(d, deployer, keeper_address)
-    _deploy_vaults(d, deployer, keeper_address, config)
-    _hand_over(d, deployer, governance_address)
+    _deploy_infrastructure(d, deployer)
+    _deploy_vaults(d, deployer, keeper_address, guardian_address, config)
+    _hand_over(d, deployer, governance)
     _check_uniswap(d, deployer)
 
     head = chain.blocks.head
@@ -209,12 +214,12 @@ def _create_pools(d: _Deployment, deployer: Any, config: WorldConfig) -> None:
     usdc.approve(npm, 0, sender=deployer)
 
 
-def _deploy_infrastructure(d: _Deployment, deployer: Any, keeper: str) -> None:
+def _deploy_infrastructure(d: _Deployment, deployer: Any) -> None:
     d.contracts["Multicall3"] = deployer.deploy(project.Multicall3)
     d.contracts["VaultRegistry"] = deployer.deploy(project.VaultRegistry, deployer)
-    batcher = deployer.deploy(project.RebalanceBatcher, deployer)
-    batcher.setOperator(keeper, True, sender=deployer)
-    d.contracts["RebalanceBatcher"] = batcher
+    settlement = deployer.deploy(project.BookSettlement, deployer)
+    settlement.setRouter(d.contracts["SwapRouter"], True, sender=deployer)
+    d.contracts["BookSettlement"] = settlement
 
 
 def plan_vaults(config: WorldConfig, now: int) -> list[VaultPlan]:
@@ -225,35 +230,51 @@ def plan_vaults(config: WorldConfig, now: int) -> list[VaultPlan]:
     ]
 
 
-def _deploy_vaults(d: _Deployment, deployer: Any, keeper: str, config: WorldConfig) -> None:
+def _deploy_vaults(
+    d: _Deployment, deployer: Any, keeper: str, guardian: str, config: WorldConfig
+) -> None:
     weth, usdc = d.contracts["WETH"], d.contracts["USDC"]
-    registry, batcher = d.contracts["VaultRegistry"], d.contracts["RebalanceBatcher"]
+    registry, settlement = d.contracts["VaultRegistry"], d.contracts["BookSettlement"]
     router = d.contracts["SwapRouter"]
     plans = plan_vaults(config, int(chain.blocks.head.timestamp))
     weth.deposit(value=sum(p.weth for p in plans), sender=deployer)
     usdc.mint(deployer, sum(p.usdc for p in plans), sender=deployer)
     for plan in plans:
         vault = deployer.deploy(
-            project.OptionsVault, deployer, usdc, weth, d.contracts["PriceFeed"], plan.params
+            project.OptionsVault,
+            deployer,
+            usdc,
+            weth,
+            d.contracts["PriceFeed"],
+            plan.params,
+            plan.guards,
+            plan.ceilings,
+            config.params.guard_delay,
         )
         for leg in plan.legs:
             vault.writeOption(leg, sender=deployer)
         vault.setKeeper(keeper, True, sender=deployer)
-        vault.setKeeper(batcher, True, sender=deployer)
         vault.setRouter(router, True, sender=deployer)
+        vault.setSettlement(settlement, True, sender=deployer)
+        vault.setGuardian(guardian, sender=deployer)
         weth.transfer(vault, plan.weth, sender=deployer)
         usdc.transfer(vault, plan.usdc, sender=deployer)
         registry.addVault(vault, sender=deployer)
         d.vaults.append((plan.name, vault))
 
 
-def _hand_over(d: _Deployment, deployer: Any, governance: str) -> None:
-    if governance == address_of(deployer):
+def _hand_over(d: _Deployment, deployer: Any, governance: Any) -> None:
+    """Two-step ownership (Ownable2Step): the deployer proposes, governance accepts when it is
+    an account this session can sign for; otherwise it accepts later, on its own."""
+    if governance is None or address_of(governance) == address_of(deployer):
         return
-    for _, vault in d.vaults:
-        vault.transferGovernance(governance, sender=deployer)
-    d.contracts["VaultRegistry"].transferGovernance(governance, sender=deployer)
-    d.contracts["RebalanceBatcher"].transferOwnership(governance, sender=deployer)
+    owned = [vault for _, vault in d.vaults]
+    owned += [d.contracts["VaultRegistry"], d.contracts["BookSettlement"]]
+    for contract in owned:
+        contract.transferOwnership(governance, sender=deployer)
+    if hasattr(governance, "call"):  # an Ape account
+        for contract in owned:
+            contract.acceptOwnership(sender=governance)
 
 
 def _check_uniswap(d: _Deployment, deployer: Any) -> None:

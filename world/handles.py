@@ -31,7 +31,7 @@ class WorldHandles:
     pool500: Any
     pool3000: Any
     registry: Any
-    batcher: Any
+    settlement: Any
     multicall: Any
     vaults: dict[str, Any]
 
@@ -58,7 +58,7 @@ def attach_world(project: Any, manifest: Manifest, manifest_file: Path) -> World
         pool500=uniswap_at("UniswapV3Pool", c["PoolFee500"].address),
         pool3000=uniswap_at("UniswapV3Pool", c["PoolFee3000"].address),
         registry=project.VaultRegistry.at(c["VaultRegistry"].address),
-        batcher=project.RebalanceBatcher.at(c["RebalanceBatcher"].address),
+        settlement=project.BookSettlement.at(c["BookSettlement"].address),
         multicall=project.Multicall3.at(c["Multicall3"].address),
         vaults={v.name: project.OptionsVault.at(v.address) for v in manifest.vaults},
     )

@@ -17,7 +17,7 @@ DEPLOYMENTS_DIR = Path(__file__).resolve().parent.parent / "deployments"
 CONTRACT_NAMES = (
     "Multicall3",
     "VaultRegistry",
-    "RebalanceBatcher",
+    "BookSettlement",
     "WETH",
     "USDC",
     "PriceFeed",

@@ -1,37 +1,30 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.26;
 
-import {SafeTransfer} from "../libraries/SafeTransfer.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 
-interface IRebalance {
-    function rebalance(
-        bool sellUnderlying,
-        uint256 amountIn,
-        uint256 minOut,
-        address router,
-        bytes calldata swapData,
-        uint256 deadline
-    ) external returns (uint256);
-}
+import {IOptionsVault} from "../interfaces/IOptionsVault.sol";
 
 /// @notice A hostile router that calls back into the vault's `rebalance` from inside the swap.
 /// With `swallow` false it bubbles the inner revert; with `swallow` true it records the inner
 /// revert data, then settles the swap honestly so the outer call can succeed.
 contract ReentrantRouter {
-    using SafeTransfer for address;
+    using SafeERC20 for IERC20;
 
     bytes public lastInnerRevert;
     bool public innerSucceeded;
 
     function swap(
-        address vault,
+        IOptionsVault vault,
+        IOptionsVault.Trade calldata inner,
         address tokenIn,
         address tokenOut,
         uint256 amountIn,
         uint256 amountOut,
         bool swallow
     ) external {
-        try IRebalance(vault).rebalance(true, amountIn, 0, address(this), "", type(uint256).max) {
+        try vault.rebalance(inner, address(this), "") {
             innerSucceeded = true;
         } catch (bytes memory reason) {
             if (!swallow) {
@@ -41,7 +34,7 @@ contract ReentrantRouter {
             }
             lastInnerRevert = reason;
         }
-        tokenIn.safeTransferFrom(msg.sender, address(this), amountIn);
-        tokenOut.safeTransfer(msg.sender, amountOut);
+        IERC20(tokenIn).safeTransferFrom(msg.sender, address(this), amountIn);
+        IERC20(tokenOut).safeTransfer(msg.sender, amountOut);
     }
 }

@@ -1,61 +1,126 @@
-"""Acting on decisions: size, gate on fees, route, simulate, batch, send, confirm, verify.
+"""Acting on decisions: size, gate on fees, net the book, quote once, simulate, send, verify.
 
 One block, top to bottom (:meth:`RebalanceActor.act`):
 1. verify the hedges that were mined since the last block (the fresh decision is the read-back);
-2. size a trade for every vault that must rebalance and has nothing in flight;
+2. size a trade for every vault that must rebalance and has nothing in flight, within its
+   guards (:func:`keeper.core.planner.size_trade`);
 3. above the fee cap only urgent trades go on; the others wait and are re-decided next block;
-4. quote every trade concurrently (aggregator, direct Uniswap fallback, oracle-bounded);
-5. simulate the whole batch with eth_call; legs that would revert are dropped with the reason;
-6. pack the legs into as few ``RebalanceBatcher`` transactions as the gas limit allows and
-   submit each to the transaction lifecycle (``keeper.tx``: journal -> sign -> broadcast).
-
-The lifecycle follows the journal once per block AFTER this block's decisions
-(:meth:`RebalanceActor.on_chain_update`), asking :func:`keeper.act.redecide.redecide_from`
-whether journaled work is still wanted before anything is re-broadcast or replaced.
+4. net the book (:mod:`keeper.core.book`): the aggregator is asked for the net first, the
+   direct route's depth for every size the book needs comes in one Multicall3 eth_call, and
+   the plan is settlements of at most ``max_legs`` legs (fewer when the simulation gas cap
+   says so), the net split over blocks when the pool is too shallow for one swap;
+5. every settlement is simulated with ``eth_estimateGas`` (its gas limit is that estimate
+   plus headroom); an aggregator route that fails falls back to the direct route in the same
+   block; a vault named by the revert is left out and the rest planned again; a node that
+   answers "out of gas" gets the settlement in halves;
+6. one vault: ``rebalance(trade, router, swapData)`` on the vault itself; several:
+   ``BookSettlement.settle(legs, net)``; each handed to the sender (journal -> sign -> broadcast),
+   its journal payload carrying ``legs`` (with each vault's ``state_nonce``) and ``decisions``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
-from eth_abi.abi import decode
+from eth_utils.address import to_checksum_address
 from web3 import AsyncWeb3
 
 from keeper.act.redecide import BatchCheck, redecide_from
 from keeper.chain.reader import Snapshot
 from keeper.chain.retry import READ_POLICY
-from keeper.chain.routing import Routed, Router
+from keeper.chain.routing import AggregatorRace, NetRoute, Router
+from keeper.chain.uniswap import DirectDepth
 from keeper.config import GWEI
 from keeper.core import abi
+from keeper.core.book import (
+    MAX_LEGS,
+    BookConfig,
+    BookPlan,
+    Settlement,
+    books,
+    net_need,
+    plan_book,
+    sample_sizes,
+)
 from keeper.core.chaintrack import ChainUpdate
 from keeper.core.decide import GOVERNANCE_TRIGGERS
-from keeper.core.planner import FeeGate, NoTrade, TradeSpec, pack_batches, size_trade, split_by_fees
-from keeper.core.swap import SwapRequest
-from keeper.core.types import Action, BlockRef, Decision, VaultState
-from keeper.errors import SimulationReverted
+from keeper.core.planner import FeeGate, NoTrade, TradeSpec, size_trade, split_by_fees
+from keeper.core.swap import SwapRequest, gas_in_token
+from keeper.core.types import Action, BlockRef, Decision, NetSwap
+from keeper.errors import (
+    KeeperError,
+    OutOfGas,
+    QuoteError,
+    SimulationReverted,
+)
 from keeper.store import JournalEntry, Store, TxIntent, TxKind
 from keeper.tx import Lifecycle, Refused, Verdict
 
 log = logging.getLogger("keeper.act")
 
+LEG_GAS = 150_000  # upper estimate of one settlement leg (vault checks, transfers, callback)
+SETTLE_BASE_GAS = 250_000  # upper estimate of a settlement without legs (net swap included)
+
 
 @dataclass(frozen=True)
 class ActConfig:
     keeper: str
-    batcher: str
+    settlement: str
     weth: str
     usdc: str
     routers: frozenset[str]
     deadline_seconds: int
-    dex_fee_bps: int
-    batch_gas_limit: int
-    gas_per_leg: int
-    gas_batch_base: int
+    cost_bps: int  # expected DEX fee and slippage (sizing; a buying net is grossed up by it)
+    net_slippage_bps: int  # the signed minimum output below the keeper's own direct quote
     max_fee_cap_wei: int
+    simulation_gas_cap: int = 25_000_000
+    max_legs: int = MAX_LEGS
+    gas_headroom_bps: int = 2_000
+
+    @property
+    def loss_bps(self) -> int:
+        """The worst cost the keeper signs, charged to each vault's loss bucket."""
+        return self.cost_bps + self.net_slippage_bps
+
+    def legs_per_settlement(self) -> int:
+        """At most ``max_legs``, and no more than the simulation gas cap holds."""
+        fit = (self.simulation_gas_cap - SETTLE_BASE_GAS) // LEG_GAS
+        return max(1, min(self.max_legs, fit))
+
+
+Group = tuple[list[TradeSpec], int]  # trades planned together, at most this many legs each
+
+
+@dataclass(frozen=True)
+class PlannedTx:
+    """One transaction of the book: a settlement (or a single vault's rebalance), routed."""
+
+    settlement: Settlement
+    route: NetRoute | None  # None: the legs match exactly, nothing is swapped
+    plan: BookPlan
+    gas_limit: int | None = None  # from the simulation, with headroom
+
+    @property
+    def single(self) -> bool:
+        return len(self.settlement.legs) == 1
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Where one block's act time went (seconds), for logs and the latency benchmark."""
+
+    size: float = 0.0
+    quote: float = 0.0  # the direct route's multicall (and the nets' exact sizes)
+    race: float = 0.0  # waiting for the aggregator after the direct quote (its budget)
+    plan: float = 0.0
+    simulate: float = 0.0
+    send: float = 0.0
 
 
 @dataclass
@@ -67,10 +132,11 @@ class RebalanceActor:
     store: Store
     router: Router
     lifecycle: Lifecycle
-    executes: BatchCheck  # would a journaled batch still execute every leg now
+    executes: BatchCheck  # would a journaled transaction still execute now
     session: aiohttp.ClientSession | None = None
     # vault -> (the decision it sent, the block its rebalance was mined in)
     to_verify: dict[str, tuple[Decision, int]] = field(default_factory=dict)
+    stages: Stages = field(default_factory=Stages)  # this block's time by stage
 
     async def start(self) -> None:
         """Before anything else: bring the journal in line with the chain."""
@@ -82,15 +148,16 @@ class RebalanceActor:
     # --- the chain moved ---------------------------------------------------------------------
 
     async def on_chain_update(
-        self, update: ChainUpdate, decisions: Sequence[Decision]
+        self, update: ChainUpdate, snapshot: Snapshot, decisions: Sequence[Decision]
     ) -> dict[str, str]:
         """After this block's decisions: the lifecycle follows the journal, re-deciding
-        journaled work from ``decisions`` before re-broadcasting, replacing or cancelling."""
+        journaled work from this block's state (each vault's ``stateNonce`` and deviation)
+        before re-broadcasting, replacing or cancelling."""
         if update.head is None:
             return {}
         report = await self.lifecycle.on_block(
             update.head,
-            redecide_from(decisions, self.executes),
+            redecide_from(decisions, snapshot.vaults, self.executes),
             frozenset(d.vault for d in decisions if d.urgent),
         )
         failed: dict[str, str] = {}
@@ -99,8 +166,9 @@ class RebalanceActor:
         return failed
 
     async def _inspect_mined(self, entry: JournalEntry) -> dict[str, str]:
-        """Log each leg's outcome from the receipt; successful legs are verified next block.
-        Returns the governance triggers of the legs that failed (vault -> trigger)."""
+        """Log each vault's trade from the receipt (``Traded``); traded vaults are verified
+        next block. A reverted transaction traded none of its vaults (v2 settles as a whole):
+        returns the governance triggers of its vaults (vault -> trigger)."""
         failed: dict[str, str] = {}
         if entry.kind != TxKind.REBALANCE or entry.tx_hash is None:
             return failed
@@ -110,41 +178,35 @@ class RebalanceActor:
             "receipt",
         )
         decided = {v: _decision_from_json(d) for v, d in entry.payload.get("decisions", {}).items()}
+        if int(receipt["status"]) != 1:
+            failed = {v: d.trigger for v, d in decided.items() if d.trigger in GOVERNANCE_TRIGGERS}
+            log.error(
+                "rebalance reverted on chain: no vault traded",
+                extra={"fields": {"tx": tx_hash, "vaults": list(entry.vaults)}},
+            )
+            return failed
         for item in receipt["logs"]:
-            topic = "0x" + bytes(item["topics"][0]).hex()
-            if topic not in (abi.LEG_EXECUTED_TOPIC, abi.LEG_FAILED_TOPIC):
+            if "0x" + bytes(item["topics"][0]).hex() != abi.TRADED_TOPIC:
                 continue
-            vault = abi.topic_address(item["topics"][2])
-            if topic == abi.LEG_FAILED_TOPIC:
-                (reason,) = decode(["bytes"], bytes(item["data"]))
-                if vault in decided and decided[vault].trigger in GOVERNANCE_TRIGGERS:
-                    failed[vault] = decided[vault].trigger
-                log.error(
-                    "rebalance leg failed on chain",
-                    extra={
-                        "fields": {
-                            "vault": vault,
-                            "tx": entry.tx_hash,
-                            "reason": abi.decode_revert(reason),
-                        }
-                    },
-                )
-            else:
-                (amount_out,) = decode(["uint256"], bytes(item["data"]))
-                log.info(
-                    "rebalance mined",
-                    extra={
-                        "fields": {
-                            "vault": vault,
-                            "tx": entry.tx_hash,
-                            "block": receipt["blockNumber"],
-                            "amount_out": amount_out,
-                            "gas_used": receipt["gasUsed"],
-                        }
-                    },
-                )
-                if vault in decided:
-                    self.to_verify[vault] = (decided[vault], int(receipt["blockNumber"]))
+            vault = to_checksum_address(item["address"])
+            traded = abi.TRADED.decode_data(bytes(item["data"]))
+            log.info(
+                "rebalance mined",
+                extra={
+                    "fields": {
+                        "vault": vault,
+                        "tx": tx_hash,
+                        "block": receipt["blockNumber"],
+                        "state_nonce": abi.topic_uint(item["topics"][3]),
+                        "amount_in": traded["amount_in"],
+                        "amount_out": traded["amount_out"],
+                        "loss": traded["loss"],
+                        "gas_used": receipt["gasUsed"],
+                    }
+                },
+            )
+            if vault in decided:
+                self.to_verify[vault] = (decided[vault], int(receipt["blockNumber"]))
         return failed
 
     async def close(self) -> None:
@@ -158,8 +220,10 @@ class RebalanceActor:
         self, block: BlockRef, snapshot: Snapshot, decisions: Sequence[Decision]
     ) -> set[str]:
         self._verify_hedges(decisions)
+        t0 = time.perf_counter()
         states = {s.address: s for s in snapshot.vaults}
         trades = self._trades(block, decisions, states)
+        self.stages = Stages(size=time.perf_counter() - t0)
         if not trades:
             return set()
         go, wait = split_by_fees(
@@ -177,10 +241,35 @@ class RebalanceActor:
                 },
             )
         go = await self._affordable(go)
-        routed = await self._route(block, go, states)
-        legs = await self._simulate(routed, block)
         by_vault = {d.vault: d for d in decisions}
-        return await self._send(block, legs, by_vault)
+        sent: set[str] = set()
+        for book in books(go):
+            for tx in await self._book(block, book, snapshot.base_fee_wei):
+                t1 = time.perf_counter()
+                sent |= await self._send(block, tx, by_vault)
+                self._stage("send", t1)
+        return sent
+
+    async def _affordable(self, trades: Sequence[TradeSpec]) -> list[TradeSpec]:
+        """Trades whose transaction would fit under its fee cap now; above the (emergency)
+        cap nothing is quoted, simulated or journaled, and the vault is re-decided next block."""
+        allowed: dict[bool, bool] = {}
+        kept = []
+        for t in trades:
+            if t.urgent not in allowed:
+                allowed[t.urgent] = await self.lifecycle.fees_allow(t.urgent)
+            if allowed[t.urgent]:
+                kept.append(t)
+            else:
+                log.info(
+                    "rebalance deferred: fees above the cap for its urgency",
+                    extra={"fields": {"vault": t.vault, "urgent": t.urgent}},
+                )
+        return kept
+
+    def _stage(self, name: str, since: float) -> None:
+        spent = getattr(self.stages, name) + time.perf_counter() - since
+        self.stages = replace(self.stages, **{name: spent})
 
     def _verify_hedges(self, decisions: Sequence[Decision]) -> None:
         """Read-back: the first decision after a mined rebalance must be inside the band."""
@@ -207,7 +296,7 @@ class RebalanceActor:
                 )
 
     def _trades(
-        self, block: BlockRef, decisions: Sequence[Decision], states: dict[str, VaultState]
+        self, block: BlockRef, decisions: Sequence[Decision], states: dict[str, Any]
     ) -> list[TradeSpec]:
         # In flight, or mined in a block newer than the one these decisions read.
         in_flight = set(self.lifecycle.in_flight_vaults())
@@ -223,7 +312,7 @@ class RebalanceActor:
                     extra={"fields": {"vault": d.vault}},
                 )
                 continue
-            spec = size_trade(d, states[d.vault], block.timestamp, self.config.dex_fee_bps)
+            spec = size_trade(d, states[d.vault], self.config.cost_bps, self.config.loss_bps)
             if isinstance(spec, NoTrade):
                 log.warning("no trade", extra={"fields": {"vault": d.vault, "reason": spec.reason}})
                 continue
@@ -232,162 +321,342 @@ class RebalanceActor:
             trades.append(spec)
         return trades
 
-    async def _affordable(self, trades: Sequence[TradeSpec]) -> list[TradeSpec]:
-        """Trades whose transaction would fit under its fee cap now; above the (emergency)
-        cap nothing is quoted, simulated or journaled, and the vault is re-decided next block."""
-        allowed: dict[bool, bool] = {}
-        kept = []
-        for t in trades:
-            if t.urgent not in allowed:
-                allowed[t.urgent] = await self.lifecycle.fees_allow(t.urgent)
-            if allowed[t.urgent]:
-                kept.append(t)
-            else:
-                log.info(
-                    "rebalance deferred: fees above the cap for its urgency",
-                    extra={"fields": {"vault": t.vault, "urgent": t.urgent}},
+    # --- the book --------------------------------------------------------------------------
+
+    async def _book(
+        self, block: BlockRef, trades: Sequence[TradeSpec], gas_price_wei: int
+    ) -> list[PlannedTx]:
+        """The simulated transactions of one book, in rounds of one quote each: the book;
+        then every vault the plan left out, each alone (all quoted in one multicall); then
+        settlements the node could not fit, in halves, and settlements without the vault a
+        simulation named."""
+        rounds: list[Group] = [(list(trades), self.config.legs_per_settlement())]
+        ready: list[PlannedTx] = []
+        swapping: set[bool] = set()  # directions a planned transaction already swaps
+        for _ in range(4 * len(trades) + 4):  # every retry removes a vault or halves a cap
+            if not rounds:
+                break
+            planned = await self._plan(block, rounds, gas_price_wei)
+            rounds = []
+            for (group, max_legs), (plan, txs) in planned:
+                sides = {tx.settlement.net.sell_underlying for tx in txs if tx.route}
+                if sides & swapping:  # a second swap the same way on a quote of the same pool
+                    log.info(
+                        "rebalance deferred: one swap per direction per block",
+                        extra={"fields": {"vaults": [t.vault for t in group]}},
+                    )
+                    continue
+                swapping |= sides
+                if len(group) > 1:
+                    rounds += [([t], max_legs) for t in _one_swap_per_side(plan, swapping)]
+                for vault, why in plan.excluded.items() if len(group) == 1 else ():
+                    log.error(
+                        "no safe route: rebalance skipped",
+                        extra={"fields": {"vault": vault, "why": why}},
+                    )
+                t1 = time.perf_counter()
+                outcomes = await asyncio.gather(*(self._simulate(tx) for tx in txs))
+                self._stage("simulate", t1)
+                for tx, outcome in zip(txs, outcomes, strict=True):
+                    if isinstance(outcome, PlannedTx):
+                        ready.append(outcome)
+                        continue
+                    members = [t for t in group if t.vault in tx.settlement.vaults]
+                    rounds += _retry_after(outcome, members, max_legs)
+        return ready
+
+    async def _plan(
+        self, block: BlockRef, groups: list[Group], gas_price_wei: int
+    ) -> list[tuple[Group, tuple[BookPlan, list[PlannedTx]]]]:
+        """Quote once for every group (one multicall of direct quotes; the aggregator races
+        it when there is one group: the block's net) and plan each group's book."""
+        deadline = block.timestamp + self.config.deadline_seconds
+        t0 = time.perf_counter()
+        needs = [net_need(g, self.config.cost_bps) for g, _ in groups]
+        race = None
+        if len(groups) == 1:
+            (group, _), need = groups[0], needs[0]
+            taker = group[0].vault if len(group) == 1 else self.config.settlement
+            request = self._request(group, need.sell_underlying, need.amount_in, taker, deadline)
+            race = self.router.start_aggregator(request)
+        sizes: dict[bool, set[int]] = {True: set(), False: set()}
+        for (group, _), need in zip(groups, needs, strict=True):
+            for side, amounts in sample_sizes(group, need).items():
+                sizes[side] |= set(amounts)
+        try:
+            depth = await self.router.depth(
+                self.config.weth, self.config.usdc, {k: sorted(v) for k, v in sizes.items()}
+            )
+        except QuoteError as exc:
+            if race is not None:
+                race.task.cancel()
+            log.warning("no direct quote: book waits a block", extra={"fields": {"why": str(exc)}})
+            return []
+        self._stage("quote", t0)
+        plans = []
+        for group, max_legs in groups:
+            cfg = BookConfig(
+                cost_bps=self.config.cost_bps,
+                net_slippage_bps=self.config.net_slippage_bps,
+                deadline=deadline,
+                max_legs=max_legs,
+            )
+            t1 = time.perf_counter()
+            plans.append(plan_book(group, depth.depth, cfg))
+            self._stage("plan", t1)
+            _log_plan(plans[-1])
+        depth = await self._with_exact_nets(depth, plans)
+        out = []
+        for (group, max_legs), plan in zip(groups, plans, strict=True):
+            txs = []
+            for i, settlement in enumerate(plan.settlements):
+                route = await self._route(
+                    settlement, group, depth, race if i == 0 else None, deadline, gas_price_wei
                 )
-        return kept
+                txs.append(PlannedTx(settlement, route, plan))
+            out.append(((group, max_legs), (plan, txs)))
+        if race is not None and not race.task.done():
+            race.task.cancel()
+        return out
+
+    async def _with_exact_nets(self, depth: DirectDepth, plans: list[BookPlan]) -> DirectDepth:
+        """The depth with every planned net quoted at its exact size (a settlement of a split
+        book nets an amount that was not sampled): one more multicall when any is missing."""
+        missing: dict[bool, list[int]] = {True: [], False: []}
+        for plan in plans:
+            for s in plan.settlements:
+                key = (s.net.sell_underlying, s.net.amount_in)
+                if s.net.amount_in and key not in depth.best:
+                    missing[key[0]].append(key[1])
+        if not any(missing.values()):
+            return depth
+        t0 = time.perf_counter()
+        try:
+            extra = await self.router.depth(self.config.weth, self.config.usdc, missing)
+        except QuoteError as exc:
+            log.warning("no quote for the settlements' nets", extra={"fields": {"why": str(exc)}})
+            return depth
+        self._stage("quote", t0)
+        return replace(depth, best={**depth.best, **extra.best})
 
     async def _route(
-        self, block: BlockRef, trades: Sequence[TradeSpec], states: dict[str, VaultState]
-    ) -> list[tuple[TradeSpec, Routed]]:
-        requests = [self._request(block, t, states[t.vault]) for t in trades]
-        results = await self.router.quote_all(requests)
-        routed = []
-        for trade, result in zip(trades, results, strict=True):
-            if isinstance(result, Routed):
-                if result.fell_back:
-                    log.warning(
-                        "aggregator not used: direct route",
-                        extra={
-                            "fields": {
-                                "vault": trade.vault,
-                                "attempts": [a.detail for a in result.attempts],
-                            }
-                        },
-                    )
-                routed.append((trade, result))
-            else:
-                log.error(
-                    "no safe route: rebalance skipped",
-                    extra={"fields": {"vault": trade.vault, "why": result.reason}},
-                )
-        return routed
+        self,
+        settlement: Settlement,
+        group: list[TradeSpec],
+        depth: DirectDepth,
+        race: AggregatorRace | None,
+        deadline: int,
+        gas_price_wei: int,
+    ) -> NetRoute | None:
+        net = settlement.net
+        if net.amount_in == 0:
+            return None
+        taker = settlement.legs[0].vault if len(settlement.legs) == 1 else self.config.settlement
+        tier = depth.best.get((net.sell_underlying, net.amount_in))
+        if tier is None:
+            log.warning("no pool fills the net", extra={"fields": {"vaults": settlement.vaults}})
+            return None
+        members = [t for t in group if t.vault in settlement.vaults]
+        request = self._request(members, net.sell_underlying, net.amount_in, taker, deadline)
+        ref = members[0].state
 
-    def _request(self, block: BlockRef, trade: TradeSpec, state: VaultState) -> SwapRequest:
+        def gas_cost(gas: int) -> int:
+            return gas_in_token(gas, gas_price_wei, not net.sell_underlying, ref)
+
+        t0 = time.perf_counter()
+        route = await self.router.route_net(request, tier, settlement.net_min_out, race, gas_cost)
+        self._stage("race", t0)
+        return route
+
+    def _request(
+        self, group: Sequence[TradeSpec], sell: bool, amount: int, taker: str, deadline: int
+    ) -> SwapRequest:
+        ref = group[0].state
         return SwapRequest(
-            vault=trade.vault,
-            sell_underlying=trade.sell_underlying,
-            amount_in=trade.amount_in,
+            taker=taker,
+            sell_underlying=sell,
+            amount_in=amount,
             underlying=self.config.weth,
             quote_token=self.config.usdc,
-            oracle_answer=state.oracle.answer,
-            oracle_decimals=state.oracle.decimals,
-            max_slippage_bps=state.params.max_slippage_bps,
+            oracle_answer=ref.oracle.answer,
+            oracle_decimals=ref.oracle.decimals,
+            max_slippage_bps=min(t.state.guards.max_slippage_bps for t in group),
             allowed_routers=self.config.routers,
-            deadline=block.timestamp + self.config.deadline_seconds,
+            deadline=deadline,
+            underlying_decimals=ref.underlying_decimals,
+            quote_decimals=ref.quote_decimals,
+            slippage_bps=self.config.net_slippage_bps,
         )
 
-    async def _simulate(
-        self, routed: Sequence[tuple[TradeSpec, Routed]], block: BlockRef
-    ) -> list[tuple[TradeSpec, Routed]]:
-        """eth_call the batch; legs that would fail are dropped with their reason."""
-        if not routed:
-            return []
-        deadline = block.timestamp + self.config.deadline_seconds
-        data = abi.encode_batch_execute([r.leg for _, r in routed], deadline)
-        call = {"from": self.config.keeper, "to": self.config.batcher, "data": data}
-        try:
-            raw = await READ_POLICY.call(
-                lambda: self.w3.eth.call(call, block_identifier="latest"),  # type: ignore[arg-type]
-                "batch simulation",
-            )
-        except SimulationReverted as exc:
-            log.error(
-                "batch simulation reverts as a whole: nothing sent",
-                extra={"fields": {"reason": exc.reason}},
-            )
-            return []
-        (ok,) = decode(["bool[]"], bytes(raw))
-        kept = []
-        for (trade, r), good in zip(routed, ok, strict=True):
-            if good:
-                kept.append((trade, r))
-                continue
-            reason = await self._leg_reason(r, deadline)
-            log.error(
-                "leg dropped: simulation reverts",
-                extra={"fields": {"vault": trade.vault, "reason": reason}},
-            )
-        return kept
+    # --- simulate and send -----------------------------------------------------------------
 
-    async def _leg_reason(self, r: Routed, deadline: int) -> str:
-        """Why one leg reverts: the vault's own revert data, called as the batcher would."""
-        call = {
-            "from": self.config.batcher,
-            "to": r.leg.vault,
-            "data": abi.encode_vault_rebalance(r.leg, deadline),
-        }
-        try:
-            await self.w3.eth.call(call)  # type: ignore[arg-type]
-        except Exception as exc:  # noqa: BLE001 - web3 raises several revert types
-            data = getattr(exc, "data", None)
-            if isinstance(data, str) and data.startswith("0x"):
-                return abi.decode_revert(bytes.fromhex(data[2:]))
-            return str(exc)
-        return "reverts only inside the batch"
+    def _tx(self, tx: PlannedTx) -> tuple[str, bytes]:
+        """(to, calldata): the vault's own rebalance for one leg, the settlement for more."""
+        s = tx.settlement
+        router = tx.route.quote.router if tx.route else self.config.settlement
+        swap_data = tx.route.quote.call_data if tx.route else b""
+        if tx.single and tx.route is not None:
+            leg = s.legs[0]
+            return leg.vault, abi.encode_vault_rebalance(leg.trade, router, swap_data)
+        net = NetSwap(router, s.net.sell_underlying, s.net.amount_in, s.net_min_out, swap_data)
+        return self.config.settlement, abi.encode_settle(s.legs, net)
+
+    async def _simulate(self, tx: PlannedTx) -> PlannedTx | KeeperError:
+        """The transaction with its gas from ``eth_estimateGas`` (the simulation), or why it
+        cannot go. An aggregator route that fails is replaced by the direct route here."""
+        for attempt in (tx, _direct_instead(tx)):
+            if attempt is None:
+                break
+            to, data = self._tx(attempt)
+            call = {"from": self.config.keeper, "to": to, "data": data}
+            try:
+                gas = await READ_POLICY.call(
+                    lambda c=call: self.w3.eth.estimate_gas(c, "latest"),  # type: ignore[misc]
+                    "simulation",
+                )
+            except (SimulationReverted, OutOfGas) as exc:
+                if attempt.route is not None and attempt.route.uses_aggregator:
+                    log.warning(
+                        "aggregator route fails simulation: direct route instead",
+                        extra={"fields": {"vaults": attempt.settlement.vaults, "why": str(exc)}},
+                    )
+                    continue
+                log.error(
+                    "settlement simulation fails: not sent",
+                    extra={"fields": {"vaults": attempt.settlement.vaults, "why": str(exc)}},
+                )
+                return exc
+            except KeeperError as exc:
+                log.warning("simulation unavailable", extra={"fields": {"why": str(exc)}})
+                return exc
+            if int(gas) > self.config.simulation_gas_cap:
+                return OutOfGas(f"settlement needs {gas} gas, cap {self.config.simulation_gas_cap}")
+            headroom = int(gas) * (10_000 + self.config.gas_headroom_bps) // 10_000
+            return replace(attempt, gas_limit=headroom)
+        return SimulationReverted("no route simulates")
 
     async def _send(
-        self,
-        block: BlockRef,
-        legs: Sequence[tuple[TradeSpec, Routed]],
-        decisions: dict[str, Decision],
+        self, block: BlockRef, tx: PlannedTx, decisions: dict[str, Decision]
     ) -> set[str]:
-        if not legs:
-            return set()
-        deadline = block.timestamp + self.config.deadline_seconds
-        batches = pack_batches(
-            [r.leg for _, r in legs],
-            [self.config.gas_per_leg] * len(legs),
-            self.config.gas_batch_base,
-            self.config.batch_gas_limit,
+        s = tx.settlement
+        to, data = self._tx(tx)
+        vaults = s.vaults
+        intent = TxIntent(
+            kind=TxKind.REBALANCE,
+            sender=self.config.keeper,
+            to=to,
+            data=data,
+            gas_limit=tx.gas_limit,
+            urgent=any(decisions[v].urgent for v in vaults if v in decisions),
+            vaults=vaults,
+            payload={
+                "block": block.number,
+                "vaults": list(vaults),
+                "call": "rebalance" if to != self.config.settlement else "settle",
+                "legs": s.journal_legs(),
+                "net": {
+                    "sell_underlying": s.net.sell_underlying,
+                    "amount_in": s.net.amount_in,
+                    "min_out": s.net_min_out,
+                    "route": tx.route.quote.source if tx.route else "matched",
+                },
+                "split": tx.plan.split.as_json() if tx.plan.split else None,
+                "decisions": {v: _decision_json(decisions[v]) for v in vaults if v in decisions},
+            },
         )
-        urgent = {t.vault for t, _ in legs if t.urgent}
-        sent: set[str] = set()
-        for batch in batches:
-            vaults = tuple(leg.vault for leg in batch.legs)
-            intent = TxIntent(
-                kind=TxKind.REBALANCE,
-                sender=self.config.keeper,
-                to=self.config.batcher,
-                data=abi.encode_batch_execute(batch.legs, deadline),
-                urgent=bool(urgent & set(vaults)),
-                vaults=vaults,
-                payload={
-                    "block": block.number,
-                    "vaults": list(vaults),
-                    "decisions": {v: _decision_json(decisions[v]) for v in vaults},
-                },
-            )
-            outcome = await self.lifecycle.submit(intent)
-            if isinstance(outcome, Refused):  # logged by the lifecycle; decided afresh next block
-                continue
-            entry = outcome.entry
+        outcome = await self.lifecycle.submit(intent)
+        if isinstance(outcome, Refused):  # logged by the lifecycle; decided afresh next block
+            return set()
+        entry = outcome.entry
+        log.info(
+            "rebalance sent",
+            extra={
+                "fields": {
+                    "vaults": vaults,
+                    "legs": len(s.legs),
+                    "call": intent.payload["call"],
+                    "net_in": s.net.amount_in,
+                    "tx": entry.tx_hash,
+                    "nonce": entry.nonce,
+                    "max_fee_gwei": (entry.max_fee_wei or 0) / GWEI,
+                }
+            },
+        )
+        return set(vaults)
+
+
+def _one_swap_per_side(plan: BookPlan, swapping: set[bool]) -> list[TradeSpec]:
+    """The vaults left out of the book that trade alone this block: at most one per
+    direction, and none in a direction the book's own net already swaps. Each swap moves the
+    pool, so a second one quoted on the same state would get less than it was quoted (and its
+    vault a worse price than alone); the others are re-decided next block."""
+    chosen: list[TradeSpec] = []
+    sides = set(swapping)
+    for t in sorted(plan.solo, key=lambda t: (not t.urgent, -abs(t.deviation_wad))):
+        if t.sell_underlying in sides:
             log.info(
-                "rebalance batch sent",
-                extra={
-                    "fields": {
-                        "vaults": vaults,
-                        "legs": len(batch.legs),
-                        "tx": entry.tx_hash,
-                        "nonce": entry.nonce,
-                        "max_fee_gwei": (entry.max_fee_wei or 0) / GWEI,
-                    }
-                },
+                "rebalance deferred: one swap per direction per block",
+                extra={"fields": {"vault": t.vault, "why": plan.excluded.get(t.vault, "")}},
             )
-            sent.update(vaults)
-        return sent
+            continue
+        sides.add(t.sell_underlying)
+        chosen.append(t)
+    return chosen
+
+
+def _direct_instead(tx: PlannedTx) -> PlannedTx | None:
+    """The same settlement on the keeper's own direct route (None if it already is)."""
+    if tx.route is None or not tx.route.uses_aggregator:
+        return None
+    return replace(tx, route=replace(tx.route, quote=tx.route.direct))
+
+
+def _retry_after(outcome: KeeperError, members: list[TradeSpec], max_legs: int) -> list[Group]:
+    """What to plan again after a failed simulation: in halves when the node ran out of gas;
+    without the vault the revert names (an address among the error's arguments); when a
+    multi-vault settlement reverts without naming one (the vault's own error bubbles up
+    through the nesting), its vaults in two interleaved halves, so the refusing vault is
+    found in a few rounds and the others still settle."""
+    if len(members) < 2:
+        return []
+    if isinstance(outcome, OutOfGas):
+        return [(members, max(1, min(max_legs, len(members)) // 2))]
+    if not isinstance(outcome, SimulationReverted):
+        return []  # node trouble: the next block
+    addresses = {a.lower() for a in abi.error_addresses(outcome.data)}
+    named = [t for t in members if t.vault.lower() in addresses]
+    if named:
+        log.warning(
+            "vault refuses its leg: planned again without it",
+            extra={"fields": {"vault": named[0].vault, "why": outcome.reason}},
+        )
+        return [([t for t in members if t is not named[0]], max_legs)]
+    log.warning(
+        "settlement refused: planned again in halves to find the vault",
+        extra={"fields": {"vaults": len(members), "why": outcome.reason}},
+    )
+    return [(members[0::2], max_legs), (members[1::2], max_legs)]
+
+
+def _log_plan(plan: BookPlan) -> None:
+    for vault, why in plan.excluded.items():
+        log.info("vault trades alone, not netted", extra={"fields": {"vault": vault, "why": why}})
+    if plan.split is not None:
+        log.warning(
+            "net split over blocks: pool too shallow", extra={"fields": plan.split.as_json()}
+        )
+    if plan.settlements:
+        log.info(
+            "book planned",
+            extra={
+                "fields": {
+                    "settlements": len(plan.settlements),
+                    "legs": sum(len(s.legs) for s in plan.settlements),
+                    "matched_underlying": plan.matched_underlying,
+                    "net_in": [s.net.amount_in for s in plan.settlements],
+                }
+            },
+        )
 
 
 async def _no_decision_yet(entry: JournalEntry) -> Verdict:

@@ -1,4 +1,5 @@
-"""The v1 answer to the lifecycle's question "is this journaled rebalance still wanted?"."""
+"""The answer to the lifecycle's question "is this journaled trade still wanted?", from this
+block's state (v2: each vault's ``stateNonce``, then its deviation, then a simulation)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from eth_abi.abi import decode
-from eth_abi.exceptions import DecodingError
 from web3 import AsyncWeb3
 
 from keeper.chain.retry import READ_POLICY, RetryPolicy
-from keeper.core.types import Action, Decision
+from keeper.core.types import Action, Decision, VaultState
 from keeper.errors import FatalError, RetryableError
 from keeper.store import JournalEntry, TxKind
 from keeper.tx import Redecide, Verdict
@@ -27,30 +26,36 @@ async def _always_executes(entry: JournalEntry) -> bool:
 
 
 def redecide_from(
-    decisions: Sequence[Decision], executes: BatchCheck = _always_executes
+    decisions: Sequence[Decision],
+    states: Sequence[VaultState],
+    executes: BatchCheck = _always_executes,
 ) -> Redecide:
-    """The lifecycle's ``Redecide`` on the v1 contracts, from this block's decisions.
+    """The lifecycle's ``Redecide`` from this block's decisions and vault states.
 
-    A journaled rebalance is ``STILL_WANTED`` while, for EVERY one of its vaults, the trade
-    it carries would still move the hedge at least half its size towards target (the
-    deviation kept its sign and half its size) and its calldata, quoted when it was signed,
-    would still execute every leg now; ``STALE`` as soon as one vault's trade is not (it
-    would be applied to a state it was not computed from: the price came back, or a reorg
-    took the move away); ``UNKNOWN`` while a vault has no readable decision in this block
-    (just restarted, unreadable) or the simulation cannot be run. Not "the vault still acts":
-    a fee spike widens the band, and cancelling at spike prices a trade that is as useful as
-    when it was sent would be the worst of both. On v2 the vault's ``stateNonce`` replaces
-    the deviation test (the lead swaps this adapter).
+    A journaled trade is ``STALE`` as soon as one of its vaults has moved since the trade was
+    computed: its ``stateNonce`` is no longer the one the leg carries (the vault would refuse
+    it on chain anyway: compare-and-swap, so cancelling frees the nonce for fresh work), or
+    its deviation lost its sign or half its size (the price came back, or a reorg took the
+    move away). It is ``STILL_WANTED`` while every vault is as it was and the calldata, quoted
+    when it was signed, still executes now; ``UNKNOWN`` while a vault has no readable
+    decision or state in this block (just restarted, unreadable) or the simulation cannot be
+    run. Not "the vault still acts": a fee spike widens the band, and cancelling at spike
+    prices a trade that is as useful as when it was sent would be the worst of both.
     """
     by_vault = {d.vault: d for d in decisions if d.action != Action.SKIP}
+    nonces = {s.address: s.state_nonce for s in states}
 
     async def redecide(entry: JournalEntry) -> Verdict:
         if entry.kind != TxKind.REBALANCE:
             return Verdict.STILL_WANTED
         sent = entry.payload.get("decisions", {})
-        if not entry.vaults or any(v not in by_vault for v in entry.vaults):
+        legs = {leg["vault"]: leg for leg in entry.payload.get("legs", [])}
+        if not entry.vaults or any(v not in by_vault or v not in nonces for v in entry.vaults):
             return Verdict.UNKNOWN
         for vault in entry.vaults:
+            leg = legs.get(vault)
+            if leg is not None and int(leg["state_nonce"]) != nonces[vault]:
+                return Verdict.STALE
             before = float(sent.get(vault, {}).get("deviation", 0.0))
             now = by_vault[vault].deviation
             if not (before * now > 0 and abs(now) >= abs(before) / 2):
@@ -64,29 +69,25 @@ def redecide_from(
 
 
 def batch_check(w3: AsyncWeb3[Any], keeper: str, policy: RetryPolicy = READ_POLICY) -> BatchCheck:
-    """Would every leg of this journaled batch still execute at the latest block?"""
+    """Would this journaled settlement (or rebalance) still execute at the latest block?
+    v2 trades revert as a whole (stale state nonce, a price past a bound), so it executes
+    exactly when the call does not revert."""
 
     async def executes(entry: JournalEntry) -> bool:
         call = {"from": keeper, "to": entry.to, "data": entry.data}
         try:
-            raw = await policy.call(
+            await policy.call(
                 lambda: w3.eth.call(call, block_identifier="latest"),  # type: ignore[arg-type]
-                f"simulating stuck batch {entry.id}",
+                f"simulating journaled trade {entry.id}",
             )
-            (ok,) = decode(["bool[]"], bytes(raw))
-        except (FatalError, DecodingError) as exc:  # reverts, or answers no batch result
-            log.warning(
-                "stuck batch no longer simulates",
+        except FatalError as exc:  # reverts: stale state or stale quotes
+            log.info(
+                "journaled trade no longer simulates: cancel and quote afresh",
                 extra={"fields": {"entry": entry.id, "error": str(exc)}},
             )
             return False
         # A RetryableError (node unreachable, rate-limited) propagates: we do not know, and
         # the re-decision is UNKNOWN and the transaction is left as it is until the next block.
-        if not all(ok):
-            log.info(
-                "stuck batch has stale quotes: cancel and quote afresh",
-                extra={"fields": {"entry": entry.id, "legs_ok": list(ok)}},
-            )
-        return all(ok)
+        return True
 
     return executes

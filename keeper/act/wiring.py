@@ -67,23 +67,25 @@ async def build_actor(settings: Settings, store: Store, rpc: RpcClient) -> Rebal
             chain_id,
             settings.aggregator_timeout_seconds,
         )
-    router = Router(
-        UniswapDirect(w3, addresses.quoter, addresses.swap_router),
-        aggregator,
-        aggregator_timeout_seconds=settings.aggregator_timeout_seconds,
+    direct = UniswapDirect(
+        w3,
+        addresses.quoter,
+        addresses.swap_router,
+        multicall=addresses.multicall,
+        gas_cap=settings.simulation_gas_cap,
     )
+    router = Router(direct, aggregator, race_seconds=settings.quote_race_seconds)
     config = ActConfig(
         keeper=account.address,
-        batcher=to_checksum_address(addresses.batcher),
+        settlement=to_checksum_address(addresses.settlement),
         weth=to_checksum_address(addresses.weth),
         usdc=to_checksum_address(addresses.usdc),
         routers=frozenset({to_checksum_address(addresses.swap_router)}),
         deadline_seconds=settings.deadline_seconds,
-        dex_fee_bps=round(settings.dex_fee_bps),
-        batch_gas_limit=settings.batch_gas_limit,
-        gas_per_leg=settings.gas_units_per_extra_vault,
-        gas_batch_base=settings.gas_units_per_rebalance - settings.gas_units_per_extra_vault,
+        cost_bps=round(settings.dex_fee_bps),
+        net_slippage_bps=settings.net_slippage_bps,
         max_fee_cap_wei=settings.max_fee_wei,
+        simulation_gas_cap=settings.simulation_gas_cap,
     )
     confirmer = Confirmer(
         w3, sender, store, ConfirmConfig(stuck_after_blocks=settings.stuck_after_blocks)

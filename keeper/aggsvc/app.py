@@ -9,7 +9,9 @@ vault) approves it and calls it with ``transaction.data``; the output goes to th
 ``minBuyAmount = buyAmount * (10000 - slippageBps) / 10000``.
 
 Test hooks (local use only): ``POST /_control {"mode": "ok"|"fail"|"stall"|"bad_price"|
-"bad_router", "latency_seconds": 0, "stall_seconds": ..}`` sets the fault mode, releases
+"bad_router"|"skim", "latency_seconds": 0, "stall_seconds": ..}`` sets the fault mode
+(``skim``: the quote of the whole order with the calldata of ``bad_price``, a promise it does
+not keep), releases
 requests still stalled (they answer 503) and starts fresh counters for ``GET /_stats``
 (requests, in flight, most in flight at once, answers by status), which count only the
 requests that arrived after it.
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from aiohttp import web
-from eth_abi.abi import decode, encode
+from eth_abi.abi import decode
 from eth_utils.address import is_hex_address, to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
@@ -37,17 +39,17 @@ from keeper.chain.uniswap import (
     UniswapDirect,
     min_out_after_slippage,
 )
-from keeper.core.abi import selector
+from keeper.core import abi
 from keeper.core.swap import BPS
 from keeper.errors import KeeperError, QuoteRefused
 
 log = logging.getLogger("keeper.aggsvc")
 
-Mode = Literal["ok", "fail", "stall", "bad_price", "bad_router"]
+Mode = Literal["ok", "fail", "stall", "bad_price", "bad_router", "skim"]
 MODES: tuple[str, ...] = get_args(Mode)
 SOURCE_NAME = "Uniswap_V3"
-BALANCE_OF = selector("balanceOf(address)")
-ALLOWANCE = selector("allowance(address,address)")
+BALANCE_OF = abi.function("IERC20Metadata", "balanceOf")
+ALLOWANCE = abi.function("IERC20Metadata", "allowance")
 
 
 @dataclass
@@ -276,7 +278,7 @@ async def _execution(app: web.Application, order: Order, mode: Mode) -> tuple[Ex
     block = await w3.eth.get_block("latest")
     deadline = int(block["timestamp"]) + cfg.deadline_seconds
     taker = order.taker or SINK
-    if mode == "bad_price":
+    if mode in ("bad_price", "skim"):
         kept, data = await short_changing_plan(
             direct,
             order.sell,
@@ -289,6 +291,9 @@ async def _execution(app: web.Application, order: Order, mode: Mode) -> tuple[Ex
         )
         gas = 2 * kept.gas_estimate + ROUTER_OVERHEAD_GAS
         out = kept.amount_out
+        if mode == "skim":  # what the whole order would get, a little better than direct
+            whole = await best_plan(direct, order.sell, order.buy, order.amount, (BPS,))
+            out = whole.amount_out * (BPS + 20) // BPS
         return Execution(
             out,
             min_out_after_slippage(out, order.slippage_bps),
@@ -368,10 +373,8 @@ async def _issues(w3: AsyncWeb3[Any], order: Order, spender: str) -> dict[str, A
     if order.taker is None:
         return issues
     balance, allowance = await asyncio.gather(
-        _read_uint(w3, order.sell, BALANCE_OF + encode(["address"], [order.taker])),
-        _read_uint(
-            w3, order.sell, ALLOWANCE + encode(["address", "address"], [order.taker, spender])
-        ),
+        _read_uint(w3, order.sell, BALANCE_OF.encode(order.taker)),
+        _read_uint(w3, order.sell, ALLOWANCE.encode(order.taker, spender)),
     )
     if allowance < order.amount:
         issues["allowance"] = {"actual": str(allowance), "spender": spender}

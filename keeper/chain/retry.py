@@ -45,6 +45,7 @@ from keeper.errors import (
     InsufficientFunds,
     KeeperError,
     NonceTooLow,
+    OutOfGas,
     RetryableError,
     RpcError,
     RpcTimeout,
@@ -82,6 +83,7 @@ _MESSAGE_MAP: tuple[tuple[str, type[KeeperError]], ...] = (
     ("try again", RpcError),
     ("temporarily unavailable", RpcError),
 )
+_OUT_OF_GAS = ("out of gas", "gas required exceeds", "exceeds block gas limit")
 _TRANSIENT_CODES = frozenset({-32005, 429, 502, 503, 504})  # limit exceeded, HTTP-ish
 
 
@@ -158,6 +160,8 @@ def classify_message(
 ) -> KeeperError:
     """The keeper error for a JSON-RPC ``error`` object (message, code, data)."""
     lowered = message.lower()
+    if any(f in lowered for f in _OUT_OF_GAS):
+        return OutOfGas(f"{prefix}{message}")
     if "revert" in lowered:
         return reverted(data, message)
     for fragment, error_class in _MESSAGE_MAP:

@@ -1,29 +1,33 @@
-"""Routes one block's swaps: the aggregator first, the direct Uniswap route as fallback.
+"""One quote for the net: the keeper's own direct quote and the aggregator race.
 
-Every request of a block is routed concurrently (``asyncio.gather``). A request first goes
-to the aggregator (if one is configured), bounded by its own timeout; when that fails,
-stalls or its quote is refused by ``check_quote``, the direct route is tried, also checked.
-The result is ``Routed`` (a checked quote and its batcher leg) or ``Unroutable`` (every
-attempt and why it failed), never ``None``; which route was used and why a fallback
-happened is logged.
+A block's book is priced once: :meth:`Router.depth` asks the direct route for every size the
+book needs in one Multicall3 eth_call while the aggregator (if configured) is already asked
+for the net (:meth:`Router.start_aggregator`, started first so the two run side by side).
+:meth:`Router.route_net` then waits for the aggregator only until the race budget is spent
+(``race_seconds`` from its start, never "a timeout, then the fallback") and uses its route
+only when it beats the direct route **after gas**. Aggregator answers are checked, not
+trusted: the minimum output the keeper signs comes from its own direct quote
+(``min_out``), an aggregator quote that promises less, names another router or token, or
+fails its checks loses, and the direct route stays at hand (:attr:`NetRoute.direct`) for the
+actor to fall back to in the same block when the aggregator's calldata fails simulation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from keeper.chain.retry import quote_retry
-from keeper.core.abi import RebalanceLeg
-from keeper.core.swap import SwapQuote, SwapRequest, check_quote, to_leg
+from keeper.chain.uniswap import DirectDepth, TierQuote, UniswapDirect
+from keeper.core.swap import SwapQuote, SwapRequest, check_quote
 from keeper.errors import KeeperError, QuoteRefused
 
 log = logging.getLogger("keeper.routing")
 
-Outcome = Literal["ok", "error", "timeout", "refused"]
+Outcome = Literal["ok", "error", "timeout", "refused", "worse"]
 
 
 class AggregatorQuotes(Protocol):
@@ -34,23 +38,9 @@ class AggregatorQuotes(Protocol):
     ) -> SwapQuote: ...
 
 
-class DirectQuotes(Protocol):
-    """What the router needs of the direct route (``UniswapDirect``)."""
-
-    async def quote(
-        self,
-        sell_token: str,
-        buy_token: str,
-        amount_in: int,
-        recipient: str,
-        slippage_bps: int,
-        deadline: int,
-    ) -> SwapQuote: ...
-
-
 @dataclass(frozen=True)
 class Attempt:
-    """One source tried for one request, and how it went."""
+    """One source tried for the net, and how it went."""
 
     source: str
     outcome: Outcome
@@ -58,151 +48,136 @@ class Attempt:
 
 
 @dataclass(frozen=True)
-class Routed:
-    """A checked quote for ``request`` and the batcher leg that executes it."""
+class NetRoute:
+    """The route chosen for a net swap; ``min_out`` is always the keeper's own."""
 
-    request: SwapRequest
     quote: SwapQuote
-    leg: RebalanceLeg
-    bound_min_out: int
+    direct: SwapQuote
+    min_out: int
     attempts: tuple[Attempt, ...]
 
     @property
-    def fell_back(self) -> bool:
-        return len(self.attempts) > 1
+    def uses_aggregator(self) -> bool:
+        return self.quote is not self.direct
 
 
-@dataclass(frozen=True)
-class Unroutable:
-    """No source produced an acceptable quote; ``attempts`` says why, source by source."""
+@dataclass
+class AggregatorRace:
+    """An aggregator quote in flight for one net (started before the direct multicall)."""
 
     request: SwapRequest
-    attempts: tuple[Attempt, ...]
-
-    @property
-    def reason(self) -> str:
-        return "; ".join(f"{a.source} {a.outcome}: {a.detail}" for a in self.attempts)
-
-
-RouteResult = Routed | Unroutable
+    task: asyncio.Task[SwapQuote]
+    started: float
 
 
 class Router:
-    """Aggregator first (optional), then the direct route; each stage has its own timeout."""
+    """The direct depth for a book and the aggregator race for its net."""
 
     def __init__(
         self,
-        direct: DirectQuotes,
+        direct: UniswapDirect,
         aggregator: AggregatorQuotes | None = None,
         *,
-        aggregator_timeout_seconds: float = 3.0,
-        direct_timeout_seconds: float = 5.0,
-        direct_attempts: int = 2,
+        race_seconds: float = 0.15,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._direct = direct
+        self.direct = direct
         self._aggregator = aggregator
-        self._aggregator_timeout = aggregator_timeout_seconds
-        self._direct_timeout = direct_timeout_seconds
-        self._direct_attempts = direct_attempts
+        self._race = race_seconds
+        self._clock = clock
 
-    async def quote_all(self, requests: Sequence[SwapRequest]) -> list[RouteResult]:
-        """Route every request concurrently; results are in request order."""
-        return list(await asyncio.gather(*(self.route(r) for r in requests)))
+    def start_aggregator(self, request: SwapRequest) -> AggregatorRace | None:
+        """Ask the aggregator for ``request`` now; the answer is awaited in ``route_net``."""
+        if self._aggregator is None or request.amount_in <= 0:
+            return None
+        coro = self._aggregator.quote(
+            request.sell_token,
+            request.buy_token,
+            request.amount_in,
+            request.taker,
+            request.slippage_bps,
+        )
+        return AggregatorRace(request, asyncio.ensure_future(coro), self._clock())
 
-    async def route(self, request: SwapRequest) -> RouteResult:
+    async def depth(
+        self, underlying: str, quote_token: str, sizes: dict[bool, list[int]]
+    ) -> DirectDepth:
+        """Every size the book needs, every tier, in one multicall."""
+        return await self.direct.quote_depth(underlying, quote_token, sizes)
+
+    async def route_net(
+        self,
+        request: SwapRequest,
+        tier: TierQuote,
+        min_out: int,
+        race: AggregatorRace | None,
+        gas_cost: Callable[[int], int],
+    ) -> NetRoute:
+        """The route for the net ``request``: the direct ``tier`` signed at ``min_out``, or the
+        aggregator's if it answered within the race budget, passed its checks and delivers
+        more than the direct route after ``gas_cost`` (gas units -> output token units)."""
+        direct = self.direct.swap(
+            tier, request.sell_token, request.buy_token, request.taker, request.deadline, min_out
+        )
+        attempts = [Attempt("uniswap-direct", "ok", f"buy {tier.amount_out}")]
+        if race is None:
+            return NetRoute(direct, direct, min_out, tuple(attempts))
+        if race.request.amount_in != request.amount_in:
+            race.task.cancel()
+            attempts.append(Attempt("0x", "refused", "net resized after the aggregator was asked"))
+            return NetRoute(direct, direct, min_out, tuple(attempts))
+        outcome = await self._await(race)
+        if isinstance(outcome, Attempt):
+            attempts.append(outcome)
+            return self._direct(direct, min_out, attempts)
+        judged = _judge(outcome, request, direct, min_out, gas_cost)
+        attempts.append(judged)
+        if judged.outcome != "ok":
+            return self._direct(direct, min_out, attempts)
+        log.info("net routed by the aggregator", extra={"fields": _fields(request, attempts)})
+        return NetRoute(outcome, direct, min_out, tuple(attempts))
+
+    def _direct(self, direct: SwapQuote, min_out: int, attempts: list[Attempt]) -> NetRoute:
+        log.info("net routed direct", extra={"fields": {"attempts": [a.detail for a in attempts]}})
+        return NetRoute(direct, direct, min_out, tuple(attempts))
+
+    async def _await(self, race: AggregatorRace) -> SwapQuote | Attempt:
+        left = max(self._race - (self._clock() - race.started), 0.0)
         try:
-            bound = request.bound_min_out()
+            return await asyncio.wait_for(asyncio.shield(race.task), left)
+        except TimeoutError:
+            race.task.cancel()
+            return Attempt("0x", "timeout", f"no answer within the {self._race}s race budget")
+        except QuoteRefused as exc:
+            return Attempt("0x", "refused", str(exc))
         except KeeperError as exc:
-            return self._unroutable(request, [Attempt("oracle-bound", "refused", str(exc))])
-        attempts: list[Attempt] = []
-        stages: list[tuple[str, Callable[[], Awaitable[SwapQuote]], float]] = []
-        if self._aggregator is not None:
-            stages.append(("0x", lambda: self._aggregator_quote(request), self._aggregator_timeout))
-        stages.append(("uniswap-direct", lambda: self._direct_quote(request), self._direct_timeout))
-        for source, fetch, timeout in stages:
-            result = await _attempt(source, fetch, timeout, request, bound)
-            if isinstance(result, Attempt):
-                attempts.append(result)
-                continue
-            attempts.append(Attempt(source, "ok", f"buy {result.buy_amount}"))
-            return self._routed(request, result, bound, attempts)
-        return self._unroutable(request, attempts)
-
-    async def _aggregator_quote(self, request: SwapRequest) -> SwapQuote:
-        assert self._aggregator is not None
-        return await self._aggregator.quote(
-            request.sell_token,
-            request.buy_token,
-            request.amount_in,
-            request.vault,
-            request.slippage_bps,
-        )
-
-    async def _direct_quote(self, request: SwapRequest) -> SwapQuote:
-        quote: SwapQuote = await quote_retry(self._direct_attempts).retrying()(
-            self._direct.quote,
-            request.sell_token,
-            request.buy_token,
-            request.amount_in,
-            request.vault,
-            request.slippage_bps,
-            request.deadline,
-        )
-        return quote
-
-    def _routed(
-        self, request: SwapRequest, quote: SwapQuote, bound: int, attempts: list[Attempt]
-    ) -> Routed:
-        leg = to_leg(request.vault, quote, request.sell_underlying, bound)
-        fields = {
-            "vault": request.vault,
-            "route": quote.source,
-            "amount_in": request.amount_in,
-            "buy_amount": quote.buy_amount,
-            "min_out": leg.min_out,
-            "bound": bound,
-        }
-        if len(attempts) > 1:
-            fields["fallback_because"] = "; ".join(
-                f"{a.source} {a.outcome}: {a.detail}" for a in attempts[:-1]
-            )
-            log.warning("swap routed by fallback", extra={"fields": fields})
-        else:
-            log.info("swap routed", extra={"fields": fields})
-        return Routed(request, quote, leg, bound, tuple(attempts))
-
-    def _unroutable(self, request: SwapRequest, attempts: list[Attempt]) -> Unroutable:
-        result = Unroutable(request, tuple(attempts))
-        log.error(
-            "swap unroutable",
-            extra={
-                "fields": {
-                    "vault": request.vault,
-                    "amount_in": request.amount_in,
-                    "why": result.reason,
-                }
-            },
-        )
-        return result
+            return Attempt("0x", "error", f"{type(exc).__name__}: {exc}")
 
 
-async def _attempt(
-    source: str,
-    fetch: Callable[[], Awaitable[SwapQuote]],
-    timeout: float,
+def _judge(
+    quote: SwapQuote,
     request: SwapRequest,
-    bound: int,
-) -> SwapQuote | Attempt:
-    """The checked quote of one source, or the failed ``Attempt`` saying why."""
+    direct: SwapQuote,
+    min_out: int,
+    gas_cost: Callable[[int], int],
+) -> Attempt:
+    """Whether the aggregator's quote may replace the direct route."""
     try:
-        quote = await asyncio.wait_for(fetch(), timeout)
-    except TimeoutError:
-        return Attempt(source, "timeout", f"no quote within {timeout}s")
+        check_quote(quote, request, request.bound_min_out(), request.allowed_routers)
     except QuoteRefused as exc:
-        return Attempt(source, "refused", str(exc))
-    except KeeperError as exc:
-        return Attempt(source, "error", f"{type(exc).__name__}: {exc}")
-    try:
-        return check_quote(quote, request, bound, request.allowed_routers)
-    except QuoteRefused as exc:
-        return Attempt(source, "refused", str(exc))
+        return Attempt("0x", "refused", str(exc))
+    if quote.buy_amount < min_out:
+        return Attempt("0x", "refused", f"buys {quote.buy_amount}, below the own minimum {min_out}")
+    extra_gas = gas_cost(max(quote.gas - direct.gas, 0)) - gas_cost(max(direct.gas - quote.gas, 0))
+    gain = quote.buy_amount - direct.buy_amount - extra_gas
+    if gain <= 0:
+        return Attempt("0x", "worse", f"buys {quote.buy_amount} vs {direct.buy_amount} after gas")
+    return Attempt("0x", "ok", f"buys {quote.buy_amount}, {gain} more than direct after gas")
+
+
+def _fields(request: SwapRequest, attempts: list[Attempt]) -> dict[str, object]:
+    return {
+        "taker": request.taker,
+        "amount_in": request.amount_in,
+        "attempts": [f"{a.source} {a.outcome}: {a.detail}" for a in attempts],
+    }

@@ -10,6 +10,11 @@ by ``msg.sender`` (the vault, which approves the router for exactly ``amountIn``
 out to ``recipient`` (the vault). ``SwapRouter.multicall(bytes[])`` delegatecalls itself, so
 several ``exactInputSingle`` in one multicall all pay from the same ``msg.sender``.
 
+Selectors and layouts come from the shipped QuoterV2 / SwapRouter artifacts
+(:mod:`keeper.contracts`). A book's quotes (every direction, size and tier) go in one
+Multicall3 ``aggregate3`` eth_call (:meth:`UniswapDirect.quote_depth`); QuoterV2's
+revert-and-decode trick works inside it, a sub-call that cannot fill is a failed result.
+
 Sources: v3-periphery contracts/lens/QuoterV2.sol, contracts/SwapRouter.sol,
 contracts/base/Multicall.sol.
 """
@@ -23,31 +28,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from eth_abi.abi import decode, encode
-from eth_abi.exceptions import DecodingError
 from eth_utils.address import to_checksum_address
 from web3 import AsyncWeb3
 from web3.exceptions import ContractLogicError, Web3Exception
 from web3.types import BlockIdentifier
 
-from keeper.core.abi import selector
+from keeper.core import abi
+from keeper.core.book import Depth, DexCurve
 from keeper.core.swap import BPS, SwapQuote
-from keeper.errors import QuoteError, QuoteRefused
+from keeper.errors import DecodeError, QuoteError, QuoteRefused
 
 log = logging.getLogger("keeper.uniswap")
 
-QUOTE_EXACT_INPUT_SINGLE = selector(
-    "quoteExactInputSingle((address,address,uint256,uint24,uint160))"
-)
-EXACT_INPUT_SINGLE = selector(
-    "exactInputSingle((address,address,uint24,address,uint256,uint256,uint256,uint160))"
-)
-MULTICALL = selector("multicall(bytes[])")
+_QUOTE_SINGLE = abi.function("QuoterV2", "quoteExactInputSingle")
+_EXACT_INPUT_SINGLE = abi.function("SwapRouter", "exactInputSingle")
+_MULTICALL = abi.function("SwapRouter", "multicall")
 # Gas a SwapRouter transaction adds to the pool swaps QuoterV2 measures (base cost,
 # calldata, router dispatch, first token pull). Sum of the quoter's estimates plus this
 # came within 5% of eth_estimateGas on the world: 1 WETH single tier 142k vs 145k, 30 WETH
 # split over two tiers 239k vs 235k.
 ROUTER_OVERHEAD_GAS = 45_000
+QUOTE_GAS = 200_000  # upper bound of one quoteExactInputSingle sub-call (chunking the multicall)
 
 
 @dataclass(frozen=True)
@@ -62,23 +63,30 @@ class TierQuote:
     gas_estimate: int
 
 
-# --- calldata (pure) ---------------------------------------------------------------------
+# --- calldata (pure, layouts from the shipped ABIs) ---------------------------------------
 
 
 def encode_quote_exact_input_single(
     token_in: str, token_out: str, amount_in: int, fee: int
 ) -> bytes:
     """QuoterV2 ``quoteExactInputSingle`` calldata, no price limit."""
-    params = (to_checksum_address(token_in), to_checksum_address(token_out), amount_in, fee, 0)
-    return QUOTE_EXACT_INPUT_SINGLE + encode(["(address,address,uint256,uint24,uint160)"], [params])
+    params = {
+        "token_in": token_in,
+        "token_out": token_out,
+        "amount_in": amount_in,
+        "fee": fee,
+        "sqrt_price_limit_x96": 0,
+    }
+    return _QUOTE_SINGLE.encode(params)
 
 
 def decode_quote_exact_input_single(fee: int, amount_in: int, data: bytes) -> TierQuote:
     try:
-        out, sqrt_after, ticks, gas = decode(["uint256", "uint160", "uint32", "uint256"], data)
-    except (DecodingError, OverflowError, ValueError) as exc:
+        out = _QUOTE_SINGLE.decode(data)
+    except DecodeError as exc:
         raise QuoteError(f"QuoterV2 returned undecodable data for fee {fee}: {exc}") from exc
-    return TierQuote(fee, amount_in, int(out), int(sqrt_after), int(ticks), int(gas))
+    amount_out, sqrt_after, ticks, gas = (int(x) for x in out)
+    return TierQuote(fee, amount_in, amount_out, sqrt_after, ticks, gas)
 
 
 def encode_exact_input_single(
@@ -91,24 +99,22 @@ def encode_exact_input_single(
     amount_out_minimum: int,
 ) -> bytes:
     """SwapRouter ``exactInputSingle`` calldata, no price limit."""
-    params = (
-        to_checksum_address(token_in),
-        to_checksum_address(token_out),
-        fee,
-        to_checksum_address(recipient),
-        deadline,
-        amount_in,
-        amount_out_minimum,
-        0,
-    )
-    return EXACT_INPUT_SINGLE + encode(
-        ["(address,address,uint24,address,uint256,uint256,uint256,uint160)"], [params]
-    )
+    params = {
+        "token_in": token_in,
+        "token_out": token_out,
+        "fee": fee,
+        "recipient": recipient,
+        "deadline": deadline,
+        "amount_in": amount_in,
+        "amount_out_minimum": amount_out_minimum,
+        "sqrt_price_limit_x96": 0,
+    }
+    return _EXACT_INPUT_SINGLE.encode(params)
 
 
 def encode_multicall(calls: Sequence[bytes]) -> bytes:
     """SwapRouter ``multicall(bytes[])`` calldata."""
-    return MULTICALL + encode(["bytes[]"], [list(calls)])
+    return _MULTICALL.encode(list(calls))
 
 
 def min_out_after_slippage(amount_out: int, slippage_bps: int) -> int:
@@ -116,11 +122,44 @@ def min_out_after_slippage(amount_out: int, slippage_bps: int) -> int:
     return amount_out * (BPS - slippage_bps) // BPS
 
 
+@dataclass(frozen=True)
+class DirectDepth:
+    """The book's depth from one multicall, and the best tier at every quoted size."""
+
+    depth: Depth
+    best: dict[tuple[bool, int], TierQuote]  # (sell_underlying, amount_in) -> best tier
+
+
+def depth_from_results(
+    keys: Sequence[tuple[bool, int, int]], results: Sequence[abi.CallResult]
+) -> DirectDepth:
+    """The best tier per (direction, size) from the multicall's results (a failed sub-call is
+    a pool that cannot fill that size)."""
+    best: dict[tuple[bool, int], TierQuote] = {}
+    for (side, amount, fee), result in zip(keys, results, strict=True):
+        if not result.success:
+            continue
+        q = decode_quote_exact_input_single(fee, amount, result.return_data)
+        if (side, amount) not in best or q.amount_out > best[(side, amount)].amount_out:
+            best[(side, amount)] = q
+
+    def curve(side: bool) -> DexCurve:
+        pts = sorted((a, q.amount_out) for (s, a), q in best.items() if s == side)
+        return DexCurve(side, tuple(pts))
+
+    return DirectDepth(Depth(sell=curve(True), buy=curve(False)), best)
+
+
 # --- quoting over a node --------------------------------------------------------------------
 
 
 class UniswapDirect:
-    """Quotes every fee tier with QuoterV2 and builds the best tier's SwapRouter calldata."""
+    """Quotes every fee tier with QuoterV2 and builds the best tier's SwapRouter calldata.
+
+    :meth:`quote_depth` puts every (direction, size, tier) of a book in one Multicall3
+    ``aggregate3`` eth_call (chunked under ``gas_cap``): the quote count per block does not
+    grow with the number of vaults.
+    """
 
     def __init__(
         self,
@@ -128,11 +167,87 @@ class UniswapDirect:
         quoter: str,
         swap_router: str,
         fee_tiers: Sequence[int] = (500, 3000),
+        *,
+        multicall: str | None = None,
+        gas_cap: int = 25_000_000,
     ) -> None:
         self._w3 = w3
         self.quoter = to_checksum_address(quoter)
         self.swap_router = to_checksum_address(swap_router)
         self.fee_tiers = tuple(fee_tiers)
+        self._multicall = None if multicall is None else to_checksum_address(multicall)
+        self._gas_cap = gas_cap
+        self.calls = 0  # eth_calls made (the benchmark reads it)
+
+    async def quote_depth(
+        self,
+        underlying: str,
+        quote_token: str,
+        sizes: dict[bool, list[int]],
+        block: BlockIdentifier = "latest",
+    ) -> DirectDepth:
+        """Every size of ``sizes`` (by direction, True = selling the underlying) on every
+        tier, in one multicall eth_call per ``gas_cap`` of sub-calls."""
+        if self._multicall is None:
+            raise QuoteError("no Multicall3 address: cannot quote a book in one call")
+        keys = [
+            (side, a, fee)
+            for side, amounts in sizes.items()
+            for a in amounts
+            for fee in self.fee_tiers
+        ]
+        calls = [
+            abi.Call3(
+                self.quoter,
+                encode_quote_exact_input_single(
+                    underlying if side else quote_token, quote_token if side else underlying, a, fee
+                ),
+            )
+            for side, a, fee in keys
+        ]
+        results: list[abi.CallResult] = []
+        for part in abi.plan_chunks([QUOTE_GAS] * len(calls), len(calls) or 1, self._gas_cap):
+            results += await self._aggregate([calls[i] for i in part], block)
+        return depth_from_results(keys, results)
+
+    async def _aggregate(
+        self, calls: Sequence[abi.Call3], block: BlockIdentifier
+    ) -> list[abi.CallResult]:
+        data = abi.encode_aggregate3(calls)
+        self.calls += 1
+        try:
+            raw = await self._w3.eth.call({"to": self._multicall, "data": data}, block)  # type: ignore[typeddict-item]
+        except (TimeoutError, OSError, aiohttp.ClientError, Web3Exception) as exc:
+            raise QuoteError(f"direct quote multicall failed: {exc}") from exc
+        try:
+            return abi.decode_aggregate3(bytes(raw))
+        except DecodeError as exc:
+            raise QuoteError(str(exc)) from exc
+
+    def swap(
+        self,
+        tier: TierQuote,
+        sell_token: str,
+        buy_token: str,
+        recipient: str,
+        deadline: int,
+        min_out: int,
+    ) -> SwapQuote:
+        """The executable direct swap of a quoted tier (``amountOutMinimum`` = ``min_out``)."""
+        call_data = encode_exact_input_single(
+            sell_token, buy_token, tier.fee, recipient, deadline, tier.amount_in, min_out
+        )
+        return SwapQuote(
+            source="uniswap-direct",
+            router=self.swap_router,
+            call_data=call_data,
+            sell_token=to_checksum_address(sell_token),
+            buy_token=to_checksum_address(buy_token),
+            sell_amount=tier.amount_in,
+            buy_amount=tier.amount_out,
+            min_buy_amount=min_out,
+            gas=tier.gas_estimate + ROUTER_OVERHEAD_GAS,
+        )
 
     async def quote_tier(
         self,
@@ -178,41 +293,3 @@ class UniswapDirect:
         if not quotes:
             raise QuoteRefused("no Uniswap tier can fill the order: " + "; ".join(refusals))
         return sorted(quotes, key=lambda q: q.amount_out, reverse=True)
-
-    async def quote(
-        self,
-        sell_token: str,
-        buy_token: str,
-        amount_in: int,
-        recipient: str,
-        slippage_bps: int,
-        deadline: int,
-        block: BlockIdentifier = "latest",
-    ) -> SwapQuote:
-        """The best single tier as an executable ``SwapQuote`` (source ``uniswap-direct``).
-
-        The calldata's ``amountOutMinimum`` is the quote less ``slippage_bps``, so the router
-        itself also refuses a worse fill.
-        """
-        best = (await self.quote_tiers(sell_token, buy_token, amount_in, block))[0]
-        min_out = min_out_after_slippage(best.amount_out, slippage_bps)
-        call_data = encode_exact_input_single(
-            sell_token, buy_token, best.fee, recipient, deadline, amount_in, min_out
-        )
-        log.debug(
-            "direct quote",
-            extra={
-                "fields": {"fee": best.fee, "amount_in": amount_in, "amount_out": best.amount_out}
-            },
-        )
-        return SwapQuote(
-            source="uniswap-direct",
-            router=self.swap_router,
-            call_data=call_data,
-            sell_token=to_checksum_address(sell_token),
-            buy_token=to_checksum_address(buy_token),
-            sell_amount=amount_in,
-            buy_amount=best.amount_out,
-            min_buy_amount=min_out,
-            gas=best.gas_estimate + ROUTER_OVERHEAD_GAS,
-        )

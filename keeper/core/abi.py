@@ -1,32 +1,60 @@
 """ABI encoding and decoding of every contract call the keeper makes (pure, eth-abi only).
 
-The struct layouts mirror ``contracts/OptionsVault.sol`` and ``docs/interfaces.md``; a
-change there is a change here. Nothing in this module talks to a node.
+Nothing here spells a signature: selectors, topics, custom errors and struct layouts are
+derived from the compiled ABIs shipped in :mod:`keeper.contracts` (``ape compile`` of
+``contracts/interfaces/*.sol`` and the Uniswap V3 npm artifacts). Structs are encoded from
+and decoded into the keeper's dataclasses by field name: the ABI's ``camelCase`` component
+names map to the dataclasses' ``snake_case`` fields, so a layout change in Solidity is a
+decoding error in a unit test, never a silent misread. Nothing in this module talks to a node.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, is_dataclass
+from functools import cache
 from typing import Any
 
 from eth_abi.abi import decode, encode
-from eth_abi.exceptions import DecodingError
+from eth_abi.exceptions import DecodingError, EncodingError
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from keeper.core.types import OptionLeg, OracleRound, PolicyKind, VaultParams, VaultState
-from keeper.errors import DecodeError
+from keeper.contracts import load_abi
+from keeper.core.types import (
+    Guards,
+    NetSwap,
+    OptionLeg,
+    OracleRound,
+    PolicyKind,
+    SettleLeg,
+    Trade,
+    VaultParams,
+    VaultState,
+)
+from keeper.errors import DecodeError, FatalError
+
+AbiParam = Mapping[str, Any]
+
+# --- types and names from the ABI ----------------------------------------------------------
 
 
-def selector(signature: str) -> bytes:
-    """The 4-byte function selector of a canonical signature."""
-    return keccak(text=signature)[:4]
+def abi_type(param: AbiParam) -> str:
+    """The canonical type of an ABI parameter (tuples spelled out from their components)."""
+    kind = str(param["type"])
+    if not kind.startswith("tuple"):
+        return kind
+    inner = ",".join(abi_type(c) for c in param["components"])
+    return f"({inner}){kind[len('tuple') :]}"
 
 
-def event_topic(signature: str) -> str:
-    """The topic-0 hash of a canonical event signature, 0x-hex."""
-    return "0x" + keccak(text=signature).hex()
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def snake(name: str) -> str:
+    """``impliedVolWad`` -> ``implied_vol_wad`` (ABI component name -> dataclass field)."""
+    return _CAMEL.sub("_", name.strip("_")).lower()
 
 
 def _decode(types: Sequence[str], data: bytes, what: str) -> tuple[Any, ...]:
@@ -36,97 +64,172 @@ def _decode(types: Sequence[str], data: bytes, what: str) -> tuple[Any, ...]:
         raise DecodeError(f"cannot decode {what}: {exc}") from exc
 
 
-# --- OptionsVault.getState -----------------------------------------------------
+def to_abi(param: AbiParam, value: Any) -> Any:
+    """A Python value in the shape eth-abi encodes for ``param``: structs from dataclasses or
+    mappings by component name, arrays element-wise, addresses checksummed."""
+    kind = str(param["type"])
+    if kind.endswith("]"):
+        element = {**param, "type": kind[: kind.rindex("[")]}
+        return [to_abi(element, v) for v in value]
+    if kind == "tuple":
+        return tuple(to_abi(c, _field(value, str(c["name"]))) for c in param["components"])
+    if kind == "address":
+        return to_checksum_address(value)
+    return value
 
-_PARAMS = (
-    "(uint256,int256,int256,uint256,uint256,uint256,uint8,uint256,uint16,uint256,uint64,uint64)"
-)
-_LEG = "(uint256,uint64,int256,bool)"
-_ROUND = "(uint80,int256,uint256,bool)"
-VAULT_STATE_TYPE = (
-    f"(uint256,uint256,{_PARAMS},{_LEG}[],{_ROUND},uint8,bool,uint64,uint64,uint64,uint256,uint64)"
-)
-GET_STATE = selector("getState()")
+
+def _field(value: Any, name: str) -> Any:
+    key = snake(name)
+    if isinstance(value, Mapping):
+        return value[key] if key in value else value[name]
+    if is_dataclass(value):
+        return getattr(value, key)
+    raise FatalError(f"cannot take struct field {name!r} from {type(value).__name__}")
+
+
+def from_abi(param: AbiParam, value: Any) -> Any:
+    """A decoded value with every struct as a ``dict`` keyed by snake_case field name."""
+    kind = str(param["type"])
+    if kind.endswith("]"):
+        element = {**param, "type": kind[: kind.rindex("[")]}
+        return [from_abi(element, v) for v in value]
+    if kind == "tuple":
+        comps = param["components"]
+        return {snake(str(c["name"])): from_abi(c, v) for c, v in zip(comps, value, strict=True)}
+    if kind == "address":
+        return to_checksum_address(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Function:
+    """One function of a shipped ABI."""
+
+    contract: str
+    name: str
+    inputs: tuple[AbiParam, ...]
+    outputs: tuple[AbiParam, ...]
+
+    @property
+    def signature(self) -> str:
+        return f"{self.name}({','.join(abi_type(p) for p in self.inputs)})"
+
+    @property
+    def selector(self) -> bytes:
+        return keccak(text=self.signature)[:4]
+
+    def encode(self, *args: Any) -> bytes:
+        """Calldata: selector + arguments (structs from dataclasses by field name)."""
+        if len(args) != len(self.inputs):
+            raise FatalError(f"{self.signature} takes {len(self.inputs)} arguments")
+        values = [to_abi(p, a) for p, a in zip(self.inputs, args, strict=True)]
+        try:
+            return self.selector + encode([abi_type(p) for p in self.inputs], values)
+        except (EncodingError, OverflowError, TypeError, ValueError) as exc:
+            raise FatalError(f"cannot encode {self.signature}: {exc}") from exc
+
+    def decode(self, data: bytes) -> tuple[Any, ...]:
+        """Return data, structs as snake_case dicts."""
+        raw = _decode([abi_type(p) for p in self.outputs], data, f"{self.contract}.{self.name}")
+        return tuple(from_abi(p, v) for p, v in zip(self.outputs, raw, strict=True))
+
+
+@dataclass(frozen=True)
+class Event:
+    contract: str
+    name: str
+    inputs: tuple[AbiParam, ...]
+
+    @property
+    def topic(self) -> str:
+        """topic 0, 0x-hex."""
+        sig = f"{self.name}({','.join(abi_type(p) for p in self.inputs)})"
+        return "0x" + keccak(text=sig).hex()
+
+    def decode_data(self, data: bytes) -> dict[str, Any]:
+        """The non-indexed fields, by snake_case name."""
+        plain = [p for p in self.inputs if not p.get("indexed")]
+        raw = _decode([abi_type(p) for p in plain], data, f"{self.contract}.{self.name} data")
+        return {snake(str(p["name"])): from_abi(p, v) for p, v in zip(plain, raw, strict=True)}
+
+
+def _entries(contract: str, kind: str, name: str) -> list[Mapping[str, Any]]:
+    return [e for e in load_abi(contract) if e.get("type") == kind and e.get("name") == name]
+
+
+@cache
+def function(contract: str, name: str, arity: int | None = None) -> Function:
+    """The function ``name`` of ``contract`` (``arity`` picks among overloads)."""
+    found = [
+        e
+        for e in _entries(contract, "function", name)
+        if arity is None or len(e["inputs"]) == arity
+    ]
+    if len(found) != 1:
+        raise FatalError(f"{contract} has {len(found)} functions {name!r} (arity {arity})")
+    e = found[0]
+    return Function(contract, name, tuple(e["inputs"]), tuple(e.get("outputs", ())))
+
+
+@cache
+def event(contract: str, name: str) -> Event:
+    found = _entries(contract, "event", name)
+    if len(found) != 1:
+        raise FatalError(f"{contract} has {len(found)} events {name!r}")
+    return Event(contract, name, tuple(found[0]["inputs"]))
+
+
+def topic_address(topic: bytes | str) -> str:
+    """The address held in an indexed event topic."""
+    raw = bytes.fromhex(topic[2:]) if isinstance(topic, str) else bytes(topic)
+    return to_checksum_address(raw[-20:])
+
+
+def topic_uint(topic: bytes | str) -> int:
+    raw = bytes.fromhex(topic[2:]) if isinstance(topic, str) else bytes(topic)
+    return int.from_bytes(raw, "big")
+
+
+def decode_uint(data: bytes, what: str) -> int:
+    (value,) = _decode(["uint256"], data, what)
+    assert isinstance(value, int)
+    return value
+
+
+# --- OptionsVault.getState ---------------------------------------------------------------
+
+VAULT = "IOptionsVault"
+GET_STATE = function(VAULT, "getState").selector
 
 
 def decode_vault_state(vault: str, data: bytes) -> VaultState:
-    """Decode ``OptionsVault.getState()`` return data."""
-    (raw,) = _decode([VAULT_STATE_TYPE], data, f"getState of {vault}")
-    (quote_bal, underlying_bal, p, book, rnd, decimals, paused, req, ver, last, used, wstart) = raw  # type: ignore[misc]
+    """Decode ``IOptionsVault.getState()`` return data (layout from the ABI)."""
+    (raw,) = function(VAULT, "getState").decode(data)
     try:
-        policy = PolicyKind(p[6])
+        return _vault_state(vault, raw)
+    except (KeyError, TypeError) as exc:
+        raise DecodeError(f"getState of {vault} does not match VaultState: {exc}") from exc
+
+
+def _vault_state(vault: str, s: dict[str, Any]) -> VaultState:
+    p = dict(s["params"])
+    try:
+        p["policy"] = PolicyKind(p["policy"])
     except ValueError as exc:
-        raise DecodeError(f"vault {vault} has unknown policy id {p[6]}") from exc
-    params = VaultParams(
-        implied_vol_wad=p[0],
-        risk_free_rate_wad=p[1],
-        target_delta_wad=p[2],
-        band_floor_wad=p[3],
-        hard_limit_wad=p[4],
-        risk_aversion_wad=p[5],
-        policy=policy,
-        policy_param=p[7],
-        max_slippage_bps=p[8],
-        notional_cap_per_window=p[9],
-        window_seconds=p[10],
-        oracle_heartbeat=p[11],
-    )
-    legs = tuple(OptionLeg(strike=s, expiry=e, size=z, is_call=c) for (s, e, z, c) in book)
-    oracle = OracleRound(
-        round_id=rnd[0], answer=rnd[1], updated_at=rnd[2], decimals=decimals, ok=rnd[3]
-    )
+        raise DecodeError(f"vault {vault} has unknown policy id {p['policy']}") from exc
+    rnd = s["oracle"]
+    plain = {f.name for f in fields(VaultState)} - {"address", "params", "guards", "book", "oracle"}
     return VaultState(
         address=to_checksum_address(vault),
-        quote_balance=quote_bal,
-        underlying_balance=underlying_bal,
-        params=params,
-        book=legs,
-        oracle=oracle,
-        paused=paused,
-        request_nonce=req,
-        params_version=ver,
-        last_rebalance_at=last,
-        window_notional_used=used,
-        window_start=wstart,
+        params=VaultParams(**p),
+        guards=Guards(**s["guards"]),
+        book=tuple(OptionLeg(**leg) for leg in s["book"]),
+        oracle=OracleRound(decimals=s["oracle_decimals"], **rnd),
+        **{k: s[k] for k in plain},
     )
 
 
-def vault_params_tuple(p: VaultParams) -> tuple[int, ...]:
-    """``VaultParams`` as the on-chain struct's fields, in order (the inverse of the params
-    part of ``decode_vault_state``)."""
-    return (
-        p.implied_vol_wad,
-        p.risk_free_rate_wad,
-        p.target_delta_wad,
-        p.band_floor_wad,
-        p.hard_limit_wad,
-        p.risk_aversion_wad,
-        int(p.policy),
-        p.policy_param,
-        p.max_slippage_bps,
-        p.notional_cap_per_window,
-        p.window_seconds,
-        p.oracle_heartbeat,
-    )
-
-
-def encode_vault_constructor(
-    governance: str, quote: str, underlying: str, feed: str, params: VaultParams
-) -> bytes:
-    """ABI-encoded arguments of ``OptionsVault``'s constructor (to append to its bytecode)."""
-    return encode(
-        ["address", "address", "address", "address", _PARAMS],
-        [
-            to_checksum_address(governance),
-            to_checksum_address(quote),
-            to_checksum_address(underlying),
-            to_checksum_address(feed),
-            vault_params_tuple(params),
-        ],
-    )
-
-
-# --- Multicall3 ------------------------------------------------------------------
+# --- Multicall3 -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -142,19 +245,28 @@ class CallResult:
     return_data: bytes
 
 
-AGGREGATE3 = selector("aggregate3((address,bool,bytes)[])")
-GET_BASEFEE = selector("getBasefee()")
-GET_BLOCK_TIMESTAMP = selector("getCurrentBlockTimestamp()")
+MULTICALL = "Multicall3"
+_AGGREGATE3 = function(MULTICALL, "aggregate3")
+GET_BASEFEE = function(MULTICALL, "getBasefee").selector
+GET_BLOCK_TIMESTAMP = function(MULTICALL, "getCurrentBlockTimestamp").selector
 
 
 def encode_aggregate3(calls: Sequence[Call3]) -> bytes:
     """Calldata of ``Multicall3.aggregate3``."""
-    items = [(to_checksum_address(c.target), c.allow_failure, c.call_data) for c in calls]
-    return AGGREGATE3 + encode(["(address,bool,bytes)[]"], [items])
+    items = [
+        {"target": c.target, "allowFailure": c.allow_failure, "callData": c.call_data}
+        for c in calls
+    ]
+    return _AGGREGATE3.encode(items)
 
 
-GET_STATE_GAS_BASE = 60_000  # measured: getState() of a vault with no legs, no intrinsic gas
-GET_STATE_GAS_PER_LEG = 9_000  # measured: each leg of the book
+def decode_aggregate3(data: bytes) -> list[CallResult]:
+    (results,) = _AGGREGATE3.decode(data)
+    return [CallResult(success=r["success"], return_data=r["return_data"]) for r in results]
+
+
+GET_STATE_GAS_BASE = 60_000  # measured on v1: getState() of a vault with no legs
+GET_STATE_GAS_PER_LEG = 9_000  # measured on v1: each leg of the book
 
 
 def get_state_gas(legs: int) -> int:
@@ -177,25 +289,17 @@ def plan_chunks(gas: Sequence[int], max_calls: int, gas_budget: int) -> list[ran
     return chunks
 
 
-def decode_aggregate3(data: bytes) -> list[CallResult]:
-    (results,) = _decode(["(bool,bytes)[]"], data, "aggregate3 results")
-    return [CallResult(success=ok, return_data=ret) for ok, ret in results]  # type: ignore[attr-defined]
+# --- VaultRegistry and vault events -------------------------------------------------------
 
-
-def decode_uint(data: bytes, what: str) -> int:
-    (value,) = _decode(["uint256"], data, what)
-    assert isinstance(value, int)
-    return value
-
-
-# --- VaultRegistry -----------------------------------------------------------------
-
-REGISTRY_VAULTS = selector("vaults()")
-REGISTRY_VERSION = selector("version()")
-VAULT_ADDED_TOPIC = event_topic("VaultAdded(address)")
-VAULT_REMOVED_TOPIC = event_topic("VaultRemoved(address)")
-REBALANCE_REQUESTED_TOPIC = event_topic("RebalanceRequested(uint64,address)")
-PARAMS_UPDATED_TOPIC = event_topic("ParamsUpdated(uint64)")
+REGISTRY = "VaultRegistry"
+REGISTRY_VAULTS = function(REGISTRY, "vaults").selector
+REGISTRY_VERSION = function(REGISTRY, "version").selector
+VAULT_ADDED_TOPIC = event(REGISTRY, "VaultAdded").topic
+VAULT_REMOVED_TOPIC = event(REGISTRY, "VaultRemoved").topic
+REBALANCE_REQUESTED_TOPIC = event(VAULT, "RebalanceRequested").topic
+PARAMS_UPDATED_TOPIC = event(VAULT, "ParamsUpdated").topic
+TRADED = event(VAULT, "Traded")
+TRADED_TOPIC = TRADED.topic
 
 
 def decode_address_list(data: bytes) -> tuple[str, ...]:
@@ -203,132 +307,113 @@ def decode_address_list(data: bytes) -> tuple[str, ...]:
     return tuple(to_checksum_address(a) for a in addrs)  # type: ignore[attr-defined]
 
 
-def topic_address(topic: bytes | str) -> str:
-    """The address held in an indexed event topic."""
-    raw = bytes.fromhex(topic[2:]) if isinstance(topic, str) else bytes(topic)
-    return to_checksum_address(raw[-20:])
+# --- trades ---------------------------------------------------------------------------------
+
+SETTLEMENT = "ISettlement"
+_REBALANCE = function(VAULT, "rebalance")
+_SETTLE = function(SETTLEMENT, "settle")
+SETTLED = event(SETTLEMENT, "Settled")
+LEG_SETTLED = event(SETTLEMENT, "LegSettled")
 
 
-# --- rebalancing -------------------------------------------------------------------
+def encode_vault_rebalance(trade: Trade, router: str, swap_data: bytes) -> bytes:
+    """Calldata of ``IOptionsVault.rebalance(trade, router, swapData)`` (one vault, direct)."""
+    return _REBALANCE.encode(trade, router, swap_data)
+
+
+def encode_settle(legs: Sequence[SettleLeg], net: NetSwap) -> bytes:
+    """Calldata of ``ISettlement.settle(legs, net)``."""
+    return _SETTLE.encode(list(legs), net)
+
+
+# --- revert data ----------------------------------------------------------------------------
+
+# The two errors the Solidity language itself defines (not part of any contract's ABI).
+_BUILTIN_ERRORS: tuple[Mapping[str, Any], ...] = (
+    {"type": "error", "name": "Error", "inputs": [{"name": "message", "type": "string"}]},
+    {"type": "error", "name": "Panic", "inputs": [{"name": "code", "type": "uint256"}]},
+)
+ERROR_CONTRACTS = ("OptionsVault", "BookSettlement", VAULT, SETTLEMENT, REGISTRY)
 
 
 @dataclass(frozen=True)
-class RebalanceLeg:
-    """One vault's swap in a batch: what the vault sells, how much, and through which router."""
+class ContractError:
+    name: str
+    inputs: tuple[AbiParam, ...]
 
-    vault: str
-    sell_underlying: bool
-    amount_in: int
-    min_out: int
-    router: str
-    swap_data: bytes
+    @property
+    def signature(self) -> str:
+        return f"{self.name}({','.join(abi_type(p) for p in self.inputs)})"
 
-
-BATCH_EXECUTE = selector("execute((address,bool,uint256,uint256,address,bytes)[],uint256)")
-VAULT_REBALANCE = selector("rebalance(bool,uint256,uint256,address,bytes,uint256)")
+    @property
+    def selector(self) -> bytes:
+        return keccak(text=self.signature)[:4]
 
 
-def encode_batch_execute(legs: Sequence[RebalanceLeg], deadline: int) -> bytes:
-    """Calldata of ``RebalanceBatcher.execute(legs, deadline)``."""
-    items = [
-        (
-            to_checksum_address(x.vault),
-            x.sell_underlying,
-            x.amount_in,
-            x.min_out,
-            to_checksum_address(x.router),
-            x.swap_data,
-        )
-        for x in legs
-    ]
-    return BATCH_EXECUTE + encode(
-        ["(address,bool,uint256,uint256,address,bytes)[]", "uint256"], [items, deadline]
+@cache
+def errors_by_selector() -> dict[bytes, ContractError]:
+    """Every custom error of the vault, the settlement and the registry (OpenZeppelin's they
+    inherit included), plus Error/Panic."""
+    entries = [*_BUILTIN_ERRORS]
+    for contract in ERROR_CONTRACTS:
+        entries += [e for e in load_abi(contract) if e.get("type") == "error"]
+    errs = (ContractError(str(e["name"]), tuple(e["inputs"])) for e in entries)
+    return {e.selector: e for e in errs}
+
+
+def error_selector(name: str) -> bytes:
+    """The selector of the error ``name`` (``FatalError`` if no shipped ABI defines it)."""
+    for sel, err in errors_by_selector().items():
+        if err.name == name:
+            return sel
+    raise FatalError(f"no shipped ABI defines the error {name}")
+
+
+def error_name(data: bytes) -> str | None:
+    """The name of the error in revert data, if it is one of ours."""
+    err = errors_by_selector().get(bytes(data[:4]))
+    return None if err is None else err.name
+
+
+def error_addresses(data: bytes) -> tuple[str, ...]:
+    """The address arguments of one of our custom errors (e.g. the vault ``NotKeeperOf``
+    names); empty for anything else or undecodable data."""
+    err = errors_by_selector().get(bytes(data[:4]))
+    if err is None:
+        return ()
+    try:
+        args = _decode([abi_type(p) for p in err.inputs], bytes(data[4:]), err.signature)
+    except DecodeError:
+        return ()
+    return tuple(
+        to_checksum_address(a)
+        for p, a in zip(err.inputs, args, strict=True)
+        if p["type"] == "address"
     )
-
-
-def encode_vault_rebalance(leg: RebalanceLeg, deadline: int) -> bytes:
-    """Calldata of ``OptionsVault.rebalance`` for a direct (unbatched) call."""
-    return VAULT_REBALANCE + encode(
-        ["bool", "uint256", "uint256", "address", "bytes", "uint256"],
-        [
-            leg.sell_underlying,
-            leg.amount_in,
-            leg.min_out,
-            to_checksum_address(leg.router),
-            leg.swap_data,
-            deadline,
-        ],
-    )
-
-
-LEG_EXECUTED_TOPIC = event_topic("LegExecuted(uint256,address,uint256)")
-LEG_FAILED_TOPIC = event_topic("LegFailed(uint256,address,bytes)")
-REBALANCED_TOPIC = event_topic("Rebalanced(address,bool,uint256,uint256,address)")
-
-
-# --- revert data -------------------------------------------------------------------
-
-ERROR_STRING = selector("Error(string)")
-PANIC = selector("Panic(uint256)")
-
-CONTRACT_ERRORS = (  # the custom errors of OptionsVault, RebalanceBatcher and VaultRegistry
-    "AmountTooLarge(uint256,uint256)",
-    "DeadlineExpired(uint256,uint256)",
-    "IndexOutOfRange(uint256,uint256)",
-    "InsufficientOutput(uint256,uint256)",
-    "InvalidDecimals(uint8)",
-    "InvalidOption()",
-    "InvalidParams(string)",
-    "NotGovernance(address)",
-    "NotKeeper(address)",
-    "NotionalCapExceeded(uint256,uint256,uint256)",
-    "OracleAnswerTooLarge(int256)",
-    "OracleCallFailed(address)",
-    "OracleNonPositive(int256)",
-    "OracleStale(uint256,uint64,uint256)",
-    "Overspent(uint256,uint256)",
-    "Reentrancy()",
-    "RouterNotAllowed(address)",
-    "SwapFailed(bytes)",
-    "TokenCallFailed(address,bytes4)",
-    "VaultNotPaused()",
-    "VaultPaused()",
-    "ZeroAddress()",
-    "ZeroAmount()",
-    "BadVaultResponse(address)",
-    "NotOperator(address)",
-    "NotOwner(address)",
-    "AlreadyRegistered(address)",
-    "NotRegistered(address)",
-)
-_ERRORS_BY_SELECTOR = {selector(sig): sig for sig in CONTRACT_ERRORS}
 
 
 def decode_revert(data: bytes) -> str:
     """A readable reason for revert data: Error(string), Panic(uint256) or one of our custom
-    errors with its arguments (``SwapFailed`` shows the router's own reason)."""
+    errors with its arguments (``SwapFailed`` / ``NetSwapFailed`` show the router's reason)."""
     if not data:
         return "execution reverted without data"
     try:
-        return _revert_reason(data)
+        return _revert_reason(bytes(data))
     except DecodeError:
-        return f"undecodable revert data 0x{data.hex()}"
+        return f"undecodable revert data 0x{bytes(data).hex()}"
 
 
 def _revert_reason(data: bytes) -> str:
-    head, body = data[:4], data[4:]
-    if head == ERROR_STRING:
-        (msg,) = _decode(["string"], body, "Error(string)")
-        return str(msg)
-    if head == PANIC:
-        (code,) = _decode(["uint256"], body, "Panic(uint256)")
-        return f"Panic(0x{code:02x})"
-    signature = _ERRORS_BY_SELECTOR.get(head)
-    if signature is None:
-        return f"custom error 0x{head.hex()}" + (f" with data 0x{body.hex()}" if body else "")
-    name, types = signature[:-1].split("(", 1)
-    args = _decode([t for t in types.split(",") if t], body, signature) if types else ()
-    if name == "SwapFailed":
-        return f"SwapFailed({decode_revert(bytes(args[0]))})"
+    err = errors_by_selector().get(data[:4])
+    body = data[4:]
+    if err is None:
+        return f"custom error 0x{data[:4].hex()}" + (f" with data 0x{body.hex()}" if body else "")
+    args = _decode([abi_type(p) for p in err.inputs], body, err.signature)
+    if err.name == "Error":
+        return str(args[0])
+    if err.name == "Panic":
+        return f"Panic(0x{args[0]:02x})"
+    if err.name in ("SwapFailed", "NetSwapFailed"):
+        return f"{err.name}({decode_revert(bytes(args[0]))})"
     shown = ", ".join("0x" + a.hex() if isinstance(a, bytes) else str(a) for a in args)
-    return f"{name}({shown})"
+    return f"{err.name}({shown})"

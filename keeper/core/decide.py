@@ -108,7 +108,7 @@ def _oracle_verdict(
     return check_round(
         state.oracle,
         now,
-        state.params.oracle_heartbeat,
+        state.guards.oracle_heartbeat,
         references,
         costs.oracle_max_jump_bps,
         stale_margin=costs.oracle_stale_margin_seconds,

@@ -1,10 +1,13 @@
-"""From decisions to trades and batches (pure, integer arithmetic for every amount).
+"""From a decision to one vault's trade, within everything the vault enforces (pure, integers).
 
-* :func:`size_trade`: what a vault must sell to get back to target, capped by its balances
-  and by what is left of its notional window (mirrors ``OptionsVault._useNotional``);
-* :func:`split_by_fees`: under a fee spike only urgent trades go now, the rest wait;
-* :func:`pack_batches`: the legs of one block in as few ``RebalanceBatcher`` transactions as the
-  gas limit allows (usually one).
+* :func:`size_trade`: what a vault must give to get back to target, capped so the vault would
+  accept it: its balances, ``guards.maxTradeNotional``, the notional bucket now
+  (``notionalAvailable``, less the corrective reserve unless the trade is corrective), the
+  loss bucket (``lossAvailable`` at the worst price the keeper will sign), and the on-chain
+  direction / overshoot rule (docs/interfaces.md, "A trade", items 4-7);
+* :func:`split_by_fees`: under a fee spike only urgent trades go now, the rest wait.
+
+The netting of several vaults' trades is :mod:`keeper.core.book`.
 """
 
 from __future__ import annotations
@@ -12,27 +15,87 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from keeper.core.abi import RebalanceLeg
-from keeper.core.types import Action, Decision, VaultState
+from keeper.core.types import WAD, Action, Decision, VaultState
 
 BPS = 10_000
 
 
-@dataclass(frozen=True)
-class Decimals:
-    underlying: int = 18
-    quote: int = 6
+def underlying_to_quote(amount: int, state: VaultState) -> int:
+    """Quote value of ``amount`` underlying at the vault's oracle, rounded down
+    (``_underlyingToQuote``: amount * answer * 10**qd / 10**(ud + od))."""
+    o = state.oracle
+    scale = 10 ** (state.underlying_decimals + o.decimals)
+    return int(amount * o.answer * 10**state.quote_decimals // scale)
+
+
+def quote_to_underlying(amount: int, state: VaultState) -> int:
+    """Underlying worth ``amount`` quote at the vault's oracle, rounded down."""
+    o = state.oracle
+    scale = 10 ** (state.underlying_decimals + o.decimals)
+    return int(amount * scale // (o.answer * 10**state.quote_decimals))
+
+
+def to_wad(amount: int, state: VaultState) -> int:
+    """Underlying base units as wad underlying units (how the vault measures deviation)."""
+    return amount * WAD // state.underlying_unit
+
+
+def from_wad(amount_wad: int, state: VaultState) -> int:
+    return amount_wad * state.underlying_unit // WAD
+
+
+def corrective(deviation_wad: int, state: VaultState) -> bool:
+    """The vault's own test for a corrective trade: ``|devBefore| >= hardLimitWad``."""
+    return abs(deviation_wad) >= state.params.hard_limit_wad
+
+
+def notional_usable(state: VaultState, is_corrective: bool) -> int:
+    """Notional the vault admits now: the bucket level, less the corrective reserve for a
+    trade that is not corrective."""
+    if is_corrective:
+        return state.notional_available
+    reserve = state.guards.notional_cap * state.guards.corrective_reserve_bps // BPS
+    return max(state.notional_available - reserve, 0)
+
+
+def max_move(deviation_wad: int, state: VaultState) -> int:
+    """Largest underlying move (base units) the direction rule admits: back to target and
+    at most ``maxOvershootWad`` past it."""
+    return from_wad(abs(deviation_wad) + state.guards.max_overshoot_wad, state)
+
+
+def direction_ok(deviation_wad: int, moved: int, state: VaultState) -> bool:
+    """The vault's direction rule for a trade that moves the hedge by ``moved`` underlying
+    base units (+ bought, - sold): ``|devAfter| < |devBefore|`` on the same side, or past the
+    target by at most ``maxOvershootWad``."""
+    after = deviation_wad + to_wad(moved, state)
+    if after == 0 or (after > 0) == (deviation_wad > 0):
+        return abs(after) < abs(deviation_wad)
+    return abs(after) <= state.guards.max_overshoot_wad
 
 
 @dataclass(frozen=True)
 class TradeSpec:
-    """One vault's swap before routing: sell ``amount_in`` of underlying (or of quote)."""
+    """One vault's trade before routing and netting.
+
+    ``underlying``: the underlying it sells (``sell_underlying``) or wants to receive;
+    ``amount_in``: what it gives on its own DEX trade (the underlying, or the quote grossed up
+    by the expected cost); ``loss_bps``: the worst cost the keeper signs for it (its min out).
+    """
 
     vault: str
+    state: VaultState
     sell_underlying: bool
+    underlying: int
     amount_in: int
+    deviation_wad: int
     urgent: bool
+    loss_bps: int
     note: str = ""  # why the size differs from the decision's, if it does
+
+    @property
+    def corrective(self) -> bool:
+        return corrective(self.deviation_wad, self.state)
 
 
 @dataclass(frozen=True)
@@ -41,53 +104,65 @@ class NoTrade:
     reason: str
 
 
-def underlying_to_quote(amount: int, answer: int, oracle_decimals: int, d: Decimals) -> int:
-    """Quote value of ``amount`` underlying at the oracle, rounded down (as the vault does)."""
-    return int(amount * answer * 10**d.quote // 10 ** (d.underlying + oracle_decimals))
-
-
-def quote_to_underlying(amount: int, answer: int, oracle_decimals: int, d: Decimals) -> int:
-    return int(amount * 10 ** (d.underlying + oracle_decimals) // (answer * 10**d.quote))
-
-
-def notional_left(state: VaultState, now: int) -> int:
-    """Quote notional the vault will still admit in its current window at ``now``."""
-    cap = state.params.notional_cap_per_window
-    if now >= state.window_start + state.params.window_seconds:
-        return cap
-    return max(cap - state.window_notional_used, 0)
-
-
 def size_trade(
-    decision: Decision, state: VaultState, now: int, fee_bps: int, d: Decimals = Decimals()
+    decision: Decision, state: VaultState, cost_bps: int, loss_bps: int
 ) -> TradeSpec | NoTrade:
-    """The swap that moves the vault's hedge by ``decision.trade_wei`` underlying.
+    """The trade that moves the vault's hedge by ``decision.trade_wei``, within its guards.
 
-    Buying underlying sells quote grossed up by ``fee_bps`` so the received amount, after the
-    pool fee, is about the target. Capped by the vault's balance and its notional window.
+    ``cost_bps``: expected DEX fee and slippage (buying grosses the quote up by it);
+    ``loss_bps``: the worst cost the keeper signs (its min out), charged to the loss bucket.
     """
     if decision.action != Action.REBALANCE or decision.trade_wei == 0:
         return NoTrade(decision.vault, "no rebalance decided")
-    answer, od = state.oracle.answer, state.oracle.decimals
-    left = notional_left(state, now)
-    notes = []
-    if decision.trade_wei < 0:
-        amount = min(-decision.trade_wei, state.underlying_balance)
-        if amount < -decision.trade_wei:
-            notes.append(f"capped by underlying balance {state.underlying_balance}")
-        if underlying_to_quote(amount, answer, od, d) > left:
-            amount = quote_to_underlying(left, answer, od, d)
-            notes.append(f"capped by notional window ({left} quote left)")
-        sell_underlying = True
+    if not 0 <= cost_bps <= loss_bps < BPS:
+        return NoTrade(decision.vault, f"costs out of range: {cost_bps} / {loss_bps} bps")
+    dev = round(decision.deviation * WAD)
+    sell = decision.trade_wei < 0
+    wanted = min(abs(decision.trade_wei), max_move(dev, state))
+    notes = [] if wanted == abs(decision.trade_wei) else ["capped by the overshoot allowance"]
+    cap, why = _notional_cap(state, dev, loss_bps)
+    if sell:
+        want_in = wanted
+        limits = {
+            "underlying balance": state.underlying_balance,
+            why: quote_to_underlying(cap, state),
+        }
     else:
-        wanted = underlying_to_quote(decision.trade_wei, answer, od, d) * BPS // (BPS - fee_bps)
-        amount = min(wanted, state.quote_balance, left)
-        if amount < wanted:
-            notes.append(f"capped by quote balance or notional window ({amount} of {wanted})")
-        sell_underlying = False
-    if amount <= 0:
-        return NoTrade(decision.vault, "nothing to sell: " + "; ".join(notes or ["zero amount"]))
-    return TradeSpec(decision.vault, sell_underlying, amount, decision.urgent, "; ".join(notes))
+        want_in = underlying_to_quote(wanted, state) * BPS // (BPS - cost_bps)
+        limits = {"quote balance": state.quote_balance, why: cap}
+    amount = min(want_in, *limits.values())
+    notes += [f"capped by {k}" for k, v in limits.items() if v == amount < want_in]
+    if sell:
+        underlying = amount
+    elif amount == want_in:
+        underlying = wanted
+    else:
+        underlying = quote_to_underlying(amount * (BPS - cost_bps) // BPS, state)
+    if amount <= 0 or underlying <= 0:
+        return NoTrade(decision.vault, "nothing to trade: " + "; ".join(notes or ["zero amount"]))
+    return TradeSpec(
+        vault=decision.vault,
+        state=state,
+        sell_underlying=sell,
+        underlying=underlying,
+        amount_in=amount,
+        deviation_wad=dev,
+        urgent=decision.urgent,
+        loss_bps=loss_bps,
+        note="; ".join(notes),
+    )
+
+
+def _notional_cap(state: VaultState, dev: int, loss_bps: int) -> tuple[int, str]:
+    """The largest notional (quote units of what is given) the vault admits, and which guard
+    sets it: per-trade cap, notional bucket (with the reserve rule), loss bucket."""
+    caps = {
+        "maxTradeNotional": state.guards.max_trade_notional,
+        "notional bucket": notional_usable(state, corrective(dev, state)),
+        "loss bucket": state.loss_available * BPS // loss_bps if loss_bps else 2**255,
+    }
+    why = min(caps, key=lambda k: caps[k])
+    return caps[why], why
 
 
 @dataclass(frozen=True)
@@ -105,31 +180,3 @@ def split_by_fees(
     if gate.base_fee_wei <= gate.max_fee_cap_wei:
         return list(trades), []
     return [t for t in trades if t.urgent], [t for t in trades if not t.urgent]
-
-
-@dataclass(frozen=True)
-class Batch:
-    legs: tuple[RebalanceLeg, ...]
-    gas_limit: int
-
-
-def pack_batches(
-    legs: Sequence[RebalanceLeg], gas_per_leg: Sequence[int], base_gas: int, gas_limit: int
-) -> list[Batch]:
-    """Greedy packing in the given order: a new batch only when the next leg would not fit.
-
-    ``gas_per_leg[i]`` is leg i's measured or estimated gas; ``base_gas`` the batch overhead.
-    A single leg larger than the limit still gets a batch of its own (the node will say no).
-    """
-    batches: list[Batch] = []
-    current: list[RebalanceLeg] = []
-    used = base_gas
-    for leg, gas in zip(legs, gas_per_leg, strict=True):
-        if current and used + gas > gas_limit:
-            batches.append(Batch(tuple(current), used))
-            current, used = [], base_gas
-        current.append(leg)
-        used += gas
-    if current:
-        batches.append(Batch(tuple(current), used))
-    return batches

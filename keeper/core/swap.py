@@ -4,8 +4,7 @@ A rebalancing vault sells WETH for USDC (or the reverse) through an allowlisted 
 reverts unless it receives ``max(minOut, boundMin)``. ``oracle_bound_min_out`` is that
 ``boundMin``, computed with the same integer operations and rounding as
 ``OptionsVault._boundMin`` (contracts/OptionsVault.sol). ``check_quote`` refuses any quote
-the vault would reject or that is not the trade the keeper asked for, and ``to_leg`` turns an
-accepted quote into the batcher's ``RebalanceLeg``. Integer arithmetic only.
+the vault would reject or that is not the trade the keeper asked for. Integer arithmetic only.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
-from keeper.core.abi import RebalanceLeg
+from keeper.core.types import VaultState
 from keeper.errors import OracleRejected, QuoteRefused
 
 BPS = 10_000
@@ -53,7 +52,7 @@ class SwapRequest:
     on-chain allowlist.
     """
 
-    vault: str
+    taker: str  # who holds the tokens and receives the output: the vault or the settlement
     sell_underlying: bool
     amount_in: int
     underlying: str
@@ -63,9 +62,9 @@ class SwapRequest:
     max_slippage_bps: int
     allowed_routers: frozenset[str]
     deadline: int
+    underlying_decimals: int
+    quote_decimals: int
     slippage_bps: int = 30
-    underlying_decimals: int = 18
-    quote_decimals: int = 6
 
     @property
     def sell_token(self) -> str:
@@ -94,8 +93,8 @@ def oracle_bound_min_out(
     oracle_answer: int,
     oracle_decimals: int,
     max_slippage_bps: int,
-    underlying_decimals: int = 18,
-    quote_decimals: int = 6,
+    underlying_decimals: int,
+    quote_decimals: int,
 ) -> int:
     """``OptionsVault._boundMin``: the oracle value of ``amount_in`` less ``max_slippage_bps``.
 
@@ -158,7 +157,7 @@ def check_quote(
     minimum below the bound means the quote leaves less than its own slippage headroom above
     the price at which the vault reverts).
     """
-    what = f"{quote.source} quote for vault {request.vault}"
+    what = f"{quote.source} quote for {request.taker}"
     if not any(same_address(quote.router, r) for r in allowed_routers):
         raise QuoteRefused(f"{what}: router {quote.router} is not allowlisted")
     if not same_address(quote.sell_token, request.sell_token):
@@ -184,13 +183,17 @@ def check_quote(
     return quote
 
 
-def to_leg(vault: str, quote: SwapQuote, sell_underlying: bool, bound_min_out: int) -> RebalanceLeg:
-    """The batcher leg of an accepted quote; minOut = max(quote.min_buy_amount, bound)."""
-    return RebalanceLeg(
-        vault=vault,
-        sell_underlying=sell_underlying,
-        amount_in=quote.sell_amount,
-        min_out=max(quote.min_buy_amount, bound_min_out),
-        router=quote.router,
-        swap_data=quote.call_data,
-    )
+NATIVE_DECIMALS = 18
+
+
+def gas_in_token(gas: int, gas_price_wei: int, in_underlying: bool, state: VaultState) -> int:
+    """The cost of ``gas`` units at ``gas_price_wei`` in base units of the underlying
+    (``in_underlying``) or of the quote token at the vault's oracle. Assumes the underlying is
+    the chain's wrapped native token (WETH on the world and on mainnet)."""
+    wei = gas * gas_price_wei
+    underlying = wei * 10**state.underlying_decimals // 10**NATIVE_DECIMALS
+    if in_underlying:
+        return int(underlying)
+    o = state.oracle
+    scale = 10 ** (state.underlying_decimals + o.decimals)
+    return int(underlying * o.answer * 10**state.quote_decimals // scale)

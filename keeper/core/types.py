@@ -1,8 +1,9 @@
 """Typed values passed between the keeper's stages.
 
-Token amounts are ``int`` base units (WETH: 1e18, USDC: 1e6); oracle answers are ``int``
-in the feed's decimals; ``*_wad`` are 1e18 fixed point. Floats appear only in derived
-risk numbers (delta, gamma, band), which are estimates, never amounts that are sent.
+Token amounts are ``int`` base units of the token (its decimals come from ``getState``,
+nothing assumes 18 or 6); oracle answers are ``int`` in the feed's decimals; ``*_wad`` are
+1e18 fixed point. Floats appear only in derived risk numbers (delta, gamma, band), which are
+estimates, never amounts that are sent.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class PolicyKind(enum.IntEnum):
 
 @dataclass(frozen=True)
 class VaultParams:
+    """The hedging policy (``IOptionsVault.VaultParams``)."""
+
     implied_vol_wad: int
     risk_free_rate_wad: int
     target_delta_wad: int
@@ -52,10 +55,20 @@ class VaultParams:
     risk_aversion_wad: int
     policy: PolicyKind
     policy_param: int
+
+
+@dataclass(frozen=True)
+class Guards:
+    """What bounds any keeper key (``IOptionsVault.Guards``); quote amounts in base units."""
+
     max_slippage_bps: int
-    notional_cap_per_window: int
-    window_seconds: int
-    oracle_heartbeat: int
+    notional_cap: int  # notional bucket capacity
+    loss_budget: int  # loss bucket capacity
+    window_seconds: int  # time for a bucket to refill from empty
+    max_trade_notional: int  # per-trade cap (oracle value of what is given)
+    corrective_reserve_bps: int  # share of notional_cap only urgent trades may use
+    max_overshoot_wad: int  # how far past the target a trade may leave the deviation
+    oracle_heartbeat: int  # seconds
 
 
 @dataclass(frozen=True)
@@ -74,20 +87,64 @@ class OracleRound:
 
 @dataclass(frozen=True)
 class VaultState:
-    """Everything the keeper reads about one vault in one block."""
+    """Everything the keeper reads about one vault in one block (``getState`` v2)."""
 
     address: str
     quote_balance: int
     underlying_balance: int
+    quote_decimals: int
+    underlying_decimals: int
     params: VaultParams
+    guards: Guards
     book: tuple[OptionLeg, ...]
-    oracle: OracleRound
+    oracle: OracleRound  # carries oracleDecimals
     paused: bool
+    state_nonce: int  # compare-and-swap: every trade carries the nonce it was computed from
     request_nonce: int
     params_version: int
     last_rebalance_at: int
-    window_notional_used: int
-    window_start: int
+    notional_available: int  # notional bucket level now (refill applied), quote units
+    loss_available: int  # loss bucket level now (refill applied), quote units
+
+    @property
+    def underlying_unit(self) -> int:
+        """Base units of one whole underlying token."""
+        return int(10**self.underlying_decimals)
+
+
+@dataclass(frozen=True)
+class Trade:
+    """One vault's trade (``IOptionsVault.Trade``): give exactly ``amount_in`` of the token it
+    sells, receive at least ``max(min_out, oracle bound)``, only while the vault's stateNonce
+    is still ``expected_state_nonce`` (compare-and-swap)."""
+
+    sell_underlying: bool
+    amount_in: int
+    min_out: int
+    expected_state_nonce: int
+    deadline: int
+
+
+@dataclass(frozen=True)
+class SettleLeg:
+    """One vault's part of a netted settlement (``ISettlement.Leg``): its trade and what the
+    settlement pays it, in the token it buys."""
+
+    vault: str
+    trade: Trade
+    payout: int
+
+
+@dataclass(frozen=True)
+class NetSwap:
+    """The net of a settlement that goes to the market (``ISettlement.NetSwap``);
+    ``amount_in == 0``: the legs match exactly, nothing is swapped."""
+
+    router: str
+    sell_underlying: bool
+    amount_in: int
+    min_out: int
+    swap_data: bytes
 
 
 class Action(enum.StrEnum):

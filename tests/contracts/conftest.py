@@ -41,11 +41,26 @@ def stranger(accounts: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
+def guardian(accounts: Any) -> Any:
+    return accounts[3]
+
+
+@pytest.fixture(scope="session")
+def attacker(accounts: Any) -> Any:
+    """Holds a compromised keeper key in the attack tests (and funds of its own)."""
+    return accounts[4]
+
+
+@pytest.fixture(scope="session")
 def world(
-    deployer: Any, keeper: Any, project: Any, tmp_path_factory: pytest.TempPathFactory
+    deployer: Any,
+    keeper: Any,
+    guardian: Any,
+    project: Any,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> World:
     manifest_file = tmp_path_factory.mktemp("world") / "world.json"
-    manifest = deploy_world(deployer, deployer, keeper, path=manifest_file)
+    manifest = deploy_world(deployer, deployer, keeper, guardian=guardian, path=manifest_file)
     return attach_world(project, manifest, manifest_file)
 
 

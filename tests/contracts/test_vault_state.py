@@ -1,29 +1,35 @@
-"""getState, the book, params, requests and their version counters."""
+"""getState, the book, params, requests, buckets and their version counters."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import ape
-import pytest
-from contract_helpers import ORACLE, WAD, World, error_data
-from eth_abi.abi import encode
-from web3.exceptions import ContractCustomError
+from contract_helpers import (
+    ORACLE,
+    USDC,
+    WAD,
+    World,
+    refresh_oracle,
+    set_deviation,
+    swap_on_pool,
+)
 
 
 def leg_tuple(leg: Any) -> tuple[int, int, int, bool]:
     return (int(leg.strike), int(leg.expiry), int(leg.size), bool(leg.isCall))
 
 
-def test_get_state_returns_book_balances_params_and_oracle(world: World, vault: Any) -> None:
+def test_get_state_returns_everything_the_keeper_reads(world: World, vault: Any) -> None:
     state = vault.getState()
     assert state.quoteBalance == world.usdc.balanceOf(vault) > 0
     assert state.underlyingBalance == world.weth.balanceOf(vault) > 0
+    assert (state.quoteDecimals, state.underlyingDecimals, state.oracleDecimals) == (6, 18, 8)
     assert tuple(state.params) == tuple(vault.params())
-    assert state.params.maxSlippageBps == 100
+    assert tuple(state.guards) == tuple(vault.guards())
     assert state.params.impliedVolWad == 8 * WAD // 10
     assert len(state.book) == vault.bookLength() == 2
-    assert [leg_tuple(leg) for leg in state.book] == [leg_tuple(vault.option(i)) for i in range(2)]
+    assert [leg_tuple(leg) for leg in state.book] == [leg_tuple(leg) for leg in vault.book()]
     assert all(leg.size < 0 and leg.isCall for leg in state.book)
     round_id, answer, _, updated_at, _ = world.feed.latestRoundData()
     assert (state.oracle.roundId, state.oracle.answer, state.oracle.updatedAt) == (
@@ -32,24 +38,46 @@ def test_get_state_returns_book_balances_params_and_oracle(world: World, vault: 
         updated_at,
     )
     assert state.oracle.ok is True
-    assert state.oracleDecimals == 8
     assert state.paused is False
     assert state.requestNonce == 0
-    assert state.paramsVersion == 3  # constructor params + two legs
+    assert state.paramsVersion == 3  # constructor (params + guards) and two legs
+    assert state.stateNonce == vault.stateNonce() == 3
     assert state.lastRebalanceAt == 0
-    assert (state.windowNotionalUsed, state.windowStart) == (0, 0)
+    # Buckets start full.
+    assert (state.notionalAvailable, state.lossAvailable) == (
+        state.guards.notionalCap,
+        state.guards.lossBudget,
+    )
     assert (vault.quote(), vault.underlying(), vault.feed()) == (
         world.usdc.address,
         world.weth.address,
         world.feed.address,
     )
-    assert vault.isKeeper(world.batcher) and vault.isRouter(world.router)
 
 
-def test_write_and_remove_options_keep_order_and_bump_version(
+def test_buckets_are_reported_at_their_level_now(
+    world: World, vault: Any, keeper: Any, deployer: Any
+) -> None:
+    set_deviation(vault, deployer, 3 * WAD)
+    refresh_oracle(world, deployer)
+    receipt = swap_on_pool(world, vault, keeper, True, 2 * WAD)
+    (traded,) = receipt.decode_logs(vault.Traded)
+    guards = vault.guards()
+    state = vault.getState()
+    assert state.lastRebalanceAt == receipt.timestamp
+    assert state.notionalAvailable == guards.notionalCap - 6000 * USDC
+    assert state.lossAvailable == guards.lossBudget - traded.loss
+    # A quarter of the window later a quarter of the capacity has come back (capped at full).
+    ape.chain.mine(timestamp=receipt.timestamp + 900)
+    state = vault.getState()
+    assert state.notionalAvailable == guards.notionalCap
+    assert state.lossAvailable == guards.lossBudget
+
+
+def test_write_and_remove_options_keep_order_and_bump_versions(
     world: World, vault: Any, deployer: Any
 ) -> None:
-    version = vault.paramsVersion()
+    version, nonce = vault.paramsVersion(), vault.stateNonce()
     expiry = int(ape.chain.blocks.head.timestamp) + 7 * 86400
     new_leg = (2900 * ORACLE, expiry, 5 * WAD, False)
     receipt = vault.writeOption(new_leg, sender=deployer)
@@ -66,6 +94,7 @@ def test_write_and_remove_options_keep_order_and_bump_version(
     state = vault.getState()
     assert [leg_tuple(leg) for leg in state.book] == before[1:]
     assert state.paramsVersion == version + 2
+    assert state.stateNonce == nonce + 2
 
     with ape.reverts(vault.IndexOutOfRange, index=2, length=2):
         vault.removeOption(2, sender=deployer)
@@ -77,6 +106,8 @@ def test_invalid_options_are_refused(vault: Any, deployer: Any) -> None:
         (0, now + 86400, -WAD, True),  # no strike
         (3000 * ORACLE, now + 86400, 0, True),  # no size
         (3000 * ORACLE, now - 1, -WAD, True),  # expired
+        (2**96, now + 86400, -WAD, True),  # strike beyond its packed width
+        (3000 * ORACLE, now + 86400, -(2**95) - 1, True),  # size beyond its packed width
     ):
         with ape.reverts(vault.InvalidOption):
             vault.writeOption(leg, sender=deployer)
@@ -91,10 +122,10 @@ def test_set_params_bumps_version_and_validates(vault: Any, deployer: Any) -> No
     assert vault.getState().params.bandFloorWad == WAD // 5
     for index, bad, field in (
         (0, 0, "impliedVolWad"),
+        (0, 2**64, "impliedVolWad"),
+        (1, 2 * WAD, "riskFreeRateWad"),
+        (2, 2**127, "targetDeltaWad"),
         (6, 3, "policy"),
-        (8, 10_000, "maxSlippageBps"),
-        (10, 0, "windowSeconds"),
-        (11, 0, "oracleHeartbeat"),
     ):
         broken = list(params)
         broken[index] = bad
@@ -110,24 +141,28 @@ def test_request_rebalance_increments_nonce(vault: Any, deployer: Any) -> None:
     assert vault.getState().requestNonce == 2
 
 
-def test_bad_constructor_arguments(world: World, deployer: Any, project: Any) -> None:
-    """A zero address is refused (simulated with eth_call: Ape's deploy error decoding gets
-    confused by contracts cached from earlier, reverted tests at the same address)."""
-    params = tuple(world.vaults["short-calls"].params())
-    zero = "0x0000000000000000000000000000000000000000"
-    web3 = ape.chain.provider.web3
-    for quote, feed in ((zero, world.feed.address), (world.usdc.address, zero)):
-        init_code = bytes(
-            project.OptionsVault.contract_type.deployment_bytecode.to_bytes()
-        ) + encode(
-            ["address", "address", "address", "address", TUPLE_PARAMS],
-            [deployer.address, quote, world.weth.address, feed, params],
-        )
-        with pytest.raises(ContractCustomError) as excinfo:
-            web3.eth.call({"from": deployer.address, "data": init_code})
-        assert excinfo.value.data == "0x" + error_data("ZeroAddress()", [], []).hex()
+def test_deposit_and_withdraw_bump_the_state_nonce(world: World, vault: Any, deployer: Any) -> None:
+    nonce = vault.stateNonce()
+    world.usdc.mint(deployer, 10 * USDC, sender=deployer)
+    world.usdc.approve(vault, 10 * USDC, sender=deployer)
+    receipt = vault.deposit(world.usdc, 10 * USDC, sender=deployer)
+    assert [(e.token, e.amount) for e in receipt.decode_logs(vault.Deposited)] == [
+        (world.usdc.address, 10 * USDC)
+    ]
+    receipt = vault.withdraw(world.usdc, deployer, 4 * USDC, sender=deployer)
+    assert [(e.to, e.amount) for e in receipt.decode_logs(vault.Withdrawn)] == [
+        (deployer.address, 4 * USDC)
+    ]
+    assert vault.stateNonce() == nonce + 2
+    with ape.reverts(vault.ZeroAmount):
+        vault.withdraw(world.usdc, deployer, 0, sender=deployer)
 
 
-TUPLE_PARAMS = (
-    "(uint256,int256,int256,uint256,uint256,uint256,uint8,uint256,uint16,uint256,uint64,uint64)"
-)
+def test_the_hot_state_shares_one_slot_with_pause(world: World, vault: Any) -> None:
+    """Gas layout: the book's length packs into the slot of Ownable2Step's pending owner and
+    Pausable's flag (slot 1), so a trade reads both with one SLOAD; the nonce shares the
+    buckets' slot (slot 2), so a trade writes one slot."""
+    raw = int.from_bytes(bytes(ape.chain.provider.get_storage(vault.address, 1)), "big")
+    assert raw >> (21 * 8) == vault.bookLength() == 2
+    raw = int.from_bytes(bytes(ape.chain.provider.get_storage(vault.address, 2)), "big")
+    assert raw >> 224 == vault.stateNonce()

@@ -9,7 +9,7 @@ from typing import Any
 
 import ape
 import pytest
-from contract_helpers import ORACLE, PRICE, WAD, World
+from contract_helpers import ORACLE, PRICE, USDC, WAD, World, vault_value
 from eth_utils.crypto import keccak
 from web3 import Web3
 
@@ -26,6 +26,7 @@ def test_manifest_file_round_trips(world: World) -> None:
     assert load_manifest(world.manifest_file) == world.manifest
     data = json.loads(world.manifest_file.read_text())
     assert list(data["contracts"]) == list(CONTRACT_NAMES)
+    assert "BookSettlement" in data["contracts"] and "RebalanceBatcher" not in data["contracts"]
     assert [v["name"] for v in data["vaults"]] == ["short-calls", "short-puts", "short-straddle"]
 
 
@@ -47,14 +48,30 @@ def test_manifest_matches_the_chain(world: World, deployer: Any, keeper: Any) ->
     assert list(world.registry.vaults()) == [v.address for v in m.vaults]
 
 
-def test_permissions_are_wired(world: World, keeper: Any, deployer: Any) -> None:
-    assert world.batcher.isOperator(keeper)
-    assert world.batcher.owner() == deployer.address
+def test_permissions_are_wired(world: World, keeper: Any, deployer: Any, guardian: Any) -> None:
+    assert world.settlement.owner() == deployer.address
+    assert world.settlement.isRouter(world.router)
     for vault in world.vaults.values():
-        assert vault.governance() == world.manifest.governance
-        assert vault.isKeeper(keeper) and vault.isKeeper(world.batcher)
+        assert vault.owner() == world.manifest.governance
+        assert vault.guardian() == guardian.address
+        assert vault.isKeeper(keeper) and not vault.isKeeper(world.settlement)
+        assert vault.isSettlement(world.settlement)
         assert vault.isRouter(world.router)
         assert not vault.isRouter(world.quoter)
+        assert vault.guardDelay() == 3600
+
+
+def test_guards_are_fractions_of_vault_value(world: World) -> None:
+    for name, vault in world.vaults.items():
+        value = vault_value(world, vault)
+        g = vault.guards()
+        assert g.notionalCap == pytest.approx(value * 0.25, rel=1e-6), name
+        assert g.maxTradeNotional == pytest.approx(value * 0.10, rel=1e-6), name
+        assert g.lossBudget == pytest.approx(value * 0.0015, rel=1e-6), name
+        assert (g.maxSlippageBps, g.windowSeconds, g.oracleHeartbeat) == (100, 3600, 3600)
+        assert (g.correctiveReserveBps, g.maxOvershootWad) == (2000, WAD // 2)
+        assert vault.notionalCapCeiling() == 4 * g.notionalCap
+        print(f"\n{name}: value {value / USDC:,.0f} USDC, cap {g.notionalCap / USDC:,.0f}/h")
 
 
 def test_pools_are_at_the_oracle_price_and_quote(world: World) -> None:
@@ -86,6 +103,7 @@ def test_every_vault_starts_hedged(world: World) -> None:
         target = state.params.targetDeltaWad / WAD
         # Hedged within a hundredth of the floor of the band (the clock moved a few seconds).
         assert abs(net - target) < 0.001, vault.address
+        assert abs(vault.deviationWad()) < WAD // 1000  # and so says the vault itself
         assert state.underlyingBalance > 0
 
 
@@ -122,11 +140,12 @@ def test_world_with_separate_governance_hands_everything_over(
     assert manifest.governance == stranger.address
     vault = project.OptionsVault.at(manifest.vault("short-calls").address)
     registry = project.VaultRegistry.at(manifest.contracts["VaultRegistry"].address)
-    batcher = project.RebalanceBatcher.at(manifest.contracts["RebalanceBatcher"].address)
-    assert vault.governance() == registry.governance() == batcher.owner() == stranger.address
+    settlement = project.BookSettlement.at(manifest.contracts["BookSettlement"].address)
+    assert vault.owner() == registry.owner() == settlement.owner() == stranger.address
+    assert vault.guardian() == stranger.address  # the default guardian is governance
     assert vault.getState().oracle.answer == 2500 * ORACLE
     strike = vault.getState().book[0].strike
     assert strike % (50 * ORACLE) == 0 and abs(strike - 2625 * ORACLE) <= 25 * ORACLE
-    with ape.reverts(vault.NotGovernance):
-        vault.pause(sender=deployer)
+    with ape.reverts(vault.OwnableUnauthorizedAccount, account=deployer.address):
+        vault.unpause(sender=deployer)
     vault.pause(sender=stranger)

@@ -18,6 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+if str(ROOT / "scripts") not in sys.path:  # bench_world: extra vaults for the book tests
+    sys.path.insert(0, str(ROOT / "scripts"))
 
 from world.handles import WorldHandles, attach_world  # noqa: E402
 from world.manifest import Manifest, load_manifest  # noqa: E402

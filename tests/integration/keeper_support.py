@@ -126,3 +126,38 @@ def reached(store: Store, number: int) -> Callable[[], bool]:
         return last is not None and last.number >= number
 
     return check
+
+
+# --- v2 vault state and governance calls through the keeper's own ABI code ----------------------
+
+
+def read_state(vault: str) -> Any:
+    """``getState`` decoded by keeper.core.abi (Ape may hold an older ABI for a world address)."""
+    from ape import chain
+
+    from keeper.core import abi
+
+    raw = chain.provider.web3.eth.call({"to": vault, "data": abi.GET_STATE})
+    return abi.decode_vault_state(vault, bytes(raw))
+
+
+def as_tuple(value: Any) -> tuple[Any, ...]:
+    """A dataclass as the struct tuple (field order is the struct's: see tests/unit/test_abi)."""
+    from dataclasses import astuple
+
+    return tuple(
+        v if isinstance(v, bool) or not isinstance(v, int) else int(v) for v in astuple(value)
+    )
+
+
+def governance_call(sender: Any, vault: str, function: str, *args: Any) -> None:
+    """``vault.function(args)`` from ``sender`` (an unlocked account), encoded from the ABI."""
+    from ape import chain
+
+    from keeper.core import abi
+
+    w3 = chain.provider.web3
+    data = abi.function("IOptionsVault", function).encode(*args)
+    tx = w3.eth.send_transaction({"from": sender.address, "to": vault, "data": data})
+    receipt = w3.eth.wait_for_transaction_receipt(tx)
+    assert receipt["status"] == 1, f"{function} reverted"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import ForkedWorld
-from keeper_support import Running, keeper_settings, start_keeper
+from keeper_support import Running, as_tuple, keeper_settings, read_state, start_keeper
 
 from keeper.core.types import Action, Decision
 
@@ -141,16 +141,20 @@ def test_vault_registered_mid_run_is_decided_in_the_next_block(
 ) -> None:
     k = keeper
     first = k.tick(chain)
-    template = fresh_world.vaults["short-calls"]
+    template = read_state(fresh_world.vaults["short-calls"].address)
+    g = template.guards
     vault = project.OptionsVault.deploy(
         governance,
         fresh_world.usdc,
         fresh_world.weth,
         fresh_world.feed,
-        template.params(),
+        as_tuple(template.params),
+        as_tuple(g),
+        (g.notional_cap, g.max_trade_notional, g.loss_budget),
+        3600,
         sender=governance,
     )
-    vault.writeOption(template.option(0), sender=governance)
+    vault.writeOption(as_tuple(template.book[0]), sender=governance)
     fresh_world.registry.addVault(vault, sender=governance)
     assert vault.address not in first
     with caplog.at_level("INFO"):

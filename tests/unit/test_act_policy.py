@@ -7,15 +7,21 @@ from typing import Any
 
 import aiohttp
 import pytest
-from eth_abi.abi import encode
+from vaults import vault_state
 from web3.exceptions import Web3RPCError
 
 from keeper.act.redecide import batch_check, redecide_from
 from keeper.chain.retry import RetryPolicy
-from keeper.core.types import Action, Decision
+from keeper.core.types import Action, Decision, VaultState
 from keeper.errors import RpcError
 from keeper.store import JournalEntry, JournalState, TxKind
 from keeper.tx import Verdict
+
+NONCE = 5  # every vault's stateNonce when the journaled trade was computed
+
+
+def states(*vaults: str, nonce: int = NONCE) -> list[VaultState]:
+    return [vault_state(address=v, state_nonce=nonce) for v in vaults]
 
 
 def entry(kind: TxKind, deviations: dict[str, float]) -> JournalEntry:
@@ -29,6 +35,7 @@ def entry(kind: TxKind, deviations: dict[str, float]) -> JournalEntry:
         "payload": {
             "vaults": list(deviations),
             "decisions": {v: {"deviation": d} for v, d in deviations.items()},
+            "legs": [{"vault": v, "state_nonce": NONCE} for v in deviations],
         },
     }
     return JournalEntry(**fields)
@@ -70,19 +77,33 @@ def verdict(redecide: Any, e: JournalEntry) -> Verdict:
 def test_still_wanted_while_the_trade_is_at_least_half_as_useful(
     sent: float, now: float, expected: Verdict
 ) -> None:
-    redecide = redecide_from(decisions({"0xV": now}))
+    redecide = redecide_from(decisions({"0xV": now}), states("0xV"))
     assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": sent})) is expected
 
 
 def test_a_batch_is_stale_as_soon_as_one_of_its_legs_is() -> None:
-    redecide = redecide_from(decisions({"0xV": -0.6, "0xW": 0.05}))
+    redecide = redecide_from(decisions({"0xV": -0.6, "0xW": 0.05}), states("0xV", "0xW"))
     assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": -0.6, "0xW": 0.6})) is Verdict.STALE
 
 
 def test_a_vault_without_a_readable_decision_is_unknown() -> None:
-    redecide = redecide_from(decisions({}, skipped=("0xV",)))  # unreadable this block
+    redecide = redecide_from(
+        decisions({}, skipped=("0xV",)), states("0xV")
+    )  # unreadable this block
     assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": -0.6})) is Verdict.UNKNOWN
-    redecide = redecide_from([])  # just restarted: nothing decided yet
+    redecide = redecide_from([], [])  # just restarted: nothing decided yet
+    assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": -0.6})) is Verdict.UNKNOWN
+
+
+def test_a_vault_that_moved_since_the_trade_was_computed_makes_it_stale() -> None:
+    """v2 compare-and-swap: the vault's stateNonce moved (it traded, or governance changed
+    it), so the journaled trade would revert on chain: cancel it rather than wait."""
+    redecide = redecide_from(decisions({"0xV": -0.6}), states("0xV", nonce=NONCE + 1))
+    assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": -0.6})) is Verdict.STALE
+
+
+def test_a_vault_without_a_state_this_block_is_unknown() -> None:
+    redecide = redecide_from(decisions({"0xV": -0.6}), [])
     assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": -0.6})) is Verdict.UNKNOWN
 
 
@@ -90,7 +111,7 @@ def test_a_stale_quote_is_stale_rather_than_replayed() -> None:
     async def no_longer_executes(entry: JournalEntry) -> bool:
         return False
 
-    redecide = redecide_from(decisions({"0xV": -0.6}), no_longer_executes)
+    redecide = redecide_from(decisions({"0xV": -0.6}), states("0xV"), no_longer_executes)
     assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": -0.6})) is Verdict.STALE
 
 
@@ -98,7 +119,7 @@ def test_node_trouble_while_simulating_is_unknown_not_a_cancel() -> None:
     async def node_down(entry: JournalEntry) -> bool:
         raise RpcError("connection reset")
 
-    redecide = redecide_from(decisions({"0xV": -0.6}), node_down)
+    redecide = redecide_from(decisions({"0xV": -0.6}), states("0xV"), node_down)
     assert verdict(redecide, entry(TxKind.REBALANCE, {"0xV": -0.6})) is Verdict.UNKNOWN
 
 
@@ -137,17 +158,14 @@ def test_node_trouble_while_simulating_a_stuck_batch_is_retryable_not_a_cancel(
     assert node.calls == FAST.attempts
 
 
-def test_a_batch_that_reverts_or_answers_garbage_no_longer_executes() -> None:
-    reverted = Node(rpc_error("execution reverted", 3))
-    garbage = Node(result=b"\x01")
-    for node in (reverted, garbage):
-        check = batch_check(node, "0x" + "01" * 20, FAST)  # type: ignore[arg-type]
-        assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is False
+def test_a_settlement_that_reverts_no_longer_executes() -> None:
+    """v2 settles as a whole: a stale nonce or quote reverts the call."""
+    node = Node(rpc_error("execution reverted", 3))
+    check = batch_check(node, "0x" + "01" * 20, FAST)  # type: ignore[arg-type]
+    assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is False
 
 
-def test_a_batch_whose_legs_all_execute_still_does() -> None:
-    node = Node(result=encode(["bool[]"], [[True, True]]))
+def test_a_settlement_that_still_simulates_still_executes() -> None:
+    node = Node(result=b"")  # settle returns nothing
     check = batch_check(node, "0x" + "01" * 20, FAST)  # type: ignore[arg-type]
     assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is True
-    node.result = encode(["bool[]"], [[True, False]])  # one stale quote: cancel, quote afresh
-    assert asyncio.run(check(entry(TxKind.REBALANCE, {"0xV": -0.6}))) is False

@@ -1,6 +1,7 @@
 """ZeroExClient against a real in-process aiohttp server speaking the 0x v2 format, and the
-Router's fallback logic on top of it (the direct route here is a scripted stand-in; the real
-one is exercised in tests/integration/test_routing.py).
+Router's race on top of it: the aggregator against the keeper's own direct quote (the direct
+tier here is a given QuoterV2 answer; the real multicall is exercised on the fork in
+tests/integration/test_routing.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -18,7 +19,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from keeper.chain.aggregator import QUOTE_PATH, ZeroExClient, parse_quote
-from keeper.chain.routing import Routed, Router, Unroutable
+from keeper.chain.routing import NetRoute, Router
+from keeper.chain.uniswap import TierQuote, UniswapDirect
 from keeper.core.swap import SwapQuote, SwapRequest
 from keeper.errors import QuoteError, QuoteRefused
 
@@ -295,46 +297,14 @@ def test_the_api_key_is_never_logged_nor_in_errors(caplog: pytest.LogCaptureFixt
     assert all(API_KEY not in t for t in texts)
 
 
-# --- the Router's fallback logic ---------------------------------------------------------------
+# --- the race: aggregator against the keeper's own direct quote -----------------------------
+
+SETTLEMENT = "0x000000000000000000000000000000005e771e00"
 
 
-@dataclass
-class ScriptedDirect:
-    """Stands in for UniswapDirect: a fixed price, or a failure to raise."""
-
-    price: int = 2990
-    fail: Exception | None = None
-    calls: int = 0
-
-    async def quote(
-        self,
-        sell_token: str,
-        buy_token: str,
-        amount_in: int,
-        recipient: str,
-        slippage_bps: int,
-        deadline: int,
-    ) -> SwapQuote:
-        self.calls += 1
-        if self.fail is not None:
-            raise self.fail
-        buy = amount_in * self.price * 10**6 // WAD
-        return SwapQuote(
-            "uniswap-direct",
-            ROUTER,
-            b"\x04\x14\xbf\x89",
-            sell_token,
-            buy_token,
-            amount_in,
-            buy,
-            buy * (10_000 - slippage_bps) // 10_000,
-            140_000,
-        )
-
-
-def request(amount: int = 2 * WAD, vault: str = VAULT) -> SwapRequest:
+def request(amount: int = 2 * WAD) -> SwapRequest:
     return SwapRequest(
-        vault=vault,
+        taker=SETTLEMENT,
         sell_underlying=True,
         amount_in=amount,
         underlying=WETH,
@@ -344,113 +314,91 @@ def request(amount: int = 2 * WAD, vault: str = VAULT) -> SwapRequest:
         max_slippage_bps=100,
         allowed_routers=frozenset({ROUTER}),
         deadline=1_700_000_600,
+        underlying_decimals=18,
+        quote_decimals=6,
         slippage_bps=30,
     )
 
 
-def route(
+def tier(amount: int = 2 * WAD, price: int = 2990) -> TierQuote:
+    """QuoterV2's answer for the net on the best tier."""
+    return TierQuote(500, amount, amount * price * 10**6 // WAD, 0, 1, 100_000)
+
+
+OWN_MIN = tier().amount_out * (10_000 - 30) // 10_000  # what the keeper signs
+
+
+def race(
     behaviour: Behaviour,
-    direct: ScriptedDirect,
-    requests: list[SwapRequest],
-    stage_timeout: float = 1.0,
-) -> tuple[list[Routed | Unroutable], FakeZeroEx]:
-    async def scenario(client: ZeroExClient, _: FakeZeroEx) -> list[Routed | Unroutable]:
-        router = Router(
-            direct,
-            client,
-            aggregator_timeout_seconds=stage_timeout,
-            direct_timeout_seconds=1.0,
-            direct_attempts=1,
+    budget: float = 1.0,
+    asked: SwapRequest | None = None,
+    gas_usdc_per_unit: int = 0,
+) -> tuple[NetRoute, FakeZeroEx]:
+    async def scenario(client: ZeroExClient, _: FakeZeroEx) -> NetRoute:
+        direct = UniswapDirect(None, ROUTER, ROUTER)  # type: ignore[arg-type]  # calldata only
+        router = Router(direct, client, race_seconds=budget)
+        started = router.start_aggregator(asked or request())
+        return await router.route_net(
+            request(), tier(), OWN_MIN, started, lambda gas: gas * gas_usdc_per_unit
         )
-        return await router.quote_all(requests)
 
-    return run_with_server(behaviour, scenario, timeout=2.0, attempts=1)
-
-
-def test_router_uses_the_aggregator_when_its_quote_is_good() -> None:
-    direct = ScriptedDirect()
-    (result,), _ = route(ok, direct, [request()])
-    assert isinstance(result, Routed)
-    assert result.quote.source == "0x"
-    assert not result.fell_back
-    assert result.leg.min_out == max(result.quote.min_buy_amount, result.bound_min_out)
-    assert direct.calls == 0
+    return run_with_server(behaviour, scenario, timeout=5.0, attempts=1)
 
 
-def test_router_falls_back_when_the_aggregator_fails(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="keeper.routing")
-    (result,), _ = route(error(500, "INTERNAL_SERVER_ERROR", "down"), ScriptedDirect(), [request()])
-    assert isinstance(result, Routed)
-    assert result.quote.source == "uniswap-direct"
-    assert [(a.source, a.outcome) for a in result.attempts] == [
-        ("0x", "error"),
-        ("uniswap-direct", "ok"),
-    ]
-    (record,) = [r for r in caplog.records if r.getMessage() == "swap routed by fallback"]
-    assert "HTTP 500" in record.fields["fallback_because"]  # type: ignore[attr-defined]
+def test_the_aggregator_wins_when_it_beats_the_direct_route_after_gas() -> None:
+    result, fake = race(ok)  # 2998 vs 2990 direct
+    assert result.uses_aggregator and result.quote.source == "0x"
+    assert result.min_out == OWN_MIN  # signed from the keeper's own quote, not the aggregator's
+    assert result.direct.source == "uniswap-direct"  # kept for a fallback in the same block
+    ((query, _),) = fake.seen
+    assert query["taker"] == SETTLEMENT
 
 
-def test_router_falls_back_when_the_aggregator_quotes_an_unknown_router() -> None:
-    async def bad_router(request: web.Request, _: int) -> web.StreamResponse:
-        return web.json_response(quote_body(dict(request.query), to=BAD_ROUTER))
-
-    (result,), _ = route(bad_router, ScriptedDirect(), [request()])
-    assert isinstance(result, Routed)
-    assert result.quote.source == "uniswap-direct"
-    assert result.attempts[0].outcome == "refused"
-    assert "not allowlisted" in result.attempts[0].detail
-
-
-def test_router_falls_back_when_the_aggregator_stalls() -> None:
+def test_a_slow_aggregator_loses_the_race() -> None:
     async def stall(_: web.Request, __: int) -> web.StreamResponse:
         await asyncio.sleep(5)
         return web.json_response({})
 
-    (result,), _ = route(stall, ScriptedDirect(), [request()], stage_timeout=0.3)
-    assert isinstance(result, Routed)
-    assert result.quote.source == "uniswap-direct"
-    assert (result.attempts[0].source, result.attempts[0].outcome) == ("0x", "timeout")
-
-
-def test_router_reports_why_when_every_route_fails() -> None:
-    async def cheap(request: web.Request, _: int) -> web.StreamResponse:
-        return web.json_response(quote_body(dict(request.query), price=1500))
-
-    direct = ScriptedDirect(fail=QuoteRefused("no Uniswap tier can fill the order"))
-    (result,), _ = route(cheap, direct, [request()])
-    assert isinstance(result, Unroutable)
+    result, _ = race(stall, budget=0.05)
+    assert not result.uses_aggregator
     assert [(a.source, a.outcome) for a in result.attempts] == [
-        ("0x", "refused"),
-        ("uniswap-direct", "refused"),
+        ("uniswap-direct", "ok"),
+        ("0x", "timeout"),
     ]
-    assert "below the oracle bound" in result.reason
-    assert "no Uniswap tier" in result.reason
 
 
-def test_direct_price_below_the_bound_is_refused_too() -> None:
-    (result,), _ = route(
-        error(500, "INTERNAL_SERVER_ERROR", "x"), ScriptedDirect(price=2900), [request()]
-    )
-    assert isinstance(result, Unroutable)
-    assert result.attempts[-1].outcome == "refused"
+def test_a_better_price_that_costs_more_gas_than_it_gains_loses() -> None:
+    # 2 WETH x 8 USDC better = 16 USDC; 80k more gas (180k vs 100k + overhead) at 1 USDC/k gas
+    result, _ = race(ok, gas_usdc_per_unit=1_000)
+    assert not result.uses_aggregator
+    assert result.attempts[-1].outcome == "worse"
 
 
-def test_a_bad_oracle_answer_makes_the_request_unroutable_without_asking_anyone() -> None:
-    bad = replace(request(), oracle_answer=0)
-    direct = ScriptedDirect()
-    (result,), fake = route(ok, direct, [bad])
-    assert isinstance(result, Unroutable)
-    assert result.attempts[0].source == "oracle-bound"
-    assert fake.seen == [] and direct.calls == 0
+def test_an_aggregator_promising_less_than_the_own_minimum_is_refused() -> None:
+    async def skim(request: web.Request, _: int) -> web.StreamResponse:
+        return web.json_response(
+            quote_body(dict(request.query), price=2980)
+        )  # below 2990 less 30 bps
+
+    result, _ = race(skim)
+    assert not result.uses_aggregator
+    assert "below the own minimum" in result.attempts[-1].detail
 
 
-def test_one_blocks_requests_are_fetched_concurrently() -> None:
-    async def slow(request: web.Request, n: int) -> web.StreamResponse:
-        await asyncio.sleep(0.2)
-        return await ok(request, n)
+def test_an_unknown_router_is_refused() -> None:
+    async def bad_router(request: web.Request, _: int) -> web.StreamResponse:
+        return web.json_response(quote_body(dict(request.query), to=BAD_ROUTER))
 
-    vaults = [f"0x{i:040x}" for i in range(1, 7)]
-    results, fake = route(slow, ScriptedDirect(), [request(vault=v) for v in vaults])
-    assert [r.request.vault for r in results] == vaults
-    assert all(isinstance(r, Routed) and r.quote.source == "0x" for r in results)
-    assert fake.max_in_flight == len(vaults)
+    result, _ = race(bad_router)
+    assert not result.uses_aggregator and "not allowlisted" in result.attempts[-1].detail
+
+
+def test_an_aggregator_error_leaves_the_direct_route() -> None:
+    result, _ = race(error(500, "INTERNAL_SERVER_ERROR", "down"))
+    assert not result.uses_aggregator and result.attempts[-1].outcome == "error"
+
+
+def test_an_answer_for_another_size_is_not_used() -> None:
+    result, _ = race(ok, asked=request(amount=3 * WAD))
+    assert not result.uses_aggregator
+    assert "resized" in result.attempts[-1].detail

@@ -355,10 +355,6 @@ def test_policy_for_params_converts_wads() -> None:
             risk_aversion_wad=10**14,
             policy=kind,
             policy_param=param,
-            max_slippage_bps=50,
-            notional_cap_per_window=10**12,
-            window_seconds=3600,
-            oracle_heartbeat=3600,
         )
 
     assert policy_for_params(params(PolicyKind.GAS_ADJUSTED_BAND, 0)) == GasAdjustedBand(0.1, 25.0)

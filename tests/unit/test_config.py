@@ -42,7 +42,7 @@ def test_env_example_lists_every_setting_and_loads(tmp_path: Path) -> None:
         ("KEEPER_RPC_URL", "localhost:8545"),
         ("KEEPER_WS_URL", "http://x"),
         ("KEEPER_MAX_FEE_GWEI", "-1"),
-        ("KEEPER_BATCHER_ADDRESS", "0x1234"),
+        ("KEEPER_SETTLEMENT_ADDRESS", "0x1234"),
         ("KEEPER_LOG_LEVEL", "LOUD"),
         ("KEEPER_MULTICALL_CHUNK_SIZE", "many"),
     ],
@@ -74,7 +74,7 @@ def test_addresses_come_from_the_manifest_or_are_named_when_missing(tmp_path: Pa
     names = [
         "VaultRegistry",
         "Multicall3",
-        "RebalanceBatcher",
+        "BookSettlement",
         "SwapRouter",
         "QuoterV2",
         "WETH",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from vaults import GUARDS
 
 from keeper.core.decide import CostConfig, VaultMemory, decide_block, remember, reopen
 from keeper.core.types import (
@@ -34,10 +35,6 @@ def params(**kw: int) -> VaultParams:
         risk_aversion_wad=10**14,
         policy=PolicyKind.GAS_ADJUSTED_BAND,
         policy_param=0,
-        max_slippage_bps=100,
-        notional_cap_per_window=10**12,
-        window_seconds=3600,
-        oracle_heartbeat=3600,
     )
     return VaultParams(**(base | kw))  # type: ignore[arg-type]
 
@@ -55,8 +52,12 @@ def short_call_vault(hedge_wei: int, **kw: int) -> VaultState:
         request_nonce=0,
         params_version=0,
         last_rebalance_at=NOW - 3600,
-        window_notional_used=0,
-        window_start=0,
+        quote_decimals=6,
+        underlying_decimals=18,
+        guards=GUARDS,
+        state_nonce=0,
+        notional_available=GUARDS.notional_cap,
+        loss_available=GUARDS.loss_budget,
     )
 
 

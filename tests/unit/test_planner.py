@@ -1,130 +1,120 @@
-"""Trade sizing, the fee gate and batch packing (pure, integer amounts)."""
+"""Trade sizing within the v2 guards and the fee gate (pure, integer amounts)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from keeper.core.abi import RebalanceLeg
+from vaults import GUARDS, PARAMS, USDC, vault_state
+
 from keeper.core.planner import (
-    Decimals,
     FeeGate,
     NoTrade,
     TradeSpec,
-    pack_batches,
+    direction_ok,
+    notional_usable,
     quote_to_underlying,
     size_trade,
     split_by_fees,
     underlying_to_quote,
 )
-from keeper.core.types import (
-    WAD,
-    Action,
-    Decision,
-    OracleRound,
-    PolicyKind,
-    VaultParams,
-    VaultState,
-)
+from keeper.core.types import WAD, Action, Decision
 
-NOW = 1_800_000_000
-ANSWER = 3000 * 10**8  # $3,000, 8 decimals
-D = Decimals()
-
-
-def state(
-    weth: int = 10 * WAD,
-    usdc: int = 100_000 * 10**6,
-    cap: int = 10**12,
-    used: int = 0,
-    window_start: int = NOW - 60,
-) -> VaultState:
-    params = VaultParams(
-        8 * 10**17,
-        0,
-        0,
-        10**17,
-        3 * WAD,
-        10**14,
-        PolicyKind.GAS_ADJUSTED_BAND,
-        0,
-        100,
-        cap,
-        3600,
-        3600,
-    )
-    return VaultState(
-        "0xV",
-        usdc,
-        weth,
-        params,
-        (),
-        OracleRound(1, ANSWER, NOW, 8),
-        False,
-        0,
-        0,
-        0,
-        used,
-        window_start,
-    )
+COST, LOSS = 5, 35  # bps
 
 
 def decision(trade_wei: int, urgent: bool = False) -> Decision:
-    return Decision("0xV", 1, "0xb", Action.REBALANCE, "band", trade_wei=trade_wei, urgent=urgent)
-
-
-def test_oracle_conversions_round_down_like_the_vault() -> None:
-    assert underlying_to_quote(WAD, ANSWER, 8, D) == 3000 * 10**6
-    assert quote_to_underlying(3000 * 10**6, ANSWER, 8, D) == WAD
-    assert underlying_to_quote(1, ANSWER, 8, D) == 0  # dust rounds down
-
-
-def test_selling_underlying_moves_the_hedge_by_the_decided_amount() -> None:
-    spec = size_trade(decision(-2 * WAD), state(), NOW, fee_bps=5)
-    assert spec == TradeSpec("0xV", True, 2 * WAD, False, "")
-
-
-def test_buying_underlying_grosses_the_quote_up_by_the_fee() -> None:
-    spec = size_trade(decision(WAD), state(), NOW, fee_bps=5)
-    assert isinstance(spec, TradeSpec) and not spec.sell_underlying
-    assert spec.amount_in == 3000 * 10**6 * 10_000 // 9_995
-
-
-def test_balances_and_the_notional_window_cap_the_trade() -> None:
-    poor = size_trade(decision(-20 * WAD), state(weth=WAD), NOW, fee_bps=5)
-    assert isinstance(poor, TradeSpec) and poor.amount_in == WAD and "balance" in poor.note
-    capped = size_trade(decision(-2 * WAD), state(cap=4500 * 10**6, used=1500 * 10**6), NOW, 5)
-    assert isinstance(capped, TradeSpec) and capped.amount_in == WAD  # $3,000 left = 1 WETH
-    full = size_trade(decision(-2 * WAD), state(cap=10**9, used=10**9), NOW, 5)
-    assert isinstance(full, NoTrade)
-    # the window restarts after windowSeconds, as on chain
-    fresh = size_trade(
-        decision(-2 * WAD), state(cap=10**10, used=10**10, window_start=NOW - 3600), NOW, 5
+    """A rebalance whose deviation is exactly the opposite of the trade (back to target)."""
+    return Decision(
+        "0xV",
+        1,
+        "0xb",
+        Action.REBALANCE,
+        "band",
+        deviation=-trade_wei / WAD,
+        trade_wei=trade_wei,
+        urgent=urgent,
     )
-    assert isinstance(fresh, TradeSpec) and fresh.amount_in == 2 * WAD
 
 
-def test_hold_decisions_are_not_traded() -> None:
+def spec(d: Decision, **state: object) -> TradeSpec:
+    out = size_trade(d, vault_state(**state), COST, LOSS)  # type: ignore[arg-type]
+    assert isinstance(out, TradeSpec), out
+    return out
+
+
+def test_oracle_conversions_round_down_like_the_vault_at_any_decimals() -> None:
+    s = vault_state()
+    assert underlying_to_quote(WAD, s) == 3000 * USDC
+    assert quote_to_underlying(3000 * USDC, s) == WAD
+    assert underlying_to_quote(1, s) == 0  # dust rounds down
+    odd = vault_state(quote_decimals=18, underlying_decimals=8)
+    assert underlying_to_quote(10**8, odd) == 3000 * 10**18
+    assert quote_to_underlying(1500 * 10**18, odd) == 5 * 10**7
+
+
+def test_selling_gives_exactly_the_deviation_and_buying_grosses_up_the_quote() -> None:
+    sell = spec(decision(-2 * WAD))
+    assert (sell.sell_underlying, sell.amount_in, sell.underlying) == (True, 2 * WAD, 2 * WAD)
+    buy = spec(decision(WAD))
+    assert not buy.sell_underlying and buy.underlying == WAD
+    assert buy.amount_in == 3000 * USDC * 10_000 // (10_000 - COST)
+    assert sell.deviation_wad == 2 * WAD and buy.deviation_wad == -WAD
+
+
+def test_per_trade_cap_binds_and_says_so() -> None:
+    small = replace(GUARDS, max_trade_notional=4500 * USDC)
+    t = spec(decision(-2 * WAD), guards=small)
+    assert t.amount_in == WAD * 3 // 2 and "maxTradeNotional" in t.note
+
+
+def test_a_non_corrective_trade_leaves_the_reserve_to_corrective_ones() -> None:
+    # bucket: 300k left of 1M, reserve 20% = 200k: a band trade may use 100k, an urgent one 300k
+    s = {"notional_available": 300_000 * USDC}
+    wide = replace(PARAMS, hard_limit_wad=100 * WAD)  # |dev| 50 below the hard limit
+    band = spec(decision(-50 * WAD), params=wide, **s)
+    assert not band.corrective
+    assert underlying_to_quote(band.amount_in, vault_state()) <= 100_000 * USDC
+    assert "notional bucket" in band.note
+    urgent = spec(decision(-50 * WAD, urgent=True), **s)  # |dev| 50 >= hard limit 3
+    assert (
+        urgent.corrective and underlying_to_quote(urgent.amount_in, vault_state()) <= 300_000 * USDC
+    )
+    assert urgent.amount_in > band.amount_in
+    assert notional_usable(vault_state(notional_available=100 * USDC), False) == 0
+
+
+def test_the_loss_bucket_caps_the_notional_at_the_worst_signed_price() -> None:
+    t = spec(decision(-50 * WAD), loss_available=350 * USDC)  # 350 / 35 bps = 100k notional
+    assert underlying_to_quote(t.amount_in, vault_state()) <= 100_000 * USDC
+    assert "loss bucket" in t.note
+
+
+def test_balances_cap_and_nothing_to_sell_is_no_trade() -> None:
+    t = spec(decision(-20 * WAD), underlying_balance=WAD)
+    assert t.amount_in == WAD and "balance" in t.note
+    out = size_trade(decision(-WAD), vault_state(underlying_balance=0), COST, LOSS)
+    assert isinstance(out, NoTrade)
     hold = replace(decision(WAD), action=Action.HOLD)
-    assert isinstance(size_trade(hold, state(), NOW, 5), NoTrade)
+    assert isinstance(size_trade(hold, vault_state(), COST, LOSS), NoTrade)
 
 
-def test_above_the_cap_only_urgent_trades_go() -> None:
-    calm, urgent = TradeSpec("0xA", True, 1, False), TradeSpec("0xB", True, 1, True)
+def test_direction_rule_mirrors_the_vault() -> None:
+    s = vault_state()  # max overshoot 0.1
+    assert direction_ok(2 * WAD, -2 * WAD, s)  # to target
+    assert direction_ok(2 * WAD, -WAD, s)  # towards it
+    assert not direction_ok(0, -WAD, s)  # a vault on target cannot be churned
+    assert not direction_ok(2 * WAD, WAD, s)  # away from target
+    assert direction_ok(2 * WAD, -(2 * WAD + WAD // 10), s)  # past it by the allowance
+    assert not direction_ok(2 * WAD, -(2 * WAD + WAD // 10 + 1), s)
+
+
+def test_a_trade_larger_than_deviation_plus_overshoot_is_capped() -> None:
+    d = replace(decision(-5 * WAD), deviation=1.0)  # keeper's greeks disagree with its trade
+    t = spec(d)
+    assert t.amount_in == WAD + WAD // 10 and "overshoot" in t.note
+
+
+def test_fee_gate_lets_only_urgent_trades_through_above_the_cap() -> None:
+    calm, urgent = spec(decision(-WAD)), spec(decision(-WAD, urgent=True))
     assert split_by_fees([calm, urgent], FeeGate(50, 100)) == ([calm, urgent], [])
     assert split_by_fees([calm, urgent], FeeGate(150, 100)) == ([urgent], [calm])
-
-
-def leg(i: int) -> RebalanceLeg:
-    return RebalanceLeg(f"0x{i:040x}", True, 1, 1, "0x" + "11" * 20, b"")
-
-
-def test_one_batch_unless_the_gas_limit_says_otherwise() -> None:
-    legs = [leg(i) for i in range(10)]
-    (one,) = pack_batches(legs, [110_000] * 10, 80_000, 6_000_000)
-    assert one.legs == tuple(legs) and one.gas_limit == 80_000 + 10 * 110_000
-    split = pack_batches(legs, [110_000] * 10, 80_000, 500_000)
-    assert [len(b.legs) for b in split] == [3, 3, 3, 1]
-    assert all(b.gas_limit <= 500_000 for b in split)
-    assert [x for b in split for x in b.legs] == legs  # order kept
-    (alone,) = pack_batches([leg(0)], [900_000], 80_000, 500_000)  # too big still goes alone
-    assert alone.legs == (leg(0),)

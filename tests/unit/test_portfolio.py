@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pytest
+from vaults import GUARDS
 
 from keeper.core.greeks import SECONDS_PER_YEAR, bs_greeks
 from keeper.core.portfolio import (
@@ -114,10 +115,6 @@ def _params(vol: float, rate: float) -> VaultParams:
         risk_aversion_wad=10**14,
         policy=PolicyKind.GAS_ADJUSTED_BAND,
         policy_param=0,
-        max_slippage_bps=50,
-        notional_cap_per_window=10**12,
-        window_seconds=3600,
-        oracle_heartbeat=3600,
     )
 
 
@@ -135,8 +132,12 @@ def _state(
         request_nonce=0,
         params_version=1,
         last_rebalance_at=NOW - 3600,
-        window_notional_used=0,
-        window_start=NOW - 3600,
+        quote_decimals=6,
+        underlying_decimals=18,
+        guards=GUARDS,
+        state_nonce=0,
+        notional_available=GUARDS.notional_cap,
+        loss_available=GUARDS.loss_budget,
     )
 
 

@@ -9,14 +9,12 @@ from math import floor
 
 import pytest
 
-from keeper.core.abi import RebalanceLeg
 from keeper.core.swap import (
     MAX_AMOUNT,
     SwapQuote,
     SwapRequest,
     check_quote,
     oracle_bound_min_out,
-    to_leg,
 )
 from keeper.errors import OracleRejected, QuoteRefused
 
@@ -31,20 +29,20 @@ WAD = 10**18
 
 def test_bound_for_selling_one_weth_at_3000_with_1pct() -> None:
     # fair = 1e18 * 3000e8 * 1e6 / 1e26 = 3000e6; bound = fair * 9900 / 10000
-    assert oracle_bound_min_out(True, WAD, ANSWER, 8, 100) == 2_970_000_000
+    assert oracle_bound_min_out(True, WAD, ANSWER, 8, 100, 18, 6) == 2_970_000_000
 
 
 def test_bound_for_buying_with_6000_usdc_at_3000_with_1pct() -> None:
     # fair = 6000e6 * 1e26 / (3000e8 * 1e6) = 2e18; bound = 1.98e18
-    assert oracle_bound_min_out(False, 6000 * 10**6, ANSWER, 8, 100) == 198 * 10**16
+    assert oracle_bound_min_out(False, 6000 * 10**6, ANSWER, 8, 100, 18, 6) == 198 * 10**16
 
 
 def test_bound_rounds_down_twice_as_solidity_does() -> None:
     # buying with 1 base unit of USDC: fair = 1e26 / 3e17 = 333333333.3 -> 333333333,
     # then 333333333 * 9900 / 10000 = 329999999.67 -> 329999999
-    assert oracle_bound_min_out(False, 1, ANSWER, 8, 100) == 329_999_999
+    assert oracle_bound_min_out(False, 1, ANSWER, 8, 100, 18, 6) == 329_999_999
     # selling 1 wei of WETH is worth 3e-9 USDC: the bound is 0
-    assert oracle_bound_min_out(True, 1, ANSWER, 8, 100) == 0
+    assert oracle_bound_min_out(True, 1, ANSWER, 8, 100, 18, 6) == 0
 
 
 def _reference(sell: bool, amount: int, answer: int, od: int, bps: int, ud: int, qd: int) -> int:
@@ -70,19 +68,19 @@ def test_bound_matches_an_exact_rational_reference_on_random_inputs() -> None:
 
 def test_bound_rejects_what_the_vault_reverts_on() -> None:
     with pytest.raises(QuoteRefused, match="positive"):
-        oracle_bound_min_out(True, 0, ANSWER, 8, 100)
+        oracle_bound_min_out(True, 0, ANSWER, 8, 100, 18, 6)
     with pytest.raises(QuoteRefused, match="maximum"):
-        oracle_bound_min_out(True, MAX_AMOUNT + 1, ANSWER, 8, 100)
+        oracle_bound_min_out(True, MAX_AMOUNT + 1, ANSWER, 8, 100, 18, 6)
     with pytest.raises(OracleRejected):
-        oracle_bound_min_out(True, WAD, 0, 8, 100)
+        oracle_bound_min_out(True, WAD, 0, 8, 100, 18, 6)
     with pytest.raises(OracleRejected):
-        oracle_bound_min_out(True, WAD, -5, 8, 100)
+        oracle_bound_min_out(True, WAD, -5, 8, 100, 18, 6)
     with pytest.raises(OracleRejected):
-        oracle_bound_min_out(True, WAD, 2**96, 8, 100)
+        oracle_bound_min_out(True, WAD, 2**96, 8, 100, 18, 6)
     with pytest.raises(QuoteRefused, match="max_slippage_bps"):
-        oracle_bound_min_out(True, WAD, ANSWER, 8, 10_000)
+        oracle_bound_min_out(True, WAD, ANSWER, 8, 10_000, 18, 6)
     with pytest.raises(QuoteRefused, match="decimals"):
-        oracle_bound_min_out(True, WAD, ANSWER, 19, 100)
+        oracle_bound_min_out(True, WAD, ANSWER, 19, 100, 18, 6)
 
 
 # --- requests, quotes and checks ----------------------------------------------------------
@@ -90,7 +88,7 @@ def test_bound_rejects_what_the_vault_reverts_on() -> None:
 
 def _request(sell_underlying: bool = True, amount: int = 2 * WAD) -> SwapRequest:
     return SwapRequest(
-        vault=VAULT,
+        taker=VAULT,
         sell_underlying=sell_underlying,
         amount_in=amount,
         underlying=WETH,
@@ -100,6 +98,8 @@ def _request(sell_underlying: bool = True, amount: int = 2 * WAD) -> SwapRequest
         max_slippage_bps=100,
         allowed_routers=frozenset({ROUTER}),
         deadline=1_700_000_600,
+        underlying_decimals=18,
+        quote_decimals=6,
     )
 
 
@@ -161,16 +161,3 @@ def test_unsafe_or_mismatched_quotes_are_refused(changes: dict[str, object], rea
 def test_a_quote_exactly_at_the_bound_passes() -> None:
     quote = _quote(buy_amount=BOUND, min_buy_amount=BOUND)
     assert check_quote(quote, _request(), BOUND, {ROUTER}) is quote
-
-
-def test_leg_min_out_is_the_larger_of_the_quote_minimum_and_the_bound() -> None:
-    quote = _quote()
-    assert to_leg(VAULT, quote, True, BOUND) == RebalanceLeg(
-        vault=VAULT,
-        sell_underlying=True,
-        amount_in=2 * WAD,
-        min_out=5_977_000_000,
-        router=ROUTER,
-        swap_data=b"\x01\x02",
-    )
-    assert to_leg(VAULT, quote, True, 5_990_000_000).min_out == 5_990_000_000

@@ -1,0 +1,73 @@
+"""The actor's pure decisions around the book: retries after a simulation, one swap per side."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from eth_abi.abi import encode
+from vaults import vault_state
+
+from keeper.act.actor import ActConfig, _one_swap_per_side, _retry_after
+from keeper.core import abi
+from keeper.core.book import BookPlan
+from keeper.core.planner import TradeSpec, size_trade
+from keeper.core.types import WAD, Action, Decision
+from keeper.errors import OutOfGas, SimulationReverted
+
+
+def trade(i: int, wei: int, urgent: bool = False) -> TradeSpec:
+    d = Decision(
+        f"0x{i:040x}", 1, "0xb", Action.REBALANCE, "band", deviation=-wei / WAD, trade_wei=wei
+    )
+    spec = size_trade(replace(d, urgent=urgent), vault_state(address=d.vault), 30, 60)
+    assert isinstance(spec, TradeSpec)
+    return spec
+
+
+def config(**kw: int) -> ActConfig:
+    return ActConfig(
+        keeper="0x" + "01" * 20,
+        settlement="0x" + "02" * 20,
+        weth="0x" + "03" * 20,
+        usdc="0x" + "04" * 20,
+        routers=frozenset(),
+        deadline_seconds=600,
+        cost_bps=5,
+        net_slippage_bps=30,
+        max_fee_cap_wei=10**11,
+        **kw,
+    )
+
+
+def test_legs_per_settlement_fit_the_simulation_gas_cap_and_max_legs() -> None:
+    assert config().legs_per_settlement() == 64
+    assert config(simulation_gas_cap=3_000_000).legs_per_settlement() == 18
+    assert config(simulation_gas_cap=100_000).legs_per_settlement() == 1
+    assert config().loss_bps == 35
+
+
+def test_out_of_gas_plans_the_same_vaults_again_in_halves() -> None:
+    members = [trade(i, -WAD) for i in range(1, 41)]
+    assert _retry_after(OutOfGas("gas required exceeds allowance"), members, 64) == [(members, 20)]
+    assert _retry_after(OutOfGas("x"), members[:1], 64) == []  # one vault: nothing to halve
+
+
+def test_a_revert_naming_a_vault_plans_the_rest_without_it_else_halves() -> None:
+    members = [trade(i, -WAD) for i in range(1, 4)]
+    data = abi.error_selector("NotKeeperOf") + encode(
+        ["address", "address"], [members[1].vault, "0x" + "01" * 20]
+    )
+    retry = _retry_after(SimulationReverted("NotKeeperOf", data), members, 64)
+    assert retry == [([members[0], members[2]], 64)]
+    stale = abi.error_selector("StaleState") + encode(["uint64", "uint64"], [1, 2])
+    halves = _retry_after(SimulationReverted("StaleState(1, 2)", stale), members, 64)
+    assert halves == [([members[0], members[2]], 64), ([members[1]], 64)]
+
+
+def test_one_swap_per_direction_per_block_urgent_first() -> None:
+    small, big, urgent = trade(1, WAD), trade(2, 5 * WAD), trade(3, 2 * WAD, urgent=True)
+    seller = trade(4, -WAD)
+    plan = BookPlan((), (small, big, urgent, seller), {}, None, 0)
+    assert _one_swap_per_side(plan, set()) == [urgent, seller]
+    assert _one_swap_per_side(plan, {True}) == [urgent]  # the book's net already sells
+    assert _one_swap_per_side(plan, {True, False}) == []
