@@ -10,7 +10,7 @@ from keeper.act.actor import ActConfig, RebalanceActor
 from keeper.act.redecide import batch_check
 from keeper.chain.aggregator import ZeroExClient
 from keeper.chain.routing import Router
-from keeper.chain.rpc import RpcClient
+from keeper.chain.rpc import RpcBroadcaster, RpcClient
 from keeper.chain.uniswap import UniswapDirect
 from keeper.config import GWEI, Addresses, Settings
 from keeper.core.fees import FeePolicy
@@ -56,6 +56,7 @@ async def build_actor(settings: Settings, store: Store, rpc: RpcClient) -> Rebal
         nonces,
         SenderConfig(fees=fees, low_balance_wei=settings.low_balance_wei),
         private=private,
+        public=RpcBroadcaster(rpc, "public", fence=store.check_lease),
     )
     aggregator, session = None, None
     if settings.aggregator_url:

@@ -24,6 +24,7 @@ from hexbytes import HexBytes
 from web3 import AsyncWeb3
 from web3.exceptions import BlockNotFound, TransactionNotFound
 
+from keeper import metrics
 from keeper.chain.retry import READ_POLICY, RetryPolicy
 from keeper.core.types import BlockRef
 from keeper.errors import (
@@ -53,6 +54,8 @@ class Receipt:
     block_number: int
     block_hash: str
     status: int
+    gas_used: int = 0
+    effective_gas_price_wei: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,13 @@ class Confirmer:
                 got = await self._w3.eth.get_transaction_receipt(HexBytes(tx_hash))
             except TransactionNotFound:
                 return None
-            return Receipt(int(got["blockNumber"]), _hex(got["blockHash"]), int(got["status"]))
+            return Receipt(
+                int(got["blockNumber"]),
+                _hex(got["blockHash"]),
+                int(got["status"]),
+                int(got.get("gasUsed", 0)),
+                int(got.get("effectiveGasPrice", 0)),
+            )
 
         return await self._policy.call(once, "eth_getTransactionReceipt")
 
@@ -452,6 +461,13 @@ class Confirmer:
                 continue
             self._store.mark_mined(
                 entry.id, receipt.block_number, receipt.block_hash, receipt.status
+            )
+            metrics.tx_mined(
+                entry.kind.value,
+                receipt.gas_used,
+                receipt.effective_gas_price_wei,
+                entry.sent_at_block if entry.sent_at_block is not None else receipt.block_number,
+                receipt.block_number,
             )
             tally.add("mined", entry.id)
             log.info(

@@ -45,6 +45,7 @@ import enum
 import logging
 from dataclasses import dataclass
 
+from keeper import metrics
 from keeper.core.fees import SendNow, quote_new
 from keeper.core.types import BlockRef
 from keeper.errors import (
@@ -163,6 +164,7 @@ class Lifecycle:
             return self._logged(intent, Refused(Refusal.INVALID, str(exc)))
         except KeeperError as exc:
             return self._logged(intent, Refused(Refusal.NODE, str(exc)))
+        metrics.tx_broadcast(entry.kind.value)
         return Submitted(entry)
 
     def in_flight_vaults(self) -> frozenset[str]:
@@ -213,8 +215,10 @@ class Lifecycle:
         return refused
 
     def _after(self, report: LifecycleReport) -> None:
-        """Reverts back their vaults off; a successful rebalance ends their streak."""
+        """Outcomes counted; reverts back their vaults off; a successful rebalance ends their
+        streak."""
         reverted = dict(report.reverted)
+        _count_outcomes(self._store, report)
         for entry_id in report.mined:
             entry = self._store.entry(entry_id)
             if entry.kind is not TxKind.REBALANCE:
@@ -247,3 +251,19 @@ class Lifecycle:
                 }
             },
         )
+
+
+def _count_outcomes(store: Store, report: LifecycleReport) -> None:
+    """Each journal outcome of one pass as ``keeper_transactions_total{kind,outcome}``."""
+    reverted = {entry_id for entry_id, _ in report.reverted}
+    for entry_id in report.mined:
+        outcome = "reverted" if entry_id in reverted else "mined"
+        metrics.tx_outcome(store.entry(entry_id).kind.value, outcome)
+    for outcome, ids in (
+        ("replaced", report.replaced_by),
+        ("cancelled", report.cancelled_by),
+        ("dropped", report.dropped),
+        ("failed", report.failed),
+    ):
+        for entry_id in ids:
+            metrics.tx_outcome(store.entry(entry_id).kind.value, outcome)

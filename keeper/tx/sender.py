@@ -171,7 +171,11 @@ class Sender:
         config: SenderConfig | None = None,
         private: Broadcaster | None = None,
         policy: RetryPolicy = READ_POLICY,
+        public: Broadcaster | None = None,
     ) -> None:
+        """``public`` is where every transaction goes (after ``private``, when there is one):
+        by default the web3 node; the keeper passes an ``RpcBroadcaster`` (every healthy
+        endpoint, fenced by the leader lease)."""
         self._w3 = w3
         self._signer = signer
         self._store = store
@@ -181,7 +185,7 @@ class Sender:
         self.address = to_checksum_address(signer.address)
         if nonces.address != self.address:
             raise ConfigError("the nonce manager and the signer are for different addresses")
-        public = Web3Broadcaster(w3, "public")
+        public = public or Web3Broadcaster(w3, "public")
         self._routes: Sequence[Broadcaster] = (private, public) if private else (public,)
         self._chain_id: int | None = None
 
