@@ -139,6 +139,8 @@ class FakeEth:
             "blockNumber": n,
             "blockHash": bytes.fromhex(bhash(n, self.fork[n])[2:]),
             "status": 0 if key in self.reverting else 1,
+            "gasUsed": 100_000,
+            "effectiveGasPrice": 20 * GWEI,
         }
 
     async def get_transaction(self, h: Any) -> Any:

@@ -21,7 +21,10 @@ from fake_chain import (
     wanted,
 )
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from keeper.core.types import BlockRef
+from keeper.metrics import Metrics
 from keeper.errors import FatalError, RpcTimeout, SimulationReverted, Underpriced
 from keeper.store import JournalEntry, JournalState, Store, TxKind
 from keeper.tx import Lifecycle, Refusal, Refused, Submitted, Verdict
@@ -233,6 +236,33 @@ def test_stuck_and_stale_is_cancelled(tmp_path: Path) -> None:
     [cancel_id] = block(life, w3, stale).cancelled_by
     assert store.entry(entry.id).state is S.CANCELLED
     assert store.entry(cancel_id).kind is TxKind.CANCEL
+
+
+def test_the_lifecycle_counts_its_outcomes_in_the_metrics(tmp_path: Path) -> None:
+    """What an operator alerts on: sent, mined with its gas and fees, replaced, cancelled."""
+    m = Metrics(started_at=0.0).install()
+    store, w3, acct, life = started(tmp_path)
+    mined = submitted(life, acct)
+    w3.eth.mine()
+    block(life, w3)
+    submitted(life, acct, OTHER)
+    w3.eth.pool.clear()  # never mined (outbid): stuck, then replaced
+    w3.eth.head += 3
+    [replacement] = block(life, w3).replaced_by
+    got = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(m.render().decode())
+        for s in family.samples
+    }
+
+    def tx(kind: str, outcome: str) -> float:
+        return got[("keeper_transactions_total", (("kind", kind), ("outcome", outcome)))]
+
+    assert tx("rebalance", "sent") == 2 and tx("rebalance", "mined") == 1
+    assert tx("rebalance", "replaced") == 1 and store.entry(replacement).nonce == 1
+    assert got[("keeper_gas_used_total", (("kind", "rebalance"),))] == 100_000
+    assert got[("keeper_fees_spent_eth_total", (("kind", "rebalance"),))] == pytest.approx(0.002)
+    assert store.entry(mined.id).state is S.MINED
 
 
 def test_stuck_and_unknown_waits(tmp_path: Path) -> None:
