@@ -20,12 +20,11 @@ from fake_chain import (
     unknown,
     wanted,
 )
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from keeper.core.types import BlockRef
-from keeper.metrics import Metrics
 from keeper.errors import FatalError, RpcTimeout, SimulationReverted, Underpriced
+from keeper.metrics import Metrics
 from keeper.store import JournalEntry, JournalState, Store, TxKind
 from keeper.tx import Lifecycle, Refusal, Refused, Submitted, Verdict
 from keeper.tx.sender import GuardedRelay
