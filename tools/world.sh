@@ -18,6 +18,9 @@ case "${1:-}" in
       if OPTKEEPER_WORLD_DUMP="$(pwd)/.world/state.json" \
          OPTKEEPER_MANIFEST="$(pwd)/deployments/world.json" \
            ape run deploy --network ethereum:local:foundry && test -s .world/state.json; then
+        # The world's addresses are deterministic: what Ape cached about them (contract types,
+        # creations) describes the previous build, and a forked test would decode with it.
+        rm -rf "${APE_DATA_FOLDER:-$HOME/.ape}/ethereum/optworld"
         exit 0
       fi
       echo "world build try $try failed" >&2

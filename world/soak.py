@@ -46,14 +46,15 @@ from web3 import Web3
 
 from keeper.act import build_actor
 from keeper.chain.blocks import block_ref
+from keeper.chain.rpc import RpcBroadcaster
 from keeper.config import load_settings
 from keeper.core import abi
 from keeper.core.types import Action, Decision
 from keeper.errors import FatalError, RpcTimeout, Underpriced
-from keeper.runner import Keeper
+from keeper.runner import Keeper, make_rpc
 from keeper.store import JournalState, Store, TxKind
 from keeper.tx.nonces import NonceManager
-from keeper.tx.sender import Sender, Web3Broadcaster
+from keeper.tx.sender import Sender
 from world.market import MarketDriver, answer_of, price_of
 
 GWEI = 10**9
@@ -137,14 +138,15 @@ class _Keeper:
         self.loop = asyncio.new_event_loop()
 
         async def build() -> Keeper:
-            actor = await build_actor(self.settings, self.store)
-            return await Keeper.build(self.settings, self.store, actor)
+            rpc = make_rpc(self.settings)
+            actor = await build_actor(self.settings, self.store, rpc)
+            return await Keeper.build(self.settings, self.store, actor, rpc)
 
         self.keeper = self.loop.run_until_complete(build())
 
     def tick(self) -> list[Decision]:
         async def go() -> list[Decision]:
-            head = block_ref(await self.keeper.w3.eth.get_block("latest"))
+            head = block_ref(await self.keeper.rpc.call("eth_getBlockByNumber", ["latest", False]))
             report = await self.keeper.pipeline.tick(head)
             return [] if report is None else list(report.decisions)
 
@@ -168,12 +170,12 @@ class _Faults:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        real_send = Web3Broadcaster.send_raw
+        real_send = RpcBroadcaster.send_raw
         real_broadcast = Sender.broadcast
         real_claim = NonceManager.claim
         faults = self
 
-        async def send_raw(self: Web3Broadcaster, raw: bytes) -> None:
+        async def send_raw(self: RpcBroadcaster, raw: bytes) -> None:
             if faults.refuse_blocks > 0:
                 kind = faults.rng.choice(("timeout", "underpriced", "full"))
                 if kind == "timeout":
@@ -195,13 +197,13 @@ class _Faults:
                 raise Crash
             return await real_claim(self, entry_id)
 
-        Web3Broadcaster.send_raw = send_raw  # type: ignore[method-assign]
+        RpcBroadcaster.send_raw = send_raw  # type: ignore[method-assign]
         Sender.broadcast = broadcast  # type: ignore[method-assign]
         NonceManager.claim = claim  # type: ignore[method-assign]
         try:
             yield
         finally:
-            Web3Broadcaster.send_raw = real_send  # type: ignore[method-assign]
+            RpcBroadcaster.send_raw = real_send  # type: ignore[method-assign]
             Sender.broadcast = real_broadcast  # type: ignore[method-assign]
             NonceManager.claim = real_claim  # type: ignore[method-assign]
 
@@ -478,11 +480,25 @@ class Soak:
             receipt = self.w3.eth.get_transaction_receipt(e.tx_hash)
             for item in receipt["logs"]:
                 topic = "0x" + bytes(item["topics"][0]).hex()
-                if topic != abi.LEG_EXECUTED_TOPIC:
+                if topic != abi.TRADED_TOPIC:
                     continue
-                vault = abi.topic_address(item["topics"][2])
+                vault = Web3.to_checksum_address(item["address"])
                 self.report.legs_executed += 1
+                self._check_state_nonce(e, vault, abi.topic_uint(item["topics"][3]))
                 self._check_leg(e, vault, int(receipt["blockNumber"]))
+
+    def _check_state_nonce(self, entry: Any, vault: str, nonce_after: int) -> None:
+        """Compare-and-swap on chain: the trade moved the vault from exactly the state the
+        journaled leg was computed from (``state_nonce``) to the next one."""
+        legs = {leg["vault"]: leg for leg in entry.payload.get("legs", [])}
+        leg = legs.get(vault)
+        if leg is None:
+            self.report.violations.append(f"entry {entry.id}: trade of {vault} not journaled")
+        elif int(leg["state_nonce"]) + 1 != nonce_after:
+            self.report.violations.append(
+                f"entry {entry.id}: {vault} traded from state {nonce_after - 1}, computed at "
+                f"state {leg['state_nonce']}"
+            )
 
     def _check_leg(self, entry: Any, vault: str, block: int) -> None:
         sent = entry.payload.get("decisions", {}).get(vault)

@@ -103,20 +103,25 @@ def test_above_the_emergency_cap_nothing_is_quoted_simulated_or_journaled(
     params[4] = 10**17  # hardLimitWad = 0.1 WETH: urgent
     calls.setParams(params, sender=governance)
     fresh_world.vaults["short-puts"].pause(sender=governance)  # skipped every block
-    quoted: list[int] = []
-    real_quote_all = Router.quote_all
+    quoted: list[str] = []  # every quote the keeper asks for: direct depth or the aggregator
+    real_depth, real_race = Router.depth, Router.start_aggregator
 
-    async def counting(self: Router, requests: Any) -> Any:
-        quoted.append(len(requests))
-        return await real_quote_all(self, requests)
+    async def depth(self: Router, *args: Any, **kwargs: Any) -> Any:
+        quoted.append("direct")
+        return await real_depth(self, *args, **kwargs)
 
-    monkeypatch.setattr(Router, "quote_all", counting)
+    def race(self: Router, *args: Any, **kwargs: Any) -> Any:
+        quoted.append("aggregator")
+        return real_race(self, *args, **kwargs)
+
+    monkeypatch.setattr(Router, "depth", depth)
+    monkeypatch.setattr(Router, "start_aggregator", race)
     with caplog.at_level(logging.DEBUG, logger="keeper"):
         for _ in range(4):
             chain.provider.make_request("anvil_setNextBlockBaseFeePerGas", [hex(600 * GWEI)])
             d = k.tick(chain)[calls.address]
             assert d.urgent and d.action == Action.REBALANCE
-    assert sum(quoted) == 0 and entries(k) == []  # no request quoted, nothing journaled
+    assert quoted == [] and entries(k) == []  # no request quoted, nothing journaled
     skips = [
         r
         for r in caplog.records
@@ -126,4 +131,4 @@ def test_above_the_emergency_cap_nothing_is_quoted_simulated_or_journaled(
     assert [r.levelno for r in skips] == [logging.WARNING] + [logging.DEBUG] * 3
     chain.provider.make_request("anvil_setNextBlockBaseFeePerGas", [hex(GWEI)])
     k.tick(chain)  # fees fall: the urgent vault is quoted and sent at once
-    assert sum(quoted) > 0 and [e for e in entries(k) if calls.address in e.vaults]
+    assert "direct" in quoted and [e for e in entries(k) if calls.address in e.vaults]
