@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     vol_half_life_seconds: float = Field(259_200.0, ge=0)  # EWMA of the oracle's rounds; 0: off
     realized_vol_vaults: str = ""  # comma-separated vaults hedged at the realised vol
     gas_half_life_seconds: float = Field(0.0, ge=0)  # gas timing: fee half-life; 0: off
+    usual_fee_half_life_seconds: float = Field(86_400.0, gt=0)  # EWMA: the usual base fee
 
     @property
     def realized_vol_vault_set(self) -> frozenset[str]:

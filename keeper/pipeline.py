@@ -20,6 +20,7 @@ from keeper.chain.blocks import ChainFollower
 from keeper.chain.reader import Snapshot, StateReader
 from keeper.core.chaintrack import ChainUpdate
 from keeper.core.decide import CostConfig, VaultMemory, decide_block, remember, reopen
+from keeper.core.fees import UsualFee
 from keeper.core.types import Action, BlockRef, Decision
 from keeper.errors import KeeperError
 from keeper.store import Store
@@ -72,6 +73,7 @@ class Pipeline:
     registry_block: int | None = None  # the block of the last registry sync
     memory: dict[str, VaultMemory] = field(default_factory=dict)
     skip_reasons: dict[str, str] = field(default_factory=dict)  # vault -> last skip logged
+    usual_fee: UsualFee | None = None  # the base fee's usual level before this block
 
     async def tick(self, head: BlockRef, superseded: Sequence[int] = ()) -> TickReport | None:
         """One block: link it (gaps, reorgs) -> read everything in one multicall -> decide
@@ -86,7 +88,12 @@ class Pipeline:
             self.store.record_block(backfilled)  # keeps the stored chain linked across gaps
         snapshot, calls = await self._read(block)
         decisions = decide_block(
-            block, snapshot.base_fee_wei, snapshot.vaults, self.memory, self.costs
+            block,
+            snapshot.base_fee_wei,
+            snapshot.vaults,
+            self.memory,
+            self.costs,
+            self._usual_base_fee(block, snapshot.base_fee_wei),
         ) + _unreadable(block, snapshot)
         failed: dict[str, str] = {}
         if self.actor is None:
@@ -99,6 +106,20 @@ class Pipeline:
         self.store.commit_block(block, decisions)
         _log_decisions(decisions, acted, self.skip_reasons, dry_run=self.actor is None)
         return TickReport(block, decisions, frozenset(acted), calls, update)
+
+    def _usual_base_fee(self, block: BlockRef, base_fee_wei: int) -> int | None:
+        """The base fee's usual level before this block (for the band's gas timing, when it
+        is on), then this block's fee folded in."""
+        before = self.usual_fee
+        if before is None:
+            self.usual_fee = UsualFee(float(base_fee_wei), block.timestamp)
+        else:
+            self.usual_fee = before.observe(
+                base_fee_wei, block.timestamp, self.costs.usual_fee_half_life_seconds
+            )
+        if before is None or not self.costs.gas_half_life_seconds:
+            return None
+        return round(before.wei)
 
     def _remember(
         self, block: BlockRef, snapshot: Snapshot, decisions: Sequence[Decision], acted: set[str]

@@ -49,6 +49,7 @@ def cost_config(settings: Settings) -> CostConfig:
         vol_half_life_seconds=settings.vol_half_life_seconds,
         realized_vol_vaults=settings.realized_vol_vault_set,
         gas_half_life_seconds=settings.gas_half_life_seconds,
+        usual_fee_half_life_seconds=settings.usual_fee_half_life_seconds,
     )
 
 

@@ -222,6 +222,7 @@ class Soak:
         self.faults = _Faults()
         self.log = log
         self.spike_blocks = 0
+        self.owed: set[str] = set()  # faults drawn when they could not apply (nothing pending)
         self.snapshot: tuple[str, int] | None = None
         self.seen_ids: set[int] = set()
         self.decisions: dict[int, dict[str, Decision]] = {}  # block -> vault -> decision
@@ -259,10 +260,20 @@ class Soak:
             # A transaction in flight is when faults hurt most: they come twice as often then.
             if self.rng.random() < self.cfg.fault_rate * (2 if pending else 1):
                 kind = self.rng.choice(PENDING_FAULTS if pending else FAULTS)
-                if self._fault(kind):
-                    self.report.faults[kind] += 1
-                    self.report.timeline.append(f"{self.w3.eth.block_number}: {kind}")
+                if not self._injected(kind):
+                    self.owed.add(kind)  # it needs something pending: at the next chance
+            elif self.owed and pending:
+                kind = sorted(self.owed)[0]
+                if self._injected(kind):
+                    self.owed.discard(kind)
             self._step()
+
+    def _injected(self, kind: str) -> bool:
+        if not self._fault(kind):
+            return False
+        self.report.faults[kind] += 1
+        self.report.timeline.append(f"{self.w3.eth.block_number}: {kind}")
+        return True
 
     def _recover(self) -> None:
         """Quiet blocks (no fault, no move): every vault must settle back in band."""

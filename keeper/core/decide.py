@@ -45,6 +45,7 @@ class CostConfig:
     vol_half_life_seconds: float = 0.0  # EWMA half-life of the realised vol; 0: not tracked
     realized_vol_vaults: frozenset[str] = frozenset()  # lower-case addresses hedged at it
     gas_half_life_seconds: float = 0.0  # base fee's half-life after a spike; 0: no gas timing
+    usual_fee_half_life_seconds: float = 86_400.0  # EWMA of the base fee: its usual level
 
 
 @dataclass(frozen=True)

@@ -180,3 +180,19 @@ def quote_cancel(old: FeeQuote, history: FeeHistory, policy: FeePolicy) -> FeeVe
     base-fee test (see the module docstring)."""
     market = market_quote(history, policy)
     return _bumped(old, market, policy.emergency_max_fee_cap_wei, history.next_base_fee)
+
+
+@dataclass(frozen=True)
+class UsualFee:
+    """The base fee's usual level: an exponentially weighted mean with a half-life in time,
+    ``m' = m + (1 - 2^(-dt / T)) (x - m)`` (the level a spike decays back to; the band's
+    gas-timing rule compares the current fee with it, ``keeper.core.bands.gas_wait``)."""
+
+    wei: float
+    at: int  # the timestamp of the last observation
+
+    def observe(self, base_fee_wei: int, timestamp: int, half_life_seconds: float) -> UsualFee:
+        if half_life_seconds <= 0:
+            return UsualFee(float(base_fee_wei), timestamp)
+        weight = 1.0 - 2.0 ** (-max(timestamp - self.at, 0) / half_life_seconds)
+        return UsualFee(self.wei + weight * (base_fee_wei - self.wei), timestamp)

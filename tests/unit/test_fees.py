@@ -10,6 +10,7 @@ from keeper.core.fees import (
     FeePolicy,
     FeeQuote,
     SendNow,
+    UsualFee,
     WaitForFees,
     bump,
     market_quote,
@@ -177,3 +178,16 @@ def test_cancel_waits_only_when_the_bump_itself_exceeds_the_emergency_cap() -> N
     old = FeeQuote(max_fee_wei=280 * GWEI, priority_fee_wei=GWEI)
     verdict = quote_cancel(old, history(10 * GWEI, [GWEI]), POLICY)
     assert isinstance(verdict, WaitForFees) and verdict.cap_wei == 300 * GWEI
+
+
+def test_the_usual_fee_moves_half_way_to_a_new_level_in_one_half_life() -> None:
+    usual = UsualFee(10e9, at=1_000)
+    assert usual.observe(30 * 10**9, 1_000 + 3_600, half_life_seconds=3_600).wei == 20e9
+    two = usual.observe(30 * 10**9, 1_000 + 7_200, half_life_seconds=3_600)
+    assert two.wei == pytest.approx(25e9) and two.at == 8_200
+
+
+def test_a_one_block_spike_barely_moves_the_usual_fee() -> None:
+    usual = UsualFee(10e9, at=0).observe(400 * 10**9, 12, half_life_seconds=86_400)
+    assert 10e9 < usual.wei < 10.04e9  # 12 s of a day's half-life: 0.01% of the jump
+    assert UsualFee(10e9, at=50).observe(99, 40, 60).wei == 10e9  # time never runs back
