@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from keeper.backtest.costs import CostModel
 from keeper.backtest.policies import DpPolicy, HedgePolicy, LivePolicy
-from keeper.core.bands import BandInputs, GasAdjustedBand, subset_inputs
+from keeper.core.bands import BandInputs, subset_inputs
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -177,10 +177,7 @@ def _decide(
         **_gas_timing(policy, market, step),
     )
     band = policy.band
-    if not isinstance(band, GasAdjustedBand):
-        result = band.evaluate(inputs)
-        return np.asarray(result.act | result.urgent, dtype=np.bool_), result.trade_to
-    # Only deviations beyond the band's cheap lower bound can act: evaluate just those (most
+    # Only deviations beyond the policy's cheap lower bound can act: evaluate just those (most
     # paths sit well inside the band at any step). The band's informative spot_move = H / |gamma|
     # overflows to inf for a far out-of-the-money book; inf is its documented value there.
     bound = np.minimum(band.lower_bound(inputs), np.asarray(band.hard_limit, dtype=np.float64))

@@ -116,9 +116,15 @@ class BandResult:
 
 
 class BandPolicy(Protocol):
-    """Anything that turns :class:`BandInputs` into a :class:`BandResult`."""
+    """Anything that turns :class:`BandInputs` into a :class:`BandResult`, with a cheap lower
+    bound of its half-width (a deviation within it, and within the hard limit, never acts)."""
+
+    @property
+    def hard_limit(self) -> npt.ArrayLike: ...
 
     def evaluate(self, inputs: BandInputs) -> BandResult: ...
+
+    def lower_bound(self, inputs: BandInputs) -> FloatArray: ...
 
 
 def trigger_move(half_width: BandResult | npt.ArrayLike, gamma: npt.ArrayLike) -> FloatArray:
@@ -421,6 +427,10 @@ class FixedThreshold:
     def evaluate(self, inputs: BandInputs) -> BandResult:
         return _result(inputs, _f(self.threshold), self.hard_limit)
 
+    def lower_bound(self, inputs: BandInputs) -> FloatArray:
+        """The threshold itself."""
+        return _f(self.threshold)
+
 
 @dataclass(frozen=True)
 class TimeBased:
@@ -433,9 +443,17 @@ class TimeBased:
     dust: npt.ArrayLike = DUST_UNITS
 
     def evaluate(self, inputs: BandInputs) -> BandResult:
+        return _result(inputs, self._half_width(inputs), self.hard_limit)
+
+    def lower_bound(self, inputs: BandInputs) -> FloatArray:
+        """The half-width itself."""
+        return self._half_width(inputs)
+
+    def _half_width(self, inputs: BandInputs) -> FloatArray:
+        """``dust`` once the clock fired, the hard limit before."""
         fired = _f(inputs.seconds_since_rebalance) >= _f(self.interval_seconds)
-        half = np.where(fired, _f(self.dust), _f(self.hard_limit))
-        return _result(inputs, half, self.hard_limit)
+        half: FloatArray = np.where(fired, _f(self.dust), _f(self.hard_limit))
+        return half
 
 
 def subset_inputs(inputs: BandInputs, idx: npt.NDArray[np.intp]) -> BandInputs:

@@ -194,3 +194,22 @@ def test_python_dash_m_runs(small: Path) -> None:
         timeout=120,
     )
     assert json.loads(done.stdout)["n_paths"] == 10
+
+
+def test_json_decomposition_and_realised_vol_flag(
+    small: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, str(small), "--json")
+    assert code == 0
+    document = json.loads(out)
+    (rows,) = document["decomposition"]["samples"].values()  # simulated: all paths only
+    for row in rows:
+        parts = row["unhedgeable"] + row["covariance"] + row["own_costs"] + row["own_error"]
+        assert parts == pytest.approx(row["total_cost"], rel=1e-9)
+        assert row["controllable"] == pytest.approx(row["total_cost"] - row["unhedgeable"])
+    band = next(r for r in rows if r["family"] == "gas_adjusted_band")
+    assert band["saving_vs_band"] == 0.0
+    code, realised, _ = run_cli(capsys, str(small), "--json", "--realized-vol", "6h")
+    assert code == 0
+    assert json.loads(realised)["policies"] != document["policies"]
+    assert run_cli(capsys, str(small), "--realized-vol", "soon")[0] == 2

@@ -106,18 +106,24 @@ def test_a_band_that_never_acts_only_puts_the_initial_hedge_on(
     assert run_policy(scenario, build, spec, 0.5).measures.rebalances_mean == 1.0
 
 
+@pytest.mark.parametrize(
+    ("family", "param", "cls"),
+    [
+        (PolicyFamily.GAS_ADJUSTED_BAND, 2e-4, bands.GasAdjustedBand),
+        (PolicyFamily.FIXED_THRESHOLD, 3.0, bands.FixedThreshold),
+        (PolicyFamily.TIME_BASED, 6.0, bands.TimeBased),
+    ],
+)
 def test_evaluating_only_beyond_the_lower_bound_changes_nothing(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, family: PolicyFamily, param: float, cls: type
 ) -> None:
     scenario = replace(
         load_scenario("eth_30d_short_call"), n_paths=200, n_steps=300, step_seconds=8640.0
     )
     build = build_market(scenario)
-    spec = PolicySpec("band", PolicyFamily.GAS_ADJUSTED_BAND, 2e-4, ())
-    fast = run_policy(scenario, build, spec, 2e-4)
-    monkeypatch.setattr(
-        bands.GasAdjustedBand, "lower_bound", lambda self, i: np.zeros(np.shape(i.deviation))
-    )
-    full = run_policy(scenario, build, spec, 2e-4)
+    spec = PolicySpec("p", family, param, ())
+    fast = run_policy(scenario, build, spec, param)
+    monkeypatch.setattr(cls, "lower_bound", lambda self, i: np.zeros(np.shape(i.deviation)))
+    full = run_policy(scenario, build, spec, param)
     assert fast.measures.rebalances_mean > 5
     np.testing.assert_array_equal(fast.hedge_cost, full.hedge_cost)
