@@ -412,10 +412,12 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     function pause() external {
         if (msg.sender != owner() && msg.sender != guardian) revert NotGuardian(msg.sender);
         _pause();
+        emit PauseChanged(msg.sender, true);
     }
 
     function unpause() external onlyOwner {
         _unpause();
+        emit PauseChanged(msg.sender, false);
     }
 
     /// @notice Pull `amount` of `token` from the owner (who must have approved the vault).

@@ -101,6 +101,8 @@ interface IOptionsVault {
     event RouterSet(address indexed router, bool allowed);
     event SettlementSet(address indexed settlement, bool allowed);
     event GuardianSet(address indexed previous, address indexed next);
+    /// @dev Alongside OpenZeppelin's Paused/Unpaused(account), whose account is not indexed.
+    event PauseChanged(address indexed by, bool paused);
     event Deposited(address indexed token, address indexed from, uint256 amount);
     event Withdrawn(address indexed token, address indexed to, uint256 amount);
 

@@ -69,7 +69,10 @@ def test_guardian_can_pause_and_nothing_else(
         vault.pause(sender=stranger)
     with ape.reverts(vault.NotGuardian, caller=keeper.address):
         vault.pause(sender=keeper)
-    vault.pause(sender=guardian)
+    receipt = vault.pause(sender=guardian)
+    assert [(e.by, e.paused) for e in receipt.decode_logs(vault.PauseChanged)] == [
+        (guardian.address, True)
+    ]
     assert vault.paused() and vault.getState().paused
     with ape.reverts(vault.EnforcedPause):
         vault.rebalance(trade(vault, True, WAD), world.router, b"", sender=keeper)
@@ -156,6 +159,7 @@ def test_every_governance_event_has_indexed_fields(vault: Any) -> None:
         "Deposited",
         "Withdrawn",
         "RebalanceRequested",
+        "PauseChanged",
         "OwnershipTransferStarted",
         "OwnershipTransferred",
         "Traded",
