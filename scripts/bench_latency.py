@@ -60,9 +60,12 @@ from keeper.core.planner import TradeSpec, size_trade  # noqa: E402
 from keeper.core.types import Action, Trade  # noqa: E402
 from keeper.runner import Keeper  # noqa: E402
 from keeper.store import Store  # noqa: E402
+from world.manifest import load_manifest  # noqa: E402
+from world.market import MarketDriver  # noqa: E402
 from world.node import AnvilStartError, free_port, running_anvil  # noqa: E402
 
 STATE = ROOT / ".world" / "state.json"
+MANIFEST = ROOT / "deployments" / "world.json"
 ANVIL_ARGS = ("--gas-limit", "1000000000", "--code-size-limit", "100000")
 KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil #1
 NAIVE_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"  # anvil #2
@@ -144,12 +147,11 @@ def mine(node: Web3) -> None:
 REFILL_SECONDS = 900  # between measured blocks: the vaults' buckets refill a quarter window
 
 
-def refill(node: Web3, feed: str) -> None:
-    """Time moves on (buckets refill) and the oracle posts a fresh round at the same price."""
+def refill(node: Web3, driver: MarketDriver) -> None:
+    """Time moves on (buckets refill), arbitrage brings both pools back to the oracle and
+    the oracle posts a fresh round at the same price (one block)."""
     node.provider.make_request("evm_increaseTime", [REFILL_SECONDS])  # type: ignore[arg-type]
-    answer = abi.function("MockV3Aggregator", "latestAnswer")
-    (value,) = answer.decode(bytes(node.eth.call({"to": feed, "data": answer.selector})))
-    Sender(node).send(feed, abi.function("MockV3Aggregator", "setAnswer").encode(value), 200_000)
+    driver.move_to(driver.oracle_answer())
 
 
 async def keeper_block(keeper: Keeper, recorder: Recorder, node: Web3) -> Sample:
@@ -286,7 +288,12 @@ def allow_keeper(node: Web3, vaults: list[str], who: str) -> None:
 
 
 async def run_size(
-    url: str, node: Web3, manifest: dict[str, Any], vaults: list[str], args: argparse.Namespace
+    url: str,
+    node: Web3,
+    driver: MarketDriver,
+    manifest: dict[str, Any],
+    vaults: list[str],
+    args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
     recorder = Recorder(url)
     runner, proxy = await start_proxy(recorder)
@@ -312,13 +319,12 @@ async def run_size(
             await keeper.pipeline.tick(block_ref(await keeper.w3.eth.get_block("latest")))
             for share in args.shares:
                 fast, slow = [], []
-                feed = manifest["contracts"]["PriceFeed"]["address"]
                 for _ in range(args.blocks):
-                    refill(node, feed)
+                    refill(node, driver)
                     shift_hedges(node, vaults, SHIFT, share, wait=False)
                     fast.append(await keeper_block(keeper, recorder, node))
                     if len(slow) < args.naive_blocks:
-                        refill(node, feed)
+                        refill(node, driver)
                         shift_hedges(node, vaults, SHIFT, share, wait=False)
                         slow.append(await naive.block(recorder, node))
                         mine(node)
@@ -464,7 +470,11 @@ def main() -> None:
                     vaults += extra
                     print(f"{len(extra)} vaults deployed in {time.perf_counter() - t0:.1f}s")
                 node.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
-                rows += asyncio.run(run_size(url, node, manifest, vaults[:size], args))
+                driver = MarketDriver(
+                    node, load_manifest(MANIFEST), node.eth.accounts[0], node.eth.accounts[3], True
+                )
+                driver.fund_trader(5_000 * WAD, 20_000_000 * 10**6)
+                rows += asyncio.run(run_size(url, node, driver, manifest, vaults[:size], args))
                 node.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
     except AnvilStartError as exc:
         sys.exit(str(exc))

@@ -66,12 +66,13 @@ def max_move(deviation_wad: int, state: VaultState) -> int:
 
 def direction_ok(deviation_wad: int, moved: int, state: VaultState) -> bool:
     """The vault's direction rule for a trade that moves the hedge by ``moved`` underlying
-    base units (+ bought, - sold): ``|devAfter| < |devBefore|`` on the same side, or past the
-    target by at most ``maxOvershootWad``."""
+    base units (+ bought, - sold): it passes if it leaves ``|devAfter| <= maxOvershootWad``,
+    or moves toward the target without crossing it (docs/interfaces.md, "A trade", item 7)."""
     after = deviation_wad + to_wad(moved, state)
-    if after == 0 or (after > 0) == (deviation_wad > 0):
-        return abs(after) < abs(deviation_wad)
-    return abs(after) <= state.guards.max_overshoot_wad
+    if abs(after) <= state.guards.max_overshoot_wad:
+        return True
+    same_side = after != 0 and (after > 0) == (deviation_wad > 0)
+    return same_side and abs(after) < abs(deviation_wad)
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,8 @@ def test_direction_rule_mirrors_the_vault() -> None:
     assert direction_ok(2 * WAD, -2 * WAD, s)  # to target
     assert direction_ok(2 * WAD, -WAD, s)  # towards it
     assert not direction_ok(0, -WAD, s)  # a vault on target cannot be churned
+    assert direction_ok(0, -WAD // 10, s)  # ... except inside the allowance, either way
+    assert direction_ok(WAD // 20, WAD // 40, s)  # away, but still inside the allowance
     assert not direction_ok(2 * WAD, WAD, s)  # away from target
     assert direction_ok(2 * WAD, -(2 * WAD + WAD // 10), s)  # past it by the allowance
     assert not direction_ok(2 * WAD, -(2 * WAD + WAD // 10 + 1), s)
