@@ -4,7 +4,7 @@ ROOT := $(abspath .)
 export PATH := $(ROOT)/.venv/bin:$(PATH)
 export SOLCX_BINARY_PATH := $(ROOT)/.solc
 
-.PHONY: setup demo test test-unit test-contracts test-integration world lint bench clean
+.PHONY: abi setup demo test test-unit test-contracts test-integration world lint bench clean
 
 setup:
 	@bash tools/setup.sh
@@ -31,6 +31,10 @@ clean:
 
 test: setup
 	@bash tools/run_tests.sh
+
+# After a contract change: export the ABIs the keeper ships (keeper/contracts/abi) and commit them.
+abi: setup
+	python tools/export_abi.py
 
 test-unit: setup
 	pytest -p no:ape_test -q tests/unit

@@ -21,6 +21,8 @@ if str(ROOT) not in sys.path:
 if str(ROOT / "scripts") not in sys.path:  # bench_world: extra vaults for the book tests
     sys.path.insert(0, str(ROOT / "scripts"))
 
+from keeper_support import Running, sending_keeper_on  # noqa: E402
+
 from world.handles import WorldHandles, attach_world  # noqa: E402
 from world.manifest import Manifest, load_manifest  # noqa: E402
 
@@ -94,3 +96,21 @@ def fresh_world(world: ForkedWorld, governance: Any, chain: Any) -> Iterator[For
     answer = int(world.feed.latestRoundData()[1])
     world.feed.setAnswer(answer, sender=governance)
     yield world
+
+
+@pytest.fixture
+def sending_keeper(
+    rpc_url: str, fresh_world: ForkedWorld, keeper_key: str, tmp_path: Path
+) -> Iterator[Running]:
+    """The keeper sending on the fork, with a low fee cap and stuck after 2 blocks (so that
+    spikes, stuck transactions and the emergency cap can be driven in a few blocks)."""
+    with sending_keeper_on(
+        rpc_url,
+        fresh_world.manifest_file,
+        keeper_key,
+        tmp_path,
+        stuck_after_blocks=2,
+        max_fee_gwei=50,
+        emergency_max_fee_gwei=400,
+    ) as running:
+        yield running

@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,21 @@ class Running:
 
 def keeper_settings(rpc_url: str, manifest_file: Path, db_url: str, **extra: Any) -> Settings:
     return load_settings(rpc_url=rpc_url, manifest=manifest_file, db_url=db_url, **extra)
+
+
+@contextmanager
+def sending_keeper_on(
+    rpc_url: str, manifest_file: Path, key: str, folder: Path, **extra: Any
+) -> Iterator[Running]:
+    """A keeper that sends with ``key``, on a SQLite database in ``folder``; stopped after."""
+    db_url = f"sqlite:///{folder / 'keeper.sqlite'}"
+    running = start_keeper(
+        keeper_settings(rpc_url, manifest_file, db_url, private_key=key, **extra)
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 def start_keeper(settings: Settings) -> Running:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import ForkedWorld
-from keeper_support import Running, keeper_settings, start_keeper
+from keeper_support import Running, keeper_settings, sending_keeper_on, start_keeper
 
 from keeper.core import abi
 from keeper.core.types import Action
@@ -25,16 +25,8 @@ WAD = 10**18
 def book_keeper(
     rpc_url: str, fresh_world: ForkedWorld, keeper_key: str, tmp_path: Path
 ) -> Iterator[Running]:
-    running = start_keeper(
-        keeper_settings(
-            rpc_url,
-            fresh_world.manifest_file,
-            f"sqlite:///{tmp_path / 'keeper.sqlite'}",
-            private_key=keeper_key,
-        )
-    )
-    yield running
-    running.stop()
+    with sending_keeper_on(rpc_url, fresh_world.manifest_file, keeper_key, tmp_path) as running:
+        yield running
 
 
 def rebalances(running: Running) -> list[JournalEntry]:

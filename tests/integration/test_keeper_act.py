@@ -73,25 +73,6 @@ def keeper_entries(running: Running) -> list[Any]:
     return running.store.entries_in(list(JournalState), None)
 
 
-@pytest.fixture
-def sending_keeper(
-    rpc_url: str, fresh_world: ForkedWorld, keeper_key: str, tmp_path: Path
-) -> Iterator[Running]:
-    running = start_keeper(
-        keeper_settings(
-            rpc_url,
-            fresh_world.manifest_file,
-            f"sqlite:///{tmp_path / 'keeper.sqlite'}",
-            private_key=keeper_key,
-            stuck_after_blocks=2,
-            max_fee_gwei=50,
-            emergency_max_fee_gwei=400,
-        )
-    )
-    yield running
-    running.stop()
-
-
 def test_the_two_vaults_that_left_their_bands_are_rebalanced_and_the_third_holds(
     sending_keeper: Running, fresh_world: ForkedWorld, governance: Any, chain: Any
 ) -> None:

@@ -5,38 +5,17 @@ emergency cap while skip decisions warn once (item 15)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import ForkedWorld
-from keeper_support import Running, keeper_settings, start_keeper
+from keeper_support import Running
 
 from keeper.chain.routing import Router
 from keeper.core.types import Action
 from keeper.store import JournalState, TxKind
 
 GWEI = 10**9
-
-
-@pytest.fixture
-def sending_keeper(
-    rpc_url: str, fresh_world: ForkedWorld, keeper_key: str, tmp_path: Path
-) -> Iterator[Running]:
-    running = start_keeper(
-        keeper_settings(
-            rpc_url,
-            fresh_world.manifest_file,
-            f"sqlite:///{tmp_path / 'keeper.sqlite'}",
-            private_key=keeper_key,
-            stuck_after_blocks=2,
-            max_fee_gwei=50,
-            emergency_max_fee_gwei=400,
-        )
-    )
-    yield running
-    running.stop()
 
 
 def entries(running: Running) -> list[Any]:

@@ -38,9 +38,10 @@ def test_shipped_abis_are_the_build() -> None:
     if not BUILD.exists():
         pytest.skip("no .build/__local__.json: run `ape compile` (tools/setup.sh does)")
     fresh = collect(BUILD, ROOT / "node_modules")
-    assert sorted(fresh) == list(shipped())
+    stale = "the shipped ABI differs from the build: run `make abi` and commit it"
+    assert sorted(fresh) == list(shipped()), stale
     for name, entries in fresh.items():
-        assert (ABI_DIR / f"{name}.json").read_text() == render_abi(entries), name
+        assert (ABI_DIR / f"{name}.json").read_text() == render_abi(entries), f"{name}: {stale}"
 
 
 def test_shipped_files_are_in_canonical_form() -> None:
