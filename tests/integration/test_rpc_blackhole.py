@@ -39,7 +39,7 @@ BLOCK_SECONDS = 0.5  # a block this often during the blackhole
 RECOVER_BLOCKS = 6  # every vault back in band within this many blocks after it
 
 
-@dataclass
+@dataclass(eq=False)
 class _Link:
     """One proxied connection; ``silent``: swallowed both ways from now on."""
 
@@ -59,6 +59,7 @@ class BlackholeProxy:
         self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.dark = False
+        self.dark_on = b""  # the blackhole starts by itself at a request holding these bytes
         self.swallowed = 0  # bytes read and never answered
         self.port = free_port()
 
@@ -132,6 +133,11 @@ class BlackholeProxy:
         hold: bool = False,
     ) -> None:
         while data := await src.read(65536):
+            if self.dark_on and self.dark_on in data and not hold:
+                self.dark_on = b""
+                self.dark = True
+                for other in self._links:
+                    other.silent = True
             if link.silent or dst is None:
                 self.swallowed += len(data)
                 continue
@@ -172,7 +178,13 @@ def settled(decisions: list[Decision]) -> bool:
     )
 
 
+def price_now(world: ForkedWorld) -> float:
+    return float(world.feed.latestRoundData()[1]) / 1e8
+
+
+@pytest.mark.parametrize("when", ["idle", "mid-send"])
 def test_a_blackholed_node_does_not_wedge_the_keeper(
+    when: str,
     proxy: BlackholeProxy,
     fresh_world: ForkedWorld,
     keeper_key: str,
@@ -202,10 +214,17 @@ def test_a_blackholed_node_does_not_wedge_the_keeper(
         assert settled(store.latest_decisions()), "the vaults start in band"
         weth = {v.address: fresh_world.weth.balanceOf(v) for v in vaults}
 
-        proxy.blackhole(True)
+        if when == "idle":  # dark first, then the price moves
+            proxy.blackhole(True)
+            move = fresh_world.set_price(price_now(fresh_world) + 7, governance)
+        else:  # the price moves; dark from the keeper's first broadcast of the rebalance
+            proxy.dark_on = b"eth_sendRawTransaction"
+            move = fresh_world.set_price(price_now(fresh_world) + 7, governance)
+            wait_until("the broadcast", lambda: proxy.dark, proc, log)
         started = time.monotonic()
-        dark_from = chain.blocks.head.number + 1
-        fresh_world.set_price(fresh_world.feed.latestRoundData()[1] / 1e8 + 7, governance)
+        moved_at = chain.blocks.head.number
+        assert int(fresh_world.feed.latestRoundData()[1]) == move
+        dark_head = moved_at
         unhealthy = False
         deadline = started + 60
         while not unhealthy or time.monotonic() - started < BLACKHOLE_AT_LEAST:
@@ -218,7 +237,7 @@ def test_a_blackholed_node_does_not_wedge_the_keeper(
         last_dark = chain.blocks.head.number
         assert proxy.swallowed > 0, "the keeper talked to the node during the blackhole"
         processed = store.last_block()
-        assert processed is not None and processed.number < dark_from, "nothing got through"
+        assert processed is not None and processed.number <= dark_head, "nothing got through"
 
         proxy.blackhole(False)
         ended = time.monotonic()
@@ -226,7 +245,7 @@ def test_a_blackholed_node_does_not_wedge_the_keeper(
         back = chain.blocks.head.number
         wait_until("a block after the blackhole", reached(store, back), proc, log, 60)
         first_block_after = time.monotonic() - ended
-        left = [d for n in range(dark_from, back + 1) for d in store.decisions_for_block(n)]
+        left = [d for n in range(moved_at, back + 1) for d in store.decisions_for_block(n)]
         assert any(out_of_band(d) for d in left), "the price move took vaults out of band"
         blocks = 0
         while not settled(store.decisions_for_block(chain.blocks.head.number)):
@@ -251,7 +270,7 @@ def test_a_blackholed_node_does_not_wedge_the_keeper(
     moved = [v.address for v in vaults if fresh_world.weth.balanceOf(v) != weth[v.address]]
     assert moved, "the rebalance changed a hedge on chain"
     print(
-        f"\nblackhole {dark_seconds:.1f}s (rpc timeout {RPC_TIMEOUT:g}s, "
+        f"\n{when}: blackhole {dark_seconds:.1f}s (rpc timeout {RPC_TIMEOUT:g}s, "
         f"{proxy.swallowed} bytes swallowed); first block processed {first_block_after:.1f}s "
         f"after it ended, every vault in band after {in_band_after:.1f}s ({blocks} blocks)"
     )
