@@ -86,6 +86,11 @@ class HeadSource:
     nothing stops the head source but cancellation. Heads older than the newest one handed
     on are dropped (one source lagging another is not a reorg; a reorg shows up in the
     parent hashes of the next head).
+
+    Closing a websocket waits at most ``ws_close_seconds`` for the node: websockets' own
+    ``close_timeout`` (10 s, waited for the closing handshake and again for the TCP close,
+    and not cut short by cancellation) held every reconnect and the shutdown for 20 s when
+    the node had gone silent.
     """
 
     rpc: RpcClient
@@ -93,6 +98,7 @@ class HeadSource:
     poll_interval: float
     reconnect_max_seconds: float = 30.0
     silence_seconds: float = 60.0
+    ws_close_seconds: float = 1.0
     _newest: BlockRef | None = field(default=None, init=False)
 
     async def run(self, slot: LatestHead) -> None:
@@ -138,7 +144,12 @@ class HeadSource:
 
     async def _stream(self, slot: LatestHead, url: str) -> None:
         # One connection attempt: our own loop backs off (and the poll goes on meanwhile).
-        async with AsyncWeb3(WebSocketProvider(url, max_connection_retries=1)) as ws:
+        provider = WebSocketProvider(
+            url,
+            max_connection_retries=1,
+            websocket_kwargs={"close_timeout": self.ws_close_seconds},
+        )
+        async with AsyncWeb3(provider) as ws:
             await ws.eth.subscribe("newHeads")
             log.info("subscribed to newHeads on %s", endpoint_name(url))
             heads = ws.socket.process_subscriptions()

@@ -1,9 +1,12 @@
 """Small JSON-RPC servers on 127.0.0.1 that misbehave the way real providers do (rate limits,
-keep-alive connections closed under a request, JSON-RPC errors), for the transport's tests."""
+keep-alive connections closed under a request, JSON-RPC errors, a websocket that goes
+silent), for the transport's tests."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -96,3 +99,71 @@ def _content_length(head: bytes) -> int:
         if name.strip().lower() == "content-length":
             return int(value)
     return 0
+
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+
+
+@asynccontextmanager
+async def silent_websocket_server() -> AsyncIterator[str]:
+    """A websocket JSON-RPC server that completes the handshake (RFC 6455), answers the
+    requests up to ``eth_subscribe``, then reads everything and never writes again (not even
+    the closing handshake): a node behind a blackhole. Yields its ``ws://`` URL."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await _ws_handshake(reader, writer)
+            while True:
+                request = json.loads(await _ws_read_frame(reader))
+                reply = {"jsonrpc": "2.0", "id": request["id"], "result": "0x1"}
+                _ws_write_text(writer, json.dumps(reply).encode())
+                await writer.drain()
+                if request["method"] == "eth_subscribe":
+                    break
+            while await reader.read(65536):
+                pass
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"ws://127.0.0.1:{port}/"
+    finally:
+        server.close()
+
+
+async def _ws_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    key = next(
+        line.partition(":")[2].strip()
+        for line in head.split("\r\n")
+        if line.lower().startswith("sec-websocket-key:")
+    )
+    accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+    writer.write(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+    )
+    await writer.drain()
+
+
+async def _ws_read_frame(reader: asyncio.StreamReader) -> bytes:
+    """One (masked, unfragmented) client frame's payload (RFC 6455 section 5.2)."""
+    _, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(await reader.readexactly(8), "big")
+    mask = await reader.readexactly(4) if second & 0x80 else b"\0\0\0\0"
+    data = await reader.readexactly(length)
+    return bytes(byte ^ mask[i % 4] for i, byte in enumerate(data))
+
+
+def _ws_write_text(writer: asyncio.StreamWriter, payload: bytes) -> None:
+    size = len(payload)
+    header = bytes([0x81, size]) if size < 126 else bytes([0x81, 126]) + size.to_bytes(2, "big")
+    writer.write(header + payload)

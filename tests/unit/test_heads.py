@@ -1,10 +1,15 @@
-"""The head mailbox keeps only the newest head and says which it superseded."""
+"""The head mailbox keeps only the newest head and says which it superseded; a silent
+websocket is let go of quickly."""
 
 from __future__ import annotations
 
 import asyncio
 
-from keeper.chain.blocks import ChainFollower, LatestHead
+import pytest
+from rpc_servers import silent_websocket_server
+
+from keeper.chain.blocks import ChainFollower, HeadSource, LatestHead
+from keeper.chain.rpc import RpcClient, RpcConfig
 from keeper.core.chaintrack import ChainUpdate
 from keeper.core.types import BlockRef
 
@@ -78,3 +83,21 @@ def test_a_reorg_of_the_block_jumped_to_is_followed_not_a_dead_end() -> None:
     assert [b.hash for b in reorged.added] == ["b201"]  # the window starts again there
     assert after.added == (b_chain[202],) and not after.reorg
     assert follower.tip == b_chain[202]
+
+
+def test_a_silent_websocket_is_let_go_of_without_waiting_for_its_close() -> None:
+    """Issue 10 item 5: a node behind a blackhole never answers the closing handshake;
+    reconnecting (and the keeper's shutdown) waits ``ws_close_seconds`` for it, not
+    websockets' 2 x 10 s (the bound below is generous: 0.2 s is expected)."""
+
+    async def go() -> None:
+        async with silent_websocket_server() as url:
+            rpc = RpcClient(RpcConfig(urls=("http://127.0.0.1:9/",)))  # never asked
+            source = HeadSource(rpc, [url], 0.1, silence_seconds=0.2, ws_close_seconds=0.2)
+            stream = asyncio.create_task(source._stream(LatestHead(), url))
+            done, _ = await asyncio.wait({stream}, timeout=10)
+            assert stream in done, "still closing the silent websocket after 10 s"
+            with pytest.raises(TimeoutError, match=r"no newHeads for 0\.2s"):
+                stream.result()
+
+    asyncio.run(go())
