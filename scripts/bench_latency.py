@@ -58,7 +58,7 @@ from keeper.core import abi  # noqa: E402
 from keeper.core.decide import CostConfig, decide_block  # noqa: E402
 from keeper.core.planner import TradeSpec, size_trade  # noqa: E402
 from keeper.core.types import Action, Trade  # noqa: E402
-from keeper.runner import Keeper  # noqa: E402
+from keeper.runner import Keeper, make_rpc  # noqa: E402
 from keeper.store import Store  # noqa: E402
 from world.manifest import load_manifest  # noqa: E402
 from world.market import MarketDriver  # noqa: E402
@@ -157,7 +157,7 @@ def refill(node: Web3, driver: MarketDriver) -> None:
 async def keeper_block(keeper: Keeper, recorder: Recorder, node: Web3) -> Sample:
     mine(node)
     t0 = time.perf_counter()
-    head = block_ref(await keeper.w3.eth.get_block("latest"))
+    head = block_ref(await keeper.rpc.call("eth_getBlockByNumber", ["latest", False]))
     await keeper.pipeline.tick(head)
     done = time.perf_counter()
     mine(node)  # the keeper's transactions
@@ -311,12 +311,15 @@ async def run_size(
             log_level="WARNING",
         )
         store = Store(settings.db_url)
-        actor = await build_actor(settings, store)
-        keeper = await Keeper.build(settings, store, actor)
+        rpc = make_rpc(settings)
+        actor = await build_actor(settings, store, rpc)
+        keeper = await Keeper.build(settings, store, actor, rpc)
         naive_w3 = AsyncWeb3(AsyncHTTPProvider(proxy, request_kwargs={"timeout": 120}))
         naive = Naive(naive_w3, manifest, vaults, keeper.pipeline.costs)
         try:
-            await keeper.pipeline.tick(block_ref(await keeper.w3.eth.get_block("latest")))
+            await keeper.pipeline.tick(
+                block_ref(await keeper.rpc.call("eth_getBlockByNumber", ["latest", False]))
+            )
             for share in args.shares:
                 fast, slow = [], []
                 for _ in range(args.blocks):
@@ -329,7 +332,9 @@ async def run_size(
                         slow.append(await naive.block(recorder, node))
                         mine(node)
                         await keeper.pipeline.tick(
-                            block_ref(await keeper.w3.eth.get_block("latest"))
+                            block_ref(
+                                await keeper.rpc.call("eth_getBlockByNumber", ["latest", False])
+                            )
                         )
                         mine(node)  # what it sent for the naive keeper's leftovers
                 rows.append(summary(len(vaults), share, fast, slow))
