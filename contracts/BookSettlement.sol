@@ -11,6 +11,10 @@ import {IOptionsVault} from "./interfaces/IOptionsVault.sol";
 import {ISettlement} from "./interfaces/ISettlement.sol";
 import {CappedCall} from "./libraries/CappedCall.sol";
 
+interface IVaultRegistry {
+    function isRegistered(address vault) external view returns (bool);
+}
+
 /// @title BookSettlement
 /// @notice Settles several vaults' trades in one transaction: opposite trades are matched
 /// vault-to-vault at the payouts the keeper planned, only the net goes to a DEX in one swap.
@@ -48,8 +52,14 @@ contract BookSettlement is ISettlement, Ownable2Step, ReentrancyGuardTransient {
     uint256 private constant T_SWAP_DATA = T_LEGS + MAX_LEGS * LEG_WORDS; // length, then words
 
     mapping(address => bool) public isRouter;
+    /// @notice Only the vaults of this registry take part: a leg is paid from what the other
+    /// legs gave, so a contract that merely answers like a vault must never be one.
+    address public immutable registry;
 
-    constructor(address owner_) Ownable(owner_) {}
+    constructor(address owner_, address registry_) Ownable(owner_) {
+        if (registry_.code.length == 0) revert NotRegistered(registry_);
+        registry = registry_;
+    }
 
     /// @inheritdoc ISettlement
     function setRouter(address router, bool allowed) external onlyOwner {
@@ -92,6 +102,7 @@ contract BookSettlement is ISettlement, Ownable2Step, ReentrancyGuardTransient {
         for (uint256 i = 0; i < legs.length; ++i) {
             Leg calldata leg = legs[i];
             IOptionsVault vault = IOptionsVault(leg.vault);
+            if (!IVaultRegistry(registry).isRegistered(leg.vault)) revert NotRegistered(leg.vault);
             if (!vault.isKeeper(msg.sender)) revert NotKeeperOf(leg.vault, msg.sender);
             if (i != 0 && (vault.quote() != quote || vault.underlying() != underlying)) revert MixedTokens(leg.vault);
             bool sell = leg.trade.sellUnderlying;

@@ -147,6 +147,7 @@ class Chain:
         self.usdc = self.at("TestERC20", c["USDC"].address)
         self.feed = self.at("MockV3Aggregator", c["PriceFeed"].address)
         self.settlement = self.at("BookSettlement", c["BookSettlement"].address)
+        self.registry = self.at("VaultRegistry", c["VaultRegistry"].address)
         self.template = self.at("OptionsVault", manifest.vaults[0].address)
         self.router = w3.eth.contract(
             address=to_checksum_address(c["SwapRouter"].address),
@@ -210,6 +211,7 @@ def deploy_vaults(ch: Chain, gov: Signer, keeper: str, count: int, deviation: in
         moved = list(params)
         moved[2] = int(params[2]) + int(vault.functions.deviationWad().call()) - deviation
         gov.transact(vault.address, calldata(vault, "setParams", tuple(moved)))
+        gov.transact(ch.registry.address, calldata(ch.registry, "addVault", vault.address))
         vaults.append(vault.address)
     return vaults
 

@@ -217,7 +217,7 @@ def _create_pools(d: _Deployment, deployer: Any, config: WorldConfig) -> None:
 def _deploy_infrastructure(d: _Deployment, deployer: Any) -> None:
     d.contracts["Multicall3"] = deployer.deploy(project.Multicall3)
     d.contracts["VaultRegistry"] = deployer.deploy(project.VaultRegistry, deployer)
-    settlement = deployer.deploy(project.BookSettlement, deployer)
+    settlement = deployer.deploy(project.BookSettlement, deployer, d.contracts["VaultRegistry"])
     settlement.setRouter(d.contracts["SwapRouter"], True, sender=deployer)
     d.contracts["BookSettlement"] = settlement
 

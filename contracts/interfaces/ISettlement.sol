@@ -31,6 +31,7 @@ interface ISettlement {
     event RouterSet(address indexed router, bool allowed);
 
     error NotKeeperOf(address vault, address caller);
+    error NotRegistered(address vault);
     error UnexpectedCallback(address caller);
     error TooManyLegs(uint256 legs, uint256 max);
     error NoLegs();
@@ -43,7 +44,9 @@ interface ISettlement {
 
     /// @notice Settle `legs` (all on the same quote/underlying pair), swapping `net` on the
     /// market. Reverts as a whole if any vault refuses its part (see docs/interfaces.md for why).
-    /// The caller must be a keeper of every vault (checked against each vault's own list).
+    /// Every leg's vault must be registered in `registry()` (a contract posing as a vault could
+    /// otherwise be paid what a real vault gave up), and the caller must be a keeper of every
+    /// vault (checked against each vault's own list).
     /// Whatever is left over after every payout (positive slippage) goes to the first leg that
     /// receives that token.
     function settle(Leg[] calldata legs, NetSwap calldata net) external;
@@ -54,5 +57,7 @@ interface ISettlement {
 
     function setRouter(address router, bool allowed) external;
     function isRouter(address router) external view returns (bool);
+    /// @notice The registry whose vaults alone may take part (immutable).
+    function registry() external view returns (address);
     function MAX_LEGS() external view returns (uint256);
 }
