@@ -351,9 +351,9 @@ class RebalanceActor:
                         extra={"fields": {"vaults": [t.vault for t in group]}},
                     )
                     continue
-                swapping |= sides
                 if len(group) > 1:
-                    rounds += [([t], max_legs) for t in _one_swap_per_side(plan, swapping)]
+                    solo = _one_swap_per_side(plan, swapping | sides)
+                    rounds += [([t], max_legs) for t in solo]
                 for vault, why in plan.excluded.items() if len(group) == 1 else ():
                     log.error(
                         "no safe route: rebalance skipped",
@@ -365,6 +365,8 @@ class RebalanceActor:
                 for tx, outcome in zip(txs, outcomes, strict=True):
                     if isinstance(outcome, PlannedTx):
                         ready.append(outcome)
+                        if outcome.route is not None:  # only a sent swap moves the pool
+                            swapping.add(outcome.settlement.net.sell_underlying)
                         continue
                     members = [t for t in group if t.vault in tx.settlement.vaults]
                     rounds += _retry_after(outcome, members, max_legs)
