@@ -243,8 +243,9 @@ class RebalanceActor:
         go = await self._affordable(go)
         by_vault = {d.vault: d for d in decisions}
         sent: set[str] = set()
+        swapping: set[bool] = set()  # directions swapped this block, across books: one pool
         for book in books(go):
-            for tx in await self._book(block, book, snapshot.base_fee_wei):
+            for tx in await self._book(block, book, snapshot.base_fee_wei, swapping):
                 t1 = time.perf_counter()
                 sent |= await self._send(block, tx, by_vault)
                 self._stage("send", t1)
@@ -324,15 +325,19 @@ class RebalanceActor:
     # --- the book --------------------------------------------------------------------------
 
     async def _book(
-        self, block: BlockRef, trades: Sequence[TradeSpec], gas_price_wei: int
+        self,
+        block: BlockRef,
+        trades: Sequence[TradeSpec],
+        gas_price_wei: int,
+        swapping: set[bool],
     ) -> list[PlannedTx]:
         """The simulated transactions of one book, in rounds of one quote each: the book;
         then every vault the plan left out, each alone (all quoted in one multicall); then
         settlements the node could not fit, in halves, and settlements without the vault a
-        simulation named."""
+        simulation named. ``swapping``: the directions this block already swaps (updated:
+        every book of the block trades on the same pool)."""
         rounds: list[Group] = [(list(trades), self.config.legs_per_settlement())]
         ready: list[PlannedTx] = []
-        swapping: set[bool] = set()  # directions a planned transaction already swaps
         for _ in range(4 * len(trades) + 4):  # every retry removes a vault or halves a cap
             if not rounds:
                 break
@@ -346,9 +351,9 @@ class RebalanceActor:
                         extra={"fields": {"vaults": [t.vault for t in group]}},
                     )
                     continue
-                swapping |= sides
                 if len(group) > 1:
-                    rounds += [([t], max_legs) for t in _one_swap_per_side(plan, swapping)]
+                    solo = _one_swap_per_side(plan, swapping | sides)
+                    rounds += [([t], max_legs) for t in solo]
                 for vault, why in plan.excluded.items() if len(group) == 1 else ():
                     log.error(
                         "no safe route: rebalance skipped",
@@ -360,6 +365,8 @@ class RebalanceActor:
                 for tx, outcome in zip(txs, outcomes, strict=True):
                     if isinstance(outcome, PlannedTx):
                         ready.append(outcome)
+                        if outcome.route is not None:  # only a sent swap moves the pool
+                            swapping.add(outcome.settlement.net.sell_underlying)
                         continue
                     members = [t for t in group if t.vault in tx.settlement.vaults]
                     rounds += _retry_after(outcome, members, max_legs)

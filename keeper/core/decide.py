@@ -29,7 +29,7 @@ from keeper.core.types import (
     VaultState,
 )
 
-DUST_WEI = 10**12  # 1e-6 underlying: a trade smaller than this is not worth a transaction
+DUST = 1e-6  # whole underlying: a trade smaller than this is not worth a transaction
 
 
 @dataclass(frozen=True)
@@ -281,11 +281,12 @@ def _vault_decision(
     trigger, reason = _trigger(state, mem, risk)
     # the band and the hard limit trade to the inner target; governance asks for the target
     leave = risk.trade_to if trigger in ("band", "urgent") else 0.0
-    trade_wei = -round((risk.deviation - leave) * WAD)
+    trade = -(risk.deviation - leave)  # whole underlying; trade_wei is in its base units
+    trade_wei = round(trade * state.underlying_unit)
     expired = sum(1 for leg in state.book if leg.expiry <= block.timestamp)
     if expired:
         reason += f" ({expired} expired option(s) ignored: governance should remove them)"
-    at_target = bool(trigger) and abs(trade_wei) < DUST_WEI
+    at_target = bool(trigger) and abs(trade) < DUST
     if at_target:  # the trigger is satisfied without a trade (a request is then handled)
         reason = f"{reason}, but already at target ({risk.deviation:.2e})"
     act = bool(trigger) and not at_target

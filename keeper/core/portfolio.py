@@ -111,7 +111,8 @@ def portfolio_greeks(
 
 
 def legs_from_states(states: Sequence[VaultState]) -> LegArrays:
-    """Flatten the books of ``states``: strikes from oracle decimals, sizes from 1e18 base units."""
+    """Flatten the books of ``states``: strikes from oracle decimals, sizes from underlying base
+    units (``underlyingDecimals``, as the vault scales them)."""
     count = sum(len(s.book) for s in states)
     vault_index = np.empty(count, dtype=np.intp)
     strike = np.empty(count, dtype=np.float64)
@@ -125,7 +126,7 @@ def legs_from_states(states: Sequence[VaultState]) -> LegArrays:
             vault_index[i] = v
             strike[i] = leg.strike / scale
             expiry[i] = leg.expiry
-            size[i] = leg.size / WAD
+            size[i] = leg.size / state.underlying_unit
             is_call[i] = leg.is_call
             i += 1
     return LegArrays(vault_index, strike, expiry, size, is_call)
@@ -138,11 +139,11 @@ def portfolio_greeks_for_states(
 
     Spot is the vault's oracle answer, vol (unless ``vol`` gives one per vault, e.g. a realised
     estimate) and rate its ``VaultParams`` wads, the hedge its ``underlying_balance`` (so
-    ``net_delta`` = option delta + underlying_balance / 1e18).
+    ``net_delta`` = option delta + underlying_balance / 10**underlying_decimals).
     """
     spot = np.array([s.oracle.price for s in states], dtype=np.float64)
     if vol is None:
         vol = np.array([s.params.implied_vol_wad / WAD for s in states], dtype=np.float64)
     rate = np.array([s.params.risk_free_rate_wad / WAD for s in states], dtype=np.float64)
-    hedge = np.array([s.underlying_balance / WAD for s in states], dtype=np.float64)
+    hedge = np.array([s.underlying_balance / s.underlying_unit for s in states], dtype=np.float64)
     return portfolio_greeks(spot, vol, rate, now, legs_from_states(states), hedge)

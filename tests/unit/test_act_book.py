@@ -71,3 +71,99 @@ def test_one_swap_per_direction_per_block_urgent_first() -> None:
     assert _one_swap_per_side(plan, set()) == [urgent, seller]
     assert _one_swap_per_side(plan, {True}) == [urgent]  # the book's net already sells
     assert _one_swap_per_side(plan, {True, False}) == []
+
+
+def test_two_books_never_swap_the_same_way_in_one_block() -> None:
+    """Vaults on two oracle rounds (two books) share the one pool: a second swap the same way
+    quoted on the same pool state gets less than quoted (it reverts on chain, or its vaults
+    get a worse price), so the second book's swap waits a block, as inside one book."""
+    import asyncio
+    from types import SimpleNamespace
+    from typing import Any
+
+    from keeper.act.actor import PlannedTx, RebalanceActor
+    from keeper.core.book import NetNeed, Settlement
+    from keeper.core.types import BlockRef, OracleRound, SettleLeg, Trade
+
+    a, b = trade(1, -WAD), trade(2, -WAD)
+    b = replace(b, state=replace(b.state, oracle=OracleRound(8, 3001 * 10**8, 0, 8)))
+    decisions = [
+        Decision(t.vault, 1, "0xb", Action.REBALANCE, "band", deviation=1.0, trade_wei=-WAD)
+        for t in (a, b)
+    ]
+
+    class Lifecycle:
+        def in_flight_vaults(self) -> frozenset[str]:
+            return frozenset()
+
+        async def fees_allow(self, urgent: bool) -> bool:
+            return True
+
+    store = SimpleNamespace(mined_since=lambda n: [])
+    actor = RebalanceActor(None, config(), store, None, Lifecycle(), None)  # type: ignore[arg-type]
+
+    async def plan(block: Any, groups: Any, gas: int) -> Any:
+        out = []
+        for group, max_legs in groups:
+            t = group[0]
+            leg = SettleLeg(t.vault, Trade(True, t.amount_in, 1, t.state.state_nonce, 0), 1)
+            s = Settlement((leg,), NetNeed(True, t.underlying, 0), 1, {}, {})
+            p = BookPlan((s,), (), {}, None, 0)
+            out.append(((group, max_legs), (p, [PlannedTx(s, object(), p)])))  # type: ignore[arg-type]
+        return out
+
+    async def simulate(tx: PlannedTx) -> PlannedTx:
+        return tx
+
+    async def send(block: Any, tx: PlannedTx, by: Any) -> set[str]:
+        return set(tx.settlement.vaults)
+
+    actor._plan = plan  # type: ignore[method-assign]
+    actor._simulate = simulate  # type: ignore[method-assign]
+    actor._send = send  # type: ignore[method-assign]
+    trades_by_vault = {a.vault: a, b.vault: b}
+    actor._trades = lambda block, ds, states: [trades_by_vault[d.vault] for d in ds]  # type: ignore[method-assign]
+    snapshot = SimpleNamespace(vaults=[a.state, b.state], base_fee_wei=0)
+    sent = asyncio.run(actor.act(BlockRef(1, "0xb", "0xa", 0), snapshot, decisions))  # type: ignore[arg-type]
+    assert sent == {a.vault}
+
+
+def test_a_book_refused_in_simulation_is_planned_again_without_the_refusing_vault() -> None:
+    """A settlement whose simulation reverts never swapped: its retry (without the vault the
+    revert names, or in halves) must not be deferred as a "second swap the same way"; else
+    one refusing vault holds every vault of the book back, block after block."""
+    import asyncio
+    from types import SimpleNamespace
+    from typing import Any
+
+    from keeper.act.actor import PlannedTx, RebalanceActor
+    from keeper.core.book import NetNeed, Settlement
+    from keeper.core.types import BlockRef, SettleLeg, Trade
+
+    good, bad, other = trade(1, -WAD), trade(2, -WAD), trade(3, -WAD)
+    actor = RebalanceActor(None, config(), SimpleNamespace(), None, None, None)  # type: ignore[arg-type]
+
+    async def plan(block: Any, groups: Any, gas: int) -> Any:
+        out = []
+        for group, max_legs in groups:
+            legs = tuple(
+                SettleLeg(t.vault, Trade(True, t.amount_in, 1, t.state.state_nonce, 0), 1)
+                for t in group
+            )
+            s = Settlement(legs, NetNeed(True, sum(t.underlying for t in group), 0), 1, {}, {})
+            p = BookPlan((s,), (), {}, None, 0)
+            out.append(((group, max_legs), (p, [PlannedTx(s, object(), p)])))  # type: ignore[arg-type]
+        return out
+
+    async def simulate(tx: PlannedTx) -> PlannedTx | SimulationReverted:
+        if bad.vault not in tx.settlement.vaults:
+            return tx
+        data = abi.error_selector("NotKeeperOf") + encode(
+            ["address", "address"], [bad.vault, "0x" + "01" * 20]
+        )
+        return SimulationReverted("NotKeeperOf", data)
+
+    actor._plan = plan  # type: ignore[method-assign]
+    actor._simulate = simulate  # type: ignore[method-assign]
+    ready = asyncio.run(actor._book(BlockRef(1, "0xb", "0xa", 0), [good, bad, other], 0, set()))
+    assert [tx.settlement.vaults for tx in ready] == [(good.vault, other.vault)]

@@ -245,3 +245,35 @@ def test_dex_curve_bounds_bracket_the_true_output() -> None:
     for a in (WAD // 2, 3 * WAD, 5 * WAD, 7 * WAD):
         true = pool.out(True, a)
         assert curve.sell.lower_bound(a) <= true <= curve.sell.upper_bound(a)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="design: BookSettlement pays all positive slippage to the first buyer of a token; "
+    "the book checks that leg's direction rule at its payout only",
+)
+def test_the_first_buyer_also_takes_the_net_swaps_positive_slippage_within_its_overshoot() -> None:
+    """BookSettlement._pay: the first leg buying a token takes everything left of it, i.e.
+    its payout plus the net swap's output above ``net_min_out`` (the keeper's own quote less
+    ``net_slippage_bps``). With an unchanged pool that is ~TOL of the net: the vault measures
+    what it received and must still pass its direction / overshoot rule, or the whole
+    settlement reverts (``Overshoot``)."""
+    pool = Pool(weth=100_000 * WAD, usdc=300_000_000 * USDC)
+    seller, small, big = trade(1, -90 * WAD), trade(2, WAD), trade(3, 150 * WAD)
+    p = plan([seller, small, big], pool)
+    assert not p.excluded and len(p.settlements) == 1
+    (s,) = p.settlements
+    assert s.net.amount_in > 0 and not s.net.sell_underlying
+    assert s.legs[1].vault == small.vault  # the first leg buying the underlying
+    net_out = pool.out(False, s.net.amount_in)  # the pool as quoted: nothing moved
+    held = s.legs[0].trade.amount_in + net_out  # the seller's underlying and the net's output
+    received = held - s.legs[2].payout  # the big buyer is paid first (innermost), small last
+    assert received > s.legs[1].payout
+    # the vault's own check of what it received (OptionsVault._checkDirection)
+    from keeper.core.planner import direction_ok
+
+    assert direction_ok(small.deviation_wad, received, small.state), (
+        f"first buyer receives {received}, planned {s.legs[1].payout}: "
+        f"{(received - s.legs[1].payout) / WAD:.3f} WETH past its payout, overshoot allowance "
+        f"{small.state.guards.max_overshoot_wad / WAD}"
+    )

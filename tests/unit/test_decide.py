@@ -207,3 +207,18 @@ def test_with_a_usual_base_fee_the_band_waits_out_a_gas_spike() -> None:
     assert timed.action == Action.HOLD  # the spike's excess gas outweighs 2 h of risk
     (calm,) = decide_block(BLOCK, usual, [just_out], {}, costs, usual_base_fee_wei=usual)
     assert calm.action == Action.REBALANCE  # at the usual fee the rule never waits
+
+
+def test_an_8_decimal_underlying_is_decided_like_the_same_vault_in_18_decimals() -> None:
+    """Sizes, the hedge and ``trade_wei`` are underlying base units (docs/interfaces.md,
+    "Units"; the vault scales them by 10**(18 - underlyingDecimals)): a WBTC-like vault holding
+    the same whole tokens must have the same deviation and a trade of the same whole size."""
+    (wad,) = decide_block(BLOCK, 0, [short_call_vault(0)], {}, COSTS)
+    unit = 10**10  # 18 - 8 decimals
+    base = short_call_vault(0)
+    leg = replace(base.book[0], size=base.book[0].size // unit)
+    btc = replace(base, underlying_decimals=8, book=(leg,))
+    (d,) = decide_block(BLOCK, 0, [btc], {}, COSTS)
+    assert d.deviation == pytest.approx(wad.deviation)
+    assert d.action == wad.action == Action.REBALANCE
+    assert d.trade_wei == pytest.approx(wad.trade_wei / unit, abs=1)
