@@ -92,7 +92,8 @@ contract BookSettlement is ISettlement, Ownable2Step, ReentrancyGuardTransient {
 
     // --- internals ---------------------------------------------------------------------------
 
-    /// @dev Checks every vault (the caller is its keeper, same token pair) and writes the plan.
+    /// @dev Checks every vault (registered, same token pair) and writes the plan; each vault
+    /// checks in its own `settle` that the caller is its keeper.
     function _storePlan(Leg[] calldata legs, NetSwap calldata net) private {
         IOptionsVault first = IOptionsVault(legs[0].vault);
         address quote = first.quote();
@@ -102,8 +103,9 @@ contract BookSettlement is ISettlement, Ownable2Step, ReentrancyGuardTransient {
         for (uint256 i = 0; i < legs.length; ++i) {
             Leg calldata leg = legs[i];
             IOptionsVault vault = IOptionsVault(leg.vault);
+            // The keeper check is each vault's own (`settle` refuses a caller that is not its
+            // keeper); a registered vault is a real one, so it is not repeated here.
             if (!IVaultRegistry(registry).isRegistered(leg.vault)) revert NotRegistered(leg.vault);
-            if (!vault.isKeeper(msg.sender)) revert NotKeeperOf(leg.vault, msg.sender);
             if (i != 0 && (vault.quote() != quote || vault.underlying() != underlying)) revert MixedTokens(leg.vault);
             bool sell = leg.trade.sellUnderlying;
             if (sell && firstQuote == 0) firstQuote = i + 1;

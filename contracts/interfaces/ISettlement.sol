@@ -30,7 +30,6 @@ interface ISettlement {
     event LegSettled(uint256 indexed index, address indexed vault, uint256 amountIn, uint256 payout);
     event RouterSet(address indexed router, bool allowed);
 
-    error NotKeeperOf(address vault, address caller);
     error NotRegistered(address vault);
     error UnexpectedCallback(address caller);
     error TooManyLegs(uint256 legs, uint256 max);
@@ -46,7 +45,7 @@ interface ISettlement {
     /// market. Reverts as a whole if any vault refuses its part (see docs/interfaces.md for why).
     /// Every leg's vault must be registered in `registry()` (a contract posing as a vault could
     /// otherwise be paid what a real vault gave up), and the caller must be a keeper of every
-    /// vault (checked against each vault's own list).
+    /// vault: each vault refuses, in its own `settle`, a caller not on its keeper list.
     /// Whatever is left over after every payout (positive slippage) goes to the first leg that
     /// receives that token.
     function settle(Leg[] calldata legs, NetSwap calldata net) external;

@@ -376,7 +376,7 @@ def error_name(data: bytes) -> str | None:
 
 
 def error_addresses(data: bytes) -> tuple[str, ...]:
-    """The address arguments of one of our custom errors (e.g. the vault ``NotKeeperOf``
+    """The address arguments of one of our custom errors (e.g. the vault ``NotRegistered``
     names); empty for anything else or undecodable data."""
     err = errors_by_selector().get(bytes(data[:4]))
     if err is None:

@@ -155,17 +155,17 @@ def test_one_refusing_vault_reverts_the_whole_settlement_and_moves_no_funds(
 def test_revoked_keeper_cannot_trade_through_the_settlement(
     world: World, vaults: tuple[Any, Any, Any], keeper: Any, deployer: Any, stranger: Any
 ) -> None:
-    """Attack (v1): a key revoked on every vault still traded them through the batcher. The
-    settlement checks each vault's own keeper list, and each vault checks it again."""
+    """Attack (v1): a key revoked on every vault still traded them through the batcher. Each
+    vault refuses, in its own settle, a settlement caller that is not its keeper."""
     calls, puts, straddle = vaults
     legs, net, _ = opposite_plan(world, calls, puts, straddle)
     puts.setKeeper(keeper, False, sender=deployer)  # revoked on one vault only
     legs[1] = (puts, trade(puts, False, oracle_value(2 * WAD)), 2 * WAD)
-    with ape.reverts(world.settlement.NotKeeperOf, vault=puts.address, caller=keeper.address):
+    with ape.reverts(puts.NotKeeper, caller=keeper.address):
         world.settlement.settle(legs, net, sender=keeper)
     for vault in (calls, straddle):
         vault.setKeeper(keeper, False, sender=deployer)
-    with ape.reverts(world.settlement.NotKeeperOf, vault=calls.address, caller=keeper.address):
+    with ape.reverts(calls.NotKeeper, caller=keeper.address):
         world.settlement.settle(legs, net, sender=keeper)
     # Around the settlement: a vault takes part only through a settlement its governance
     # allowlisted, on behalf of one of its own keepers.

@@ -117,7 +117,7 @@ def test_a_key_that_is_not_a_keeper_of_the_vaults(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The world's key is a keeper of every vault; another key is not, and every transaction
-    it sent would revert (NotKeeper, or NotKeeperOf through the settlement)."""
+    it sent would revert (NotKeeper, directly or through the settlement)."""
     code, out = doctor(monkeypatch, capsys, **(base | {"private_key": OTHER_KEY}))
     assert code == 1
     for vault in fresh_world.manifest.vaults:

@@ -54,10 +54,8 @@ def test_out_of_gas_plans_the_same_vaults_again_in_halves() -> None:
 
 def test_a_revert_naming_a_vault_plans_the_rest_without_it_else_halves() -> None:
     members = [trade(i, -WAD) for i in range(1, 4)]
-    data = abi.error_selector("NotKeeperOf") + encode(
-        ["address", "address"], [members[1].vault, "0x" + "01" * 20]
-    )
-    retry = _retry_after(SimulationReverted("NotKeeperOf", data), members, 64)
+    data = abi.error_selector("NotRegistered") + encode(["address"], [members[1].vault])
+    retry = _retry_after(SimulationReverted("NotRegistered", data), members, 64)
     assert retry == [([members[0], members[2]], 64)]
     stale = abi.error_selector("StaleState") + encode(["uint64", "uint64"], [1, 2])
     halves = _retry_after(SimulationReverted("StaleState(1, 2)", stale), members, 64)
@@ -158,10 +156,8 @@ def test_a_book_refused_in_simulation_is_planned_again_without_the_refusing_vaul
     async def simulate(tx: PlannedTx) -> PlannedTx | SimulationReverted:
         if bad.vault not in tx.settlement.vaults:
             return tx
-        data = abi.error_selector("NotKeeperOf") + encode(
-            ["address", "address"], [bad.vault, "0x" + "01" * 20]
-        )
-        return SimulationReverted("NotKeeperOf", data)
+        data = abi.error_selector("NotRegistered") + encode(["address"], [bad.vault])
+        return SimulationReverted("NotRegistered", data)
 
     actor._plan = plan  # type: ignore[method-assign]
     actor._simulate = simulate  # type: ignore[method-assign]
