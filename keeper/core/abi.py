@@ -101,14 +101,11 @@ def from_abi(param: AbiParam, value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class Function:
-    """One function of a shipped ABI."""
+class _Signed:
+    """A named ABI entry with inputs: its canonical signature and its 4-byte selector."""
 
-    contract: str
     name: str
     inputs: tuple[AbiParam, ...]
-    outputs: tuple[AbiParam, ...]
 
     @property
     def signature(self) -> str:
@@ -117,6 +114,16 @@ class Function:
     @property
     def selector(self) -> bytes:
         return keccak(text=self.signature)[:4]
+
+
+@dataclass(frozen=True)
+class Function(_Signed):
+    """One function of a shipped ABI."""
+
+    contract: str
+    name: str
+    inputs: tuple[AbiParam, ...]
+    outputs: tuple[AbiParam, ...]
 
     def encode(self, *args: Any) -> bytes:
         """Calldata: selector + arguments (structs from dataclasses by field name)."""
@@ -337,17 +344,9 @@ ERROR_CONTRACTS = ("OptionsVault", "BookSettlement", VAULT, SETTLEMENT, REGISTRY
 
 
 @dataclass(frozen=True)
-class ContractError:
+class ContractError(_Signed):
     name: str
     inputs: tuple[AbiParam, ...]
-
-    @property
-    def signature(self) -> str:
-        return f"{self.name}({','.join(abi_type(p) for p in self.inputs)})"
-
-    @property
-    def selector(self) -> bytes:
-        return keccak(text=self.signature)[:4]
 
 
 @cache
