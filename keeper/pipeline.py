@@ -23,7 +23,7 @@ from keeper.core.decide import CostConfig, VaultMemory, decide_block, remember, 
 from keeper.core.fees import UsualFee
 from keeper.core.types import Action, BlockRef, Decision
 from keeper.errors import KeeperError
-from keeper.store import Store
+from keeper.store import Markers, Store
 
 log = logging.getLogger("keeper.pipeline")
 
@@ -74,6 +74,7 @@ class Pipeline:
     memory: dict[str, VaultMemory] = field(default_factory=dict)
     skip_reasons: dict[str, str] = field(default_factory=dict)  # vault -> last skip logged
     usual_fee: UsualFee | None = None  # the base fee's usual level before this block
+    stored_markers: dict[str, Markers] = field(default_factory=dict)  # as in the database
 
     async def tick(self, head: BlockRef, superseded: Sequence[int] = ()) -> TickReport | None:
         """One block: link it (gaps, reorgs) -> read everything in one multicall -> decide
@@ -84,8 +85,6 @@ class Pipeline:
         if update.head is None:
             return None
         block = update.head
-        for backfilled in update.added[:-1]:
-            self.store.record_block(backfilled)  # keeps the stored chain linked across gaps
         snapshot, calls = await self._read(block)
         decisions = decide_block(
             block,
@@ -101,9 +100,11 @@ class Pipeline:
         else:
             failed = await self.actor.on_chain_update(update, snapshot, decisions)
             acted = await self.actor.act(block, snapshot, decisions)
-        self._remember(block, snapshot, decisions, acted)
-        self._reopen(failed)
-        self.store.commit_block(block, decisions)
+        changed = self._remember(block, snapshot, decisions, acted) | self._reopen(failed)
+        # One transaction for the tick (the backfilled blocks keep the stored chain linked
+        # across gaps); the journal's own writes were committed before each broadcast.
+        self.store.commit_block(block, decisions, changed, backfilled=update.added[:-1])
+        self.stored_markers |= changed  # only once they are in the database
         _log_decisions(decisions, acted, self.skip_reasons, dry_run=self.actor is None)
         return TickReport(block, decisions, frozenset(acted), calls, update)
 
@@ -123,12 +124,12 @@ class Pipeline:
 
     def _remember(
         self, block: BlockRef, snapshot: Snapshot, decisions: Sequence[Decision], acted: set[str]
-    ) -> None:
+    ) -> dict[str, Markers]:
         """Carry the oracle rounds and governance counters to the next block, and store the
         counters that must survive a restart: a vault's baseline the first time it is seen
         (a request made while the keeper is down then still fires), and the counters of the
         requests handled by a live keeper (a dry run never marks a request handled in the
-        database a live keeper will use)."""
+        database a live keeper will use). Returns the markers that differ from the stored ones."""
         satisfied = {d.vault for d in decisions if d.action == Action.HOLD and d.trigger}
         handled = acted | satisfied
         first_seen = {s.address for s in snapshot.vaults if s.address not in self.memory}
@@ -139,23 +140,30 @@ class Pipeline:
             block.timestamp,
             self.costs,
         )
-        for vault in first_seen | (handled if self.actor is not None else set()):
-            mem = self.memory[vault]
-            self.store.set_markers(vault, mem.request_nonce, mem.params_version)
+        return self._store_markers(first_seen | (handled if self.actor is not None else set()))
 
-    def _reopen(self, failed: dict[str, str]) -> None:
-        if not failed:
-            return
-        self.memory = reopen(self.memory, failed)
-        for vault, trigger in failed.items():
+    def _store_markers(self, vaults: set[str]) -> dict[str, Markers]:
+        """The markers of ``vaults`` that differ from the stored ones."""
+        changed = {}
+        for vault in vaults:
             mem = self.memory.get(vault)
             if mem is None:
                 continue
-            self.store.set_markers(vault, mem.request_nonce, mem.params_version)
+            now = Markers(mem.request_nonce, mem.params_version)
+            if self.stored_markers.get(vault) != now:
+                changed[vault] = now
+        return changed
+
+    def _reopen(self, failed: dict[str, str]) -> dict[str, Markers]:
+        if not failed:
+            return {}
+        self.memory = reopen(self.memory, failed)
+        for vault, trigger in failed.items():
             log.warning(
                 "governance trigger fires again: its rebalance failed on chain",
                 extra={"fields": {"vault": vault, "trigger": trigger}},
             )
+        return self._store_markers(set(failed))
 
     async def _read(self, block: BlockRef) -> tuple[Snapshot, int]:
         """One multicall; a second read only in the block where the registry changed."""
@@ -220,8 +228,8 @@ class Pipeline:
     def _restore_markers(self, vault: str) -> None:
         markers = self.store.get_markers(vault)
         if markers is not None:
-            request_nonce, params_version = markers
-            self.memory[vault] = VaultMemory(request_nonce, params_version)
+            self.stored_markers[vault] = markers
+            self.memory[vault] = VaultMemory(markers.request_nonce, markers.params_version)
 
     def _log_chain(self, update: ChainUpdate, superseded: Sequence[int]) -> None:
         if superseded:

@@ -11,9 +11,9 @@ decoding error in a unit test, never a silent misread. Nothing in this module ta
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
-from functools import cache
+from functools import cache, cached_property, lru_cache
 from typing import Any
 
 from eth_abi.abi import decode, encode
@@ -52,6 +52,7 @@ def abi_type(param: AbiParam) -> str:
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
+@lru_cache(maxsize=4096)
 def snake(name: str) -> str:
     """``impliedVolWad`` -> ``implied_vol_wad`` (ABI component name -> dataclass field)."""
     return _CAMEL.sub("_", name.strip("_")).lower()
@@ -64,22 +65,45 @@ def _decode(types: Sequence[str], data: bytes, what: str) -> tuple[Any, ...]:
         raise DecodeError(f"cannot decode {what}: {exc}") from exc
 
 
+Convert = Callable[[Any], Any]
+
+
+@lru_cache(maxsize=65_536)
+def checksum(address: str) -> str:
+    """``to_checksum_address``, remembered: the same few thousand addresses come back every
+    block, and each checksum is a keccak."""
+    return to_checksum_address(address)
+
+
 def to_abi(param: AbiParam, value: Any) -> Any:
     """A Python value in the shape eth-abi encodes for ``param``: structs from dataclasses or
     mappings by component name, arrays element-wise, addresses checksummed."""
+    return _to_abi_converter(param)(value)
+
+
+def _to_abi_converter(param: AbiParam) -> Convert:
+    """:func:`to_abi` for ``param``, with the ABI walked once (the result is reused for every
+    value: encoding a 64-leg settlement walks no ABI)."""
     kind = str(param["type"])
     if kind.endswith("]"):
-        element = {**param, "type": kind[: kind.rindex("[")]}
-        return [to_abi(element, v) for v in value]
+        each = _to_abi_converter({**param, "type": kind[: kind.rindex("[")]})
+        return lambda value: [each(v) for v in value]
     if kind == "tuple":
-        return tuple(to_abi(c, _field(value, str(c["name"]))) for c in param["components"])
+        parts = [
+            (snake(str(c["name"])), str(c["name"]), _to_abi_converter(c))
+            for c in param["components"]
+        ]
+        return lambda value: tuple(conv(_field(value, key, name)) for key, name, conv in parts)
     if kind == "address":
-        return to_checksum_address(value)
+        return checksum
+    return _same
+
+
+def _same(value: Any) -> Any:
     return value
 
 
-def _field(value: Any, name: str) -> Any:
-    key = snake(name)
+def _field(value: Any, key: str, name: str) -> Any:
     if isinstance(value, Mapping):
         return value[key] if key in value else value[name]
     if is_dataclass(value):
@@ -89,29 +113,38 @@ def _field(value: Any, name: str) -> Any:
 
 def from_abi(param: AbiParam, value: Any) -> Any:
     """A decoded value with every struct as a ``dict`` keyed by snake_case field name."""
+    return _from_abi_converter(param)(value)
+
+
+def _from_abi_converter(param: AbiParam) -> Convert:
     kind = str(param["type"])
     if kind.endswith("]"):
-        element = {**param, "type": kind[: kind.rindex("[")]}
-        return [from_abi(element, v) for v in value]
+        each = _from_abi_converter({**param, "type": kind[: kind.rindex("[")]})
+        return lambda value: [each(v) for v in value]
     if kind == "tuple":
-        comps = param["components"]
-        return {snake(str(c["name"])): from_abi(c, v) for c, v in zip(comps, value, strict=True)}
+        parts = [(snake(str(c["name"])), _from_abi_converter(c)) for c in param["components"]]
+        return lambda value: {key: conv(v) for (key, conv), v in zip(parts, value, strict=True)}
     if kind == "address":
-        return to_checksum_address(value)
-    return value
+        return checksum
+    return _same
 
 
 class _Signed:
-    """A named ABI entry with inputs: its canonical signature and its 4-byte selector."""
+    """A named ABI entry with inputs: its canonical signature and its 4-byte selector
+    (computed once per entry)."""
 
     name: str
     inputs: tuple[AbiParam, ...]
 
-    @property
-    def signature(self) -> str:
-        return f"{self.name}({','.join(abi_type(p) for p in self.inputs)})"
+    @cached_property
+    def input_types(self) -> list[str]:
+        return [abi_type(p) for p in self.inputs]
 
-    @property
+    @cached_property
+    def signature(self) -> str:
+        return f"{self.name}({','.join(self.input_types)})"
+
+    @cached_property
     def selector(self) -> bytes:
         return keccak(text=self.signature)[:4]
 
@@ -129,16 +162,28 @@ class Function(_Signed):
         """Calldata: selector + arguments (structs from dataclasses by field name)."""
         if len(args) != len(self.inputs):
             raise FatalError(f"{self.signature} takes {len(self.inputs)} arguments")
-        values = [to_abi(p, a) for p, a in zip(self.inputs, args, strict=True)]
+        values = [conv(a) for conv, a in zip(self._encoders, args, strict=True)]
         try:
-            return self.selector + encode([abi_type(p) for p in self.inputs], values)
+            return self.selector + encode(self.input_types, values)
         except (EncodingError, OverflowError, TypeError, ValueError) as exc:
             raise FatalError(f"cannot encode {self.signature}: {exc}") from exc
 
     def decode(self, data: bytes) -> tuple[Any, ...]:
         """Return data, structs as snake_case dicts."""
-        raw = _decode([abi_type(p) for p in self.outputs], data, f"{self.contract}.{self.name}")
-        return tuple(from_abi(p, v) for p, v in zip(self.outputs, raw, strict=True))
+        raw = _decode(self._output_types, data, f"{self.contract}.{self.name}")
+        return tuple(conv(v) for conv, v in zip(self._decoders, raw, strict=True))
+
+    @cached_property
+    def _encoders(self) -> list[Convert]:
+        return [_to_abi_converter(p) for p in self.inputs]
+
+    @cached_property
+    def _output_types(self) -> list[str]:
+        return [abi_type(p) for p in self.outputs]
+
+    @cached_property
+    def _decoders(self) -> list[Convert]:
+        return [_from_abi_converter(p) for p in self.outputs]
 
 
 @dataclass(frozen=True)
@@ -225,15 +270,21 @@ def _vault_state(vault: str, s: dict[str, Any]) -> VaultState:
     except ValueError as exc:
         raise DecodeError(f"vault {vault} has unknown policy id {p['policy']}") from exc
     rnd = s["oracle"]
-    plain = {f.name for f in fields(VaultState)} - {"address", "params", "guards", "book", "oracle"}
     return VaultState(
-        address=to_checksum_address(vault),
+        address=checksum(vault),
         params=VaultParams(**p),
         guards=Guards(**s["guards"]),
         book=tuple(OptionLeg(**leg) for leg in s["book"]),
         oracle=OracleRound(decimals=s["oracle_decimals"], **rnd),
-        **{k: s[k] for k in plain},
+        **{k: s[k] for k in _PLAIN_STATE_FIELDS},
     )
+
+
+_PLAIN_STATE_FIELDS = tuple(
+    f.name
+    for f in fields(VaultState)
+    if f.name not in ("address", "params", "guards", "book", "oracle")
+)
 
 
 # --- Multicall3 -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ instances cannot both act on the same entry (see ``keeper.store.journal``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -170,17 +170,29 @@ class Store:
 
     # --- decisions --------------------------------------------------------------------
 
-    def commit_block(self, block: BlockRef, items: Sequence[Decision]) -> None:
-        """Record ``block`` and its decisions in one transaction."""
+    def commit_block(
+        self,
+        block: BlockRef,
+        items: Sequence[Decision],
+        vault_markers: Mapping[str, Markers] | None = None,
+        backfilled: Sequence[BlockRef] = (),
+    ) -> None:
+        """One tick's record in one transaction: the blocks backfilled before ``block``,
+        ``block`` itself, its decisions and the governance markers that changed."""
         for d in items:
             if d.block_number != block.number:
                 raise JournalConflict(
                     f"decision for {d.vault} is for block {d.block_number}, not {block.number}"
                 )
+        now = self._clock()
         with self._write() as conn:
+            for earlier in backfilled:
+                blocks.record(conn, earlier, self._block_history)
             blocks.record(conn, block, self._block_history)
             decisions.save(conn, items)
             decisions.prune_below(conn, block.number - self._decision_history)
+            for vault, m in (vault_markers or {}).items():
+                markers.put(conn, vault, m.request_nonce, m.params_version, now)
 
     def save_decisions(self, items: Sequence[Decision]) -> None:
         with self._write() as conn:
@@ -444,6 +456,12 @@ def _serialise_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself
+        # Write-ahead log: a commit appends to the log (one fsync, synchronous=FULL keeps
+        # every commit durable across a power cut) instead of rewriting pages through a
+        # rollback journal; readers never block the writer.
+        # https://www.sqlite.org/wal.html
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA synchronous=FULL")
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(conn: Connection) -> None:
