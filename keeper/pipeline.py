@@ -12,6 +12,7 @@ with fakes or against a real node.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -53,6 +54,17 @@ class Actor(Protocol):
 
 
 @dataclass(frozen=True)
+class TickStages:
+    """Seconds the last tick spent in each step (logs, the latency benchmark)."""
+
+    read: float  # linking the head and the multicall read
+    decide: float
+    follow: float  # the journal: receipts, reorgs, stuck work
+    act: float  # size, net, quote, simulate, send
+    commit: float  # the tick's one store transaction
+
+
+@dataclass(frozen=True)
 class TickReport:
     block: BlockRef
     decisions: tuple[Decision, ...]
@@ -75,17 +87,20 @@ class Pipeline:
     skip_reasons: dict[str, str] = field(default_factory=dict)  # vault -> last skip logged
     usual_fee: UsualFee | None = None  # the base fee's usual level before this block
     stored_markers: dict[str, Markers] = field(default_factory=dict)  # as in the database
+    stages: TickStages | None = None  # where the last tick's time went
 
     async def tick(self, head: BlockRef, superseded: Sequence[int] = ()) -> TickReport | None:
         """One block: link it (gaps, reorgs) -> read everything in one multicall -> decide
         every vault -> follow the journal with these decisions -> act (unless dry run) ->
         persist and log."""
+        started = time.perf_counter()
         update = await self.follower.follow(head)
         self._log_chain(update, superseded)
         if update.head is None:
             return None
         block = update.head
         snapshot, calls = await self._read(block)
+        read = time.perf_counter()
         decisions = decide_block(
             block,
             snapshot.base_fee_wei,
@@ -94,17 +109,27 @@ class Pipeline:
             self.costs,
             self._usual_base_fee(block, snapshot.base_fee_wei),
         ) + _unreadable(block, snapshot)
+        decided = followed = time.perf_counter()
         failed: dict[str, str] = {}
         if self.actor is None:
             acted = {d.vault for d in decisions if d.action == Action.REBALANCE}
         else:
             failed = await self.actor.on_chain_update(update, snapshot, decisions)
+            followed = time.perf_counter()
             acted = await self.actor.act(block, snapshot, decisions)
+        acted_at = time.perf_counter()
         changed = self._remember(block, snapshot, decisions, acted) | self._reopen(failed)
         # One transaction for the tick (the backfilled blocks keep the stored chain linked
         # across gaps); the journal's own writes were committed before each broadcast.
         self.store.commit_block(block, decisions, changed, backfilled=update.added[:-1])
         self.stored_markers |= changed  # only once they are in the database
+        self.stages = TickStages(
+            read=read - started,
+            decide=decided - read,
+            follow=followed - decided,
+            act=acted_at - followed,
+            commit=time.perf_counter() - acted_at,
+        )
         _log_decisions(decisions, acted, self.skip_reasons, dry_run=self.actor is None)
         return TickReport(block, decisions, frozenset(acted), calls, update)
 

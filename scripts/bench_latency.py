@@ -165,8 +165,11 @@ async def keeper_block(keeper: Keeper, recorder: Recorder, node: Web3) -> Sample
     sends = [t for t, m in seen if m == "eth_sendRawTransaction"]
     actor = keeper.pipeline.actor
     assert isinstance(actor, RebalanceActor)
-    stages = {k: 1000 * v for k, v in vars(actor.stages).items()}
-    stages["read+decide+journal"] = 1000 * (done - t0) - sum(stages.values())
+    tick = keeper.pipeline.stages
+    assert tick is not None
+    stages = {"head": 1000 * (done - t0) - 1000 * sum(vars(tick).values())}
+    stages |= {k: 1000 * v for k, v in vars(tick).items() if k != "act"}
+    stages |= {f"act.{k}": 1000 * v for k, v in vars(actor.stages).items()}
     gas, vaults = _gas_per_vault(node, _sent_hashes(keeper, head.number))
     return Sample(
         1000 * (sends[0] - t0) if sends else None,

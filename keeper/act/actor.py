@@ -9,10 +9,11 @@ One block, top to bottom (:meth:`RebalanceActor.act`):
    direct route's depth for every size the book needs comes in one Multicall3 eth_call, and
    the plan is settlements of at most ``max_legs`` legs (fewer when the simulation gas cap
    says so), the net split over blocks when the pool is too shallow for one swap;
-5. every settlement is simulated with ``eth_estimateGas`` (its gas limit is that estimate
-   plus headroom); an aggregator route that fails falls back to the direct route in the same
-   block; a vault named by the revert is left out and the rest planned again; a node that
-   answers "out of gas" gets the settlement in halves;
+5. every settlement is simulated (``keeper.chain.simulate``: one execution for the gas it
+   uses, one at the limit it is sent with; its gas limit is that plus headroom); an
+   aggregator route that fails falls back to the direct route in the same block; a vault
+   named by the revert is left out and the rest planned again; a node that answers "out of
+   gas" gets the settlement in halves;
 6. one vault: ``rebalance(trade, router, swapData)`` on the vault itself; several:
    ``BookSettlement.settle(legs, net)``; each handed to the sender (journal -> sign -> broadcast),
    its journal payload carrying ``legs`` (with each vault's ``state_nonce``) and ``decisions``.
@@ -29,12 +30,14 @@ from typing import Any
 
 import aiohttp
 from eth_utils.address import to_checksum_address
-from web3 import AsyncWeb3
 
 from keeper.act.redecide import BatchCheck, redecide_from
+from keeper.chain.eth import Chain
 from keeper.chain.reader import Snapshot
 from keeper.chain.retry import READ_POLICY
 from keeper.chain.routing import AggregatorRace, NetRoute, Router
+from keeper.chain.rpc import RpcClient
+from keeper.chain.simulate import gas_needed
 from keeper.chain.uniswap import DirectDepth
 from keeper.config import GWEI
 from keeper.core import abi
@@ -127,13 +130,14 @@ class Stages:
 class RebalanceActor:
     """The :class:`keeper.pipeline.Actor` that sends real transactions."""
 
-    w3: AsyncWeb3[Any]
+    w3: Chain
     config: ActConfig
     store: Store
     router: Router
     lifecycle: Lifecycle
     executes: BatchCheck  # would a journaled transaction still execute now
     session: aiohttp.ClientSession | None = None
+    owned: tuple[RpcClient, ...] = ()  # clients only the actor uses (a private relay)
     # vault -> (the decision it sent, the block its rebalance was mined in)
     to_verify: dict[str, tuple[Decision, int]] = field(default_factory=dict)
     stages: Stages = field(default_factory=Stages)  # this block's time by stage
@@ -174,7 +178,7 @@ class RebalanceActor:
             return failed
         tx_hash = entry.tx_hash
         receipt = await READ_POLICY.call(
-            lambda: self.w3.eth.get_transaction_receipt(tx_hash),  # type: ignore[arg-type]
+            lambda: self.w3.eth.get_transaction_receipt(tx_hash),
             "receipt",
         )
         decided = {v: _decision_from_json(d) for v, d in entry.payload.get("decisions", {}).items()}
@@ -212,7 +216,8 @@ class RebalanceActor:
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
-        await self.w3.provider.disconnect()
+        for client in self.owned:
+            await client.close()
 
     # --- one block ------------------------------------------------------------------------------
 
@@ -517,10 +522,7 @@ class RebalanceActor:
             to, data = self._tx(attempt)
             call = {"from": self.config.keeper, "to": to, "data": data}
             try:
-                gas = await READ_POLICY.call(
-                    lambda c=call: self.w3.eth.estimate_gas(c, "latest"),  # type: ignore[misc]
-                    "simulation",
-                )
+                gas = await gas_needed(self.w3.eth, call, self.config.simulation_gas_cap)
             except (SimulationReverted, OutOfGas) as exc:
                 if attempt.route is not None and attempt.route.uses_aggregator:
                     log.warning(

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-from web3 import AsyncWeb3
-
+from keeper.chain.eth import Chain
 from keeper.chain.retry import READ_POLICY, RetryPolicy
 from keeper.core.types import Action, Decision, VaultState
 from keeper.errors import FatalError, RetryableError
@@ -68,7 +66,7 @@ def redecide_from(
     return redecide
 
 
-def batch_check(w3: AsyncWeb3[Any], keeper: str, policy: RetryPolicy = READ_POLICY) -> BatchCheck:
+def batch_check(w3: Chain, keeper: str, policy: RetryPolicy = READ_POLICY) -> BatchCheck:
     """Would this journaled settlement (or rebalance) still execute at the latest block?
     v2 trades revert as a whole (stale state nonce, a price past a bound), so it executes
     exactly when the call does not revert."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import aiohttp
 from eth_utils.address import to_checksum_address
-from web3 import AsyncWeb3
 
 from keeper.act.actor import ActConfig, RebalanceActor
 from keeper.act.redecide import batch_check
 from keeper.chain.aggregator import ZeroExClient
+from keeper.chain.eth import RpcChain
 from keeper.chain.routing import Router
-from keeper.chain.rpc import RpcBroadcaster, RpcClient
+from keeper.chain.rpc import RpcBroadcaster, RpcClient, RpcConfig
 from keeper.chain.uniswap import UniswapDirect
 from keeper.config import GWEI, Addresses, Settings
 from keeper.core.fees import FeePolicy
@@ -18,7 +18,7 @@ from keeper.runner import check_chain
 from keeper.store import Store
 from keeper.tx import ConfirmConfig, Confirmer, Lifecycle, LifecycleConfig
 from keeper.tx.nonces import NonceManager
-from keeper.tx.sender import GuardedRelay, Sender, SenderConfig, Web3Broadcaster
+from keeper.tx.sender import GuardedRelay, Sender, SenderConfig
 from keeper.tx.signer import load_signer
 
 
@@ -26,13 +26,7 @@ async def build_actor(settings: Settings, store: Store, rpc: RpcClient) -> Rebal
     """Wire the sending side from the settings (the key, the routes, the fee policy)."""
     addresses = Addresses.resolve(settings)
     account = load_signer(settings)
-    w3 = AsyncWeb3(
-        AsyncWeb3.AsyncHTTPProvider(
-            settings.rpc_endpoints[0],
-            request_kwargs={"timeout": settings.rpc_timeout_seconds},
-            exception_retry_configuration=None,  # keeper.chain.retry is the one retry policy
-        )
-    )
+    w3 = RpcChain(rpc)  # every request on the keeper's own JSON-RPC client (keeper.chain.eth)
     fees = FeePolicy(
         priority_floor_wei=int(settings.priority_fee_gwei * GWEI),
         priority_cap_wei=int(settings.max_priority_fee_gwei * GWEI),
@@ -41,11 +35,17 @@ async def build_actor(settings: Settings, store: Store, rpc: RpcClient) -> Rebal
     )
     chain_id = await check_chain(settings, rpc, store)  # before the journal is reconciled
     nonces = NonceManager(w3, store, account.address)
-    private = None
+    private, owned = None, []
     if settings.private_rpc_url:
-        private_w3 = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(settings.private_rpc_url))
+        relay = RpcClient(
+            RpcConfig(
+                urls=(settings.private_rpc_url,),
+                timeout_seconds=settings.private_rpc_timeout_seconds,
+            )
+        )
+        owned.append(relay)
         private = GuardedRelay(
-            Web3Broadcaster(private_w3, "private"),
+            RpcBroadcaster(relay, "private"),
             timeout_seconds=settings.private_rpc_timeout_seconds,
             cooldown_seconds=settings.private_rpc_cooldown_seconds,
         )
@@ -98,7 +98,14 @@ async def build_actor(settings: Settings, store: Store, rpc: RpcClient) -> Rebal
         LifecycleConfig(revert_backoff_blocks=settings.revert_backoff_blocks),
     )
     actor = RebalanceActor(
-        w3, config, store, router, lifecycle, batch_check(w3, account.address), session
+        w3,
+        config,
+        store,
+        router,
+        lifecycle,
+        batch_check(w3, account.address),
+        session,
+        owned=tuple(owned),
     )
     await actor.start()
     return actor

@@ -25,7 +25,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from aiohttp import web
 from eth_abi.abi import decode
@@ -34,6 +34,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from keeper.aggsvc.config import BAD_ROUTER, SINK, ServiceConfig
 from keeper.aggsvc.plans import Plan, best_plan, plan_calldata, short_changing_plan
+from keeper.chain.eth import Chain
 from keeper.chain.uniswap import (
     ROUTER_OVERHEAD_GAS,
     UniswapDirect,
@@ -123,7 +124,8 @@ async def _connect(app: web.Application) -> None:
     provider = AsyncHTTPProvider(cfg.rpc_url, request_kwargs={"timeout": cfg.rpc_timeout_seconds})
     w3 = AsyncWeb3(provider)
     app[W3] = w3
-    app[DIRECT] = UniswapDirect(w3, cfg.quoter, cfg.swap_router, cfg.fee_tiers)
+    # web3's AsyncEth has the methods and result shapes of keeper.chain.eth.Eth
+    app[DIRECT] = UniswapDirect(cast(Chain, w3), cfg.quoter, cfg.swap_router, cfg.fee_tiers)
 
 
 async def _disconnect(app: web.Application) -> None:

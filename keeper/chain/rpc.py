@@ -249,6 +249,11 @@ class RpcClient:
             lambda: self._call_round(method, params, block_sensitive), method
         )
 
+    async def request(self, method: str, params: list[Any], *, block_sensitive: bool = True) -> Any:
+        """Like :meth:`call`, without retrying: one round over the endpoints (failing over at
+        once). For callers that hold their own retry policy (``keeper.chain.eth``)."""
+        return await self._call_round(method, params, block_sensitive)
+
     async def batch(
         self, calls: Sequence[tuple[str, list[Any]]], *, block_sensitive: bool = True
     ) -> list[Any | KeeperError]:

@@ -25,18 +25,16 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from eth_utils.address import to_checksum_address
-from web3 import AsyncWeb3
 from web3.exceptions import ContractLogicError, Web3Exception
-from web3.types import BlockIdentifier
 
+from keeper.chain.eth import BlockId, Chain
 from keeper.core import abi
 from keeper.core.book import Depth, DexCurve
 from keeper.core.swap import BPS, SwapQuote
-from keeper.errors import DecodeError, QuoteError, QuoteRefused
+from keeper.errors import DecodeError, KeeperError, QuoteError, QuoteRefused, SimulationReverted
 
 log = logging.getLogger("keeper.uniswap")
 
@@ -163,7 +161,7 @@ class UniswapDirect:
 
     def __init__(
         self,
-        w3: AsyncWeb3[Any],
+        w3: Chain,
         quoter: str,
         swap_router: str,
         fee_tiers: Sequence[int] = (500, 3000),
@@ -184,7 +182,7 @@ class UniswapDirect:
         underlying: str,
         quote_token: str,
         sizes: dict[bool, list[int]],
-        block: BlockIdentifier = "latest",
+        block: BlockId = "latest",
     ) -> DirectDepth:
         """Every size of ``sizes`` (by direction, True = selling the underlying) on every
         tier, in one multicall eth_call per ``gas_cap`` of sub-calls."""
@@ -210,14 +208,12 @@ class UniswapDirect:
             results += await self._aggregate([calls[i] for i in part], block)
         return depth_from_results(keys, results)
 
-    async def _aggregate(
-        self, calls: Sequence[abi.Call3], block: BlockIdentifier
-    ) -> list[abi.CallResult]:
+    async def _aggregate(self, calls: Sequence[abi.Call3], block: BlockId) -> list[abi.CallResult]:
         data = abi.encode_aggregate3(calls)
         self.calls += 1
         try:
             raw = await self._w3.eth.call({"to": self._multicall, "data": data}, block)  # type: ignore[typeddict-item]
-        except (TimeoutError, OSError, aiohttp.ClientError, Web3Exception) as exc:
+        except (TimeoutError, OSError, aiohttp.ClientError, Web3Exception, KeeperError) as exc:
             raise QuoteError(f"direct quote multicall failed: {exc}") from exc
         try:
             return abi.decode_aggregate3(bytes(raw))
@@ -255,20 +251,20 @@ class UniswapDirect:
         token_out: str,
         amount_in: int,
         fee: int,
-        block: BlockIdentifier = "latest",
+        block: BlockId = "latest",
     ) -> TierQuote:
         """QuoterV2 for one tier; ``QuoteRefused`` if the pool reverts (missing, too shallow)."""
         data = encode_quote_exact_input_single(token_in, token_out, amount_in, fee)
         try:
             raw = await self._w3.eth.call({"to": self.quoter, "data": data}, block)  # type: ignore[typeddict-item]
-        except ContractLogicError as exc:
+        except (ContractLogicError, SimulationReverted) as exc:
             raise QuoteRefused(f"fee {fee} pool cannot quote {amount_in}: {exc}") from exc
-        except (TimeoutError, OSError, aiohttp.ClientError, Web3Exception) as exc:
+        except (TimeoutError, OSError, aiohttp.ClientError, Web3Exception, KeeperError) as exc:
             raise QuoteError(f"QuoterV2 call for fee {fee} failed: {exc}") from exc
         return decode_quote_exact_input_single(fee, amount_in, bytes(raw))
 
     async def quote_tiers(
-        self, token_in: str, token_out: str, amount_in: int, block: BlockIdentifier = "latest"
+        self, token_in: str, token_out: str, amount_in: int, block: BlockId = "latest"
     ) -> list[TierQuote]:
         """Every tier that can fill ``amount_in``, quoted concurrently; best first.
 

@@ -21,10 +21,10 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
-from web3 import AsyncWeb3
 from web3.exceptions import BlockNotFound, TransactionNotFound
 
 from keeper import metrics
+from keeper.chain.eth import Chain
 from keeper.chain.retry import READ_POLICY, RetryPolicy
 from keeper.core.types import BlockRef
 from keeper.errors import (
@@ -99,7 +99,7 @@ def _hex(value: Any) -> str:
 class Confirmer:
     def __init__(
         self,
-        w3: AsyncWeb3[Any],
+        w3: Chain,
         sender: Sender,
         store: Store,
         config: ConfirmConfig | None = None,

@@ -137,6 +137,7 @@ class Lifecycle:
         answers from them; ``urgent`` names the vaults past their hard limit now, whose
         stuck work may be replaced up to the emergency cap)."""
         self._head = head.number
+        self._sender.at_block(head.number)
         report = await self._confirmer.on_block(head, redecide, urgent)
         self._after(report)
         return report

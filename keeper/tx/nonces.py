@@ -11,11 +11,10 @@ transaction can reach the chain the nonce is given back and handed out again (se
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from eth_utils.address import to_checksum_address
-from web3 import AsyncWeb3
 
+from keeper.chain.eth import Chain
 from keeper.chain.retry import READ_POLICY, RetryPolicy
 from keeper.store import Store
 
@@ -24,7 +23,7 @@ log = logging.getLogger("keeper.nonces")
 
 class NonceManager:
     def __init__(
-        self, w3: AsyncWeb3[Any], store: Store, address: str, policy: RetryPolicy = READ_POLICY
+        self, w3: Chain, store: Store, address: str, policy: RetryPolicy = READ_POLICY
     ) -> None:
         self._w3 = w3
         self._store = store

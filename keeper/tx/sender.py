@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from eth_utils.address import to_checksum_address
-from web3 import AsyncWeb3
 from web3.exceptions import TransactionNotFound
 
+from keeper.chain.eth import Chain
 from keeper.chain.retry import BROADCAST_POLICY, READ_POLICY, RetryPolicy
 from keeper.core.fees import (
     FeeHistory,
@@ -80,10 +80,10 @@ class Broadcaster(Protocol):
         """Hand raw signed bytes to a node; raises a ``KeeperError`` when it refuses."""
 
 
-class Web3Broadcaster:
-    """``eth_sendRawTransaction`` through one ``AsyncWeb3`` (public node or private relay)."""
+class ChainBroadcaster:
+    """``eth_sendRawTransaction`` through one :class:`keeper.chain.eth.Chain`."""
 
-    def __init__(self, w3: AsyncWeb3[Any], name: str, policy: RetryPolicy = BROADCAST_POLICY):
+    def __init__(self, w3: Chain, name: str, policy: RetryPolicy = BROADCAST_POLICY):
         self._w3 = w3
         self.name = name
         self._policy = policy
@@ -164,7 +164,7 @@ def _hex(value: bytes) -> str:
 class Sender:
     def __init__(
         self,
-        w3: AsyncWeb3[Any],
+        w3: Chain,
         signer: Signer,
         store: Store,
         nonces: NonceManager,
@@ -174,7 +174,7 @@ class Sender:
         public: Broadcaster | None = None,
     ) -> None:
         """``public`` is where every transaction goes (after ``private``, when there is one):
-        by default the web3 node; the keeper passes an ``RpcBroadcaster`` (every healthy
+        by default ``w3``'s node; the keeper passes an ``RpcBroadcaster`` (every healthy
         endpoint, fenced by the leader lease)."""
         self._w3 = w3
         self._signer = signer
@@ -185,9 +185,10 @@ class Sender:
         self.address = to_checksum_address(signer.address)
         if nonces.address != self.address:
             raise ConfigError("the nonce manager and the signer are for different addresses")
-        public = public or Web3Broadcaster(w3, "public")
+        public = public or ChainBroadcaster(w3, "public")
         self._routes: Sequence[Broadcaster] = (private, public) if private else (public,)
         self._chain_id: int | None = None
+        self._newest: int | None = None  # the block fees are judged at (the keeper's head)
 
     # --- chain reads --------------------------------------------------------------------
 
@@ -199,12 +200,17 @@ class Sender:
     async def head(self) -> int:
         return int(await self._policy.call(lambda: self._w3.eth.block_number, "eth_blockNumber"))
 
+    def at_block(self, number: int) -> None:
+        """Fees are judged at this block from now on (the block the keeper is processing):
+        the fee gate and every transaction of the block ask about the same block, so one
+        ``eth_feeHistory`` answers them all (``keeper.chain.eth`` remembers it)."""
+        self._newest = number
+
     async def fee_history(self) -> FeeHistory:
         percentile = self.config.fees.reward_percentile
+        newest: int | str = "latest" if self._newest is None else self._newest
         raw = await self._policy.call(
-            lambda: self._w3.eth.fee_history(
-                self.config.fee_history_blocks, "latest", [percentile]
-            ),
+            lambda: self._w3.eth.fee_history(self.config.fee_history_blocks, newest, [percentile]),
             "eth_feeHistory",
         )
         return FeeHistory(

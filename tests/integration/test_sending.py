@@ -63,7 +63,7 @@ from keeper.tx import (
     Verdict,
 )
 from keeper.tx.nonces import NonceManager
-from keeper.tx.sender import Broadcaster, GuardedRelay, Sender, SenderConfig, Web3Broadcaster
+from keeper.tx.sender import Broadcaster, ChainBroadcaster, GuardedRelay, Sender, SenderConfig
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +142,7 @@ async def rig(
     store = Store(backend.url, schema=backend.schema)
     nonces = NonceManager(w3, store, KEEPER.address, FAST)
     others = (web3(private_url, 1.0),) if private_url else ()
-    private = Web3Broadcaster(others[0], "private", FAST) if others else private_route
+    private = ChainBroadcaster(others[0], "private", FAST) if others else private_route
     sender = Sender(
         w3,
         KEEPER,
@@ -872,7 +872,7 @@ def test_a_refused_replacement_is_an_outcome_not_a_crash_loop(
                 await started(keeper)
                 await crowd_out(keeper.w3, 5)
                 old = await submit(keeper, transfer(gas=21_000))
-                route = RefusesOnce(Web3Broadcaster(keeper.w3, "public", FAST), None)
+                route = RefusesOnce(ChainBroadcaster(keeper.w3, "public", FAST), None)
                 keeper.sender._routes = (route,)
                 await mine(keeper.w3, 3)
                 report = await on_block(keeper, wanted)  # stuck: replaced, refused
@@ -982,7 +982,7 @@ def test_a_dead_private_relay_is_skipped_after_one_short_timeout(
     async def scenario() -> None:
         with anvil() as node:
             relay_w3 = web3(hole.url, timeout=30)  # the relay's own timeout would be long
-            dead = Counting(Web3Broadcaster(relay_w3, "private", FAST))
+            dead = Counting(ChainBroadcaster(relay_w3, "private", FAST))
             breaker = GuardedRelay(dead, timeout_seconds=0.3, cooldown_seconds=3600)
             async with rig(node.url, sqlite_backend, private_route=breaker) as keeper:
                 await rpc(keeper.w3, "evm_setAutomine", False)
