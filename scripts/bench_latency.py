@@ -24,13 +24,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import multiprocessing
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +51,6 @@ from eth_account import Account  # noqa: E402
 from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3  # noqa: E402
 
 from keeper.act import RebalanceActor, build_actor  # noqa: E402
-from keeper.aggsvc import config_from_manifest, start_in_background  # noqa: E402
 from keeper.chain.blocks import block_ref  # noqa: E402
 from keeper.chain.uniswap import (  # noqa: E402
     decode_quote_exact_input_single,
@@ -74,46 +78,95 @@ SHIFT = 3 * WAD  # WETH moved from one vault to the next: past the band of the w
 
 
 # --- the recording proxy ------------------------------------------------------------------------
+# The proxy runs in a process of its own, as the aggregator does: in the keeper's process they
+# would share its event loop and GIL and the benchmark would measure them too. Timestamps are
+# CLOCK_MONOTONIC (time.monotonic), which every process on the machine shares.
 
 
 @dataclass
 class Recorder:
-    """Every JSON-RPC request that passed, with when it arrived."""
+    """Every JSON-RPC request that passed the proxy, with when it arrived (asked over HTTP)."""
 
-    upstream: str
-    calls: list[tuple[float, str]] = field(default_factory=list)
+    url: str
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    def since(self, t0: float) -> list[tuple[float, str]]:
+        with urllib.request.urlopen(f"{self.url}/_calls?since={t0!r}", timeout=30) as reply:
+            return [(float(t), str(m)) for t, m in json.loads(reply.read())]
+
+
+def _proxy_main(upstream: str, port: int) -> None:
+    calls: list[tuple[float, str]] = []
+
+    async def forward(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        now = time.perf_counter()
+        now = time.monotonic()
         payload = json.loads(body)
         for item in payload if isinstance(payload, list) else [payload]:
-            self.calls.append((now, str(item.get("method"))))
+            calls.append((now, str(item.get("method"))))
         session: aiohttp.ClientSession = request.app["session"]
         async with session.post(
-            self.upstream, data=body, headers={"content-type": "application/json"}
+            upstream, data=body, headers={"content-type": "application/json"}
         ) as reply:
             return web.Response(body=await reply.read(), content_type="application/json")
 
-    def since(self, t0: float) -> list[tuple[float, str]]:
-        return [(t, m) for t, m in self.calls if t >= t0]
-
-
-async def start_proxy(recorder: Recorder) -> tuple[web.AppRunner, str]:
-    app = web.Application()
-    app.router.add_post("/", recorder.handle)
+    async def recorded(request: web.Request) -> web.StreamResponse:
+        since = float(request.query.get("since", "0"))
+        return web.json_response([c for c in calls if c[0] >= since])
 
     async def session_ctx(app: web.Application) -> Any:
-        app["session"] = aiohttp.ClientSession()
+        app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
         yield
         await app["session"].close()
 
+    app = web.Application(client_max_size=64 * 2**20)
+    app.router.add_post("/", forward)
+    app.router.add_get("/_calls", recorded)
     app.cleanup_ctx.append(session_ctx)
-    runner = web.AppRunner(app)
-    await runner.setup()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, handle_signals=True)
+
+
+@contextlib.contextmanager
+def running_proxy(upstream: str) -> Iterator[tuple[Recorder, str]]:
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}"
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_proxy_main, args=(upstream, port), daemon=True
+    )
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url + "/_calls")
+    try:
+        yield Recorder(url), url
+    finally:
+        proc.terminate()
+        proc.join(10)
+
+
+@contextlib.contextmanager
+def running_aggregator(upstream: str) -> Iterator[str]:
+    """The local 0x-style aggregator as ``make demo`` runs it: its own process."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "keeper.aggsvc", "--rpc-url", upstream, "--manifest"]
+    cmd += [str(MANIFEST), "--port", str(port), "--log-level", "WARNING"]
+    proc = subprocess.Popen(cmd)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(url + "/_stats")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _wait_http(url: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 # --- one measured block --------------------------------------------------------------------------
@@ -156,10 +209,10 @@ def refill(node: Web3, driver: MarketDriver) -> None:
 
 async def keeper_block(keeper: Keeper, recorder: Recorder, node: Web3) -> Sample:
     mine(node)
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
     head = block_ref(await keeper.rpc.call("eth_getBlockByNumber", ["latest", False]))
     await keeper.pipeline.tick(head)
-    done = time.perf_counter()
+    done = time.monotonic()
     mine(node)  # the keeper's transactions
     seen = recorder.since(t0)
     sends = [t for t, m in seen if m == "eth_sendRawTransaction"]
@@ -208,7 +261,7 @@ class Naive:
 
     async def block(self, recorder: Recorder, node: Web3) -> Sample:
         mine(node)
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         head = block_ref(await self.w3.eth.get_block("latest"))
         states = []
         for v in self.vaults:
@@ -298,19 +351,18 @@ async def run_size(
     vaults: list[str],
     args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
-    recorder = Recorder(url)
-    runner, proxy = await start_proxy(recorder)
     rows = []
     with (
         tempfile.TemporaryDirectory() as tmp,
-        start_in_background(config_from_manifest(ROOT / "deployments" / "world.json", url)) as agg,
+        running_proxy(url) as (recorder, proxy),
+        running_aggregator(url) as agg_url,
     ):
         settings = load_settings(
             rpc_url=proxy,
             manifest=ROOT / "deployments" / "world.json",
             db_url=f"sqlite:///{tmp}/bench.sqlite",
             private_key=KEEPER_KEY,
-            aggregator_url=agg.url,
+            aggregator_url=agg_url,
             log_level="WARNING",
         )
         store = Store(settings.db_url)
@@ -346,7 +398,6 @@ async def run_size(
             await actor.close()
             await keeper.close()
             store.close()
-            await runner.cleanup()
     return rows
 
 

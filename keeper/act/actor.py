@@ -514,7 +514,7 @@ class RebalanceActor:
         return self.config.settlement, abi.encode_settle(s.legs, net)
 
     async def _simulate(self, tx: PlannedTx) -> PlannedTx | KeeperError:
-        """The transaction with its gas from ``eth_estimateGas`` (the simulation), or why it
+        """The transaction with its gas limit from the simulation (``gas_needed``), or why it
         cannot go. An aggregator route that fails is replaced by the direct route here."""
         for attempt in (tx, _direct_instead(tx)):
             if attempt is None:
