@@ -533,7 +533,9 @@ def main() -> None:
                     node, load_manifest(MANIFEST), node.eth.accounts[0], node.eth.accounts[3], True
                 )
                 driver.fund_trader(5_000 * WAD, 20_000_000 * 10**6)
-                rows += asyncio.run(run_size(url, node, driver, manifest, vaults[:size], args))
+                done = asyncio.run(run_size(url, node, driver, manifest, vaults[:size], args))
+                show(done)  # as each size finishes; the whole table again at the end
+                rows += done
                 node.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
     except AnvilStartError as exc:
         sys.exit(str(exc))

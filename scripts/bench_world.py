@@ -85,6 +85,9 @@ def deploy_vaults(w3: Web3, manifest: dict[str, Any], count: int) -> list[str]:
     s = Sender(w3)
     fund_weth = sum(templates[i % len(templates)].underlying_balance for i in range(count))
     fund_usdc = sum(templates[i % len(templates)].quote_balance for i in range(count))
+    # the deployer's ETH for the vaults' WETH (a local node: anvil_setBalance)
+    need = fund_weth + 10**21 + w3.eth.get_balance(s.acct.address)
+    w3.provider.make_request("anvil_setBalance", [s.acct.address, hex(need)])  # type: ignore[arg-type]
     s.wait(s.send(c["WETH"], abi.function("WETH9", "deposit").encode(), 100_000, value=fund_weth))
     s.wait(
         s.send(
