@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import logging
 import multiprocessing
@@ -197,6 +198,8 @@ def mine(node: Web3) -> None:
     node.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
 
+PROFILER: cProfile.Profile | None = None  # --profile: the measured ticks only
+
 REFILL_SECONDS = 900  # between measured blocks: the vaults' buckets refill a quarter window
 
 
@@ -211,7 +214,11 @@ async def keeper_block(keeper: Keeper, recorder: Recorder, node: Web3) -> Sample
     mine(node)
     t0 = time.monotonic()
     head = block_ref(await keeper.rpc.call("eth_getBlockByNumber", ["latest", False]))
+    if PROFILER is not None:
+        PROFILER.enable()
     await keeper.pipeline.tick(head)
+    if PROFILER is not None:
+        PROFILER.disable()
     done = time.monotonic()
     mine(node)  # the keeper's transactions
     seen = recorder.since(t0)
@@ -497,7 +504,11 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=10)
     parser.add_argument("--naive-blocks", type=int, default=3)
     parser.add_argument("--log", type=Path, help="the keeper's log (INFO) goes to this file")
+    parser.add_argument("--profile", type=Path, help="cProfile of the measured ticks (pstats)")
     args = parser.parse_args()
+    global PROFILER
+    if args.profile:
+        PROFILER = cProfile.Profile()
     keeper_log = logging.getLogger("keeper")
     keeper_log.propagate = False  # measured, not narrated
     if args.log:
@@ -540,6 +551,8 @@ def main() -> None:
     except AnvilStartError as exc:
         sys.exit(str(exc))
     show(rows)
+    if PROFILER is not None:
+        PROFILER.dump_stats(args.profile)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from eth_utils.address import to_checksum_address
 from keeper.act.redecide import BatchCheck, redecide_from
 from keeper.chain.eth import Chain
 from keeper.chain.reader import Snapshot
-from keeper.chain.retry import READ_POLICY
 from keeper.chain.routing import AggregatorRace, NetRoute, Router
 from keeper.chain.rpc import RpcClient
 from keeper.chain.simulate import gas_needed
@@ -63,7 +62,7 @@ from keeper.errors import (
     SimulationReverted,
 )
 from keeper.store import JournalEntry, Store, TxIntent, TxKind
-from keeper.tx import Lifecycle, Refused, Verdict
+from keeper.tx import Lifecycle, Receipt, Refused, Verdict
 
 log = logging.getLogger("keeper.act")
 
@@ -147,7 +146,7 @@ class RebalanceActor:
         report = await self.lifecycle.start(_no_decision_yet)
         log.info("journal reconciled", extra={"fields": _report_fields(report)})
         for entry_id in report.mined:  # mined while the keeper was down: verify them too
-            await self._inspect_mined(self.store.entry(entry_id))
+            await self._inspect_mined(self.store.entry(entry_id), report.receipt_of(entry_id))
 
     # --- the chain moved ---------------------------------------------------------------------
 
@@ -166,10 +165,14 @@ class RebalanceActor:
         )
         failed: dict[str, str] = {}
         for entry_id in report.mined:
-            failed |= await self._inspect_mined(self.store.entry(entry_id))
+            failed |= await self._inspect_mined(
+                self.store.entry(entry_id), report.receipt_of(entry_id)
+            )
         return failed
 
-    async def _inspect_mined(self, entry: JournalEntry) -> dict[str, str]:
+    async def _inspect_mined(
+        self, entry: JournalEntry, receipt: Receipt | None = None
+    ) -> dict[str, str]:
         """Log each vault's trade from the receipt (``Traded``); traded vaults are verified
         next block. A reverted transaction traded none of its vaults (v2 settles as a whole):
         returns the governance triggers of its vaults (vault -> trigger)."""
@@ -177,19 +180,19 @@ class RebalanceActor:
         if entry.kind != TxKind.REBALANCE or entry.tx_hash is None:
             return failed
         tx_hash = entry.tx_hash
-        receipt = await READ_POLICY.call(
-            lambda: self.w3.eth.get_transaction_receipt(tx_hash),
-            "receipt",
-        )
+        if receipt is None:  # the lifecycle passes the one it read; else read it here
+            receipt = await self.lifecycle.receipt(tx_hash)
+        if receipt is None:
+            return failed
         decided = {v: _decision_from_json(d) for v, d in entry.payload.get("decisions", {}).items()}
-        if int(receipt["status"]) != 1:
+        if receipt.status != 1:
             failed = {v: d.trigger for v, d in decided.items() if d.trigger in GOVERNANCE_TRIGGERS}
             log.error(
                 "rebalance reverted on chain: no vault traded",
                 extra={"fields": {"tx": tx_hash, "vaults": list(entry.vaults)}},
             )
             return failed
-        for item in receipt["logs"]:
+        for item in receipt.logs:
             if "0x" + bytes(item["topics"][0]).hex() != abi.TRADED_TOPIC:
                 continue
             vault = to_checksum_address(item["address"])
@@ -200,17 +203,17 @@ class RebalanceActor:
                     "fields": {
                         "vault": vault,
                         "tx": tx_hash,
-                        "block": receipt["blockNumber"],
+                        "block": receipt.block_number,
                         "state_nonce": abi.topic_uint(item["topics"][3]),
                         "amount_in": traded["amount_in"],
                         "amount_out": traded["amount_out"],
                         "loss": traded["loss"],
-                        "gas_used": receipt["gasUsed"],
+                        "gas_used": receipt.gas_used,
                     }
                 },
             )
             if vault in decided:
-                self.to_verify[vault] = (decided[vault], int(receipt["blockNumber"]))
+                self.to_verify[vault] = (decided[vault], receipt.block_number)
         return failed
 
     async def close(self) -> None:

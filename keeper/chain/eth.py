@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any, Protocol
 
 from hexbytes import HexBytes
@@ -243,6 +244,13 @@ def hash_hex(value: Any) -> str:
     return text if text.startswith("0x") else "0x" + text
 
 
+@lru_cache(maxsize=16_384)
+def _hexbytes(value: str) -> HexBytes:
+    """0x-hex as ``HexBytes``, remembered: a settlement's receipt repeats the same block hash,
+    transaction hash and topics in each of its hundreds of logs (``HexBytes`` is immutable)."""
+    return HexBytes(bytes.fromhex(value[2:] if value[:2] in ("0x", "0X") else value))
+
+
 def formatted(obj: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON-RPC block / transaction / receipt with web3's value types."""
     out: dict[str, Any] = {}
@@ -252,9 +260,9 @@ def formatted(obj: Mapping[str, Any]) -> dict[str, Any]:
         elif key in _QUANTITY_FIELDS and isinstance(value, str):
             out[key] = int(value, 16)
         elif key in _BYTES_FIELDS and isinstance(value, str):
-            out[key] = HexBytes(value)
+            out[key] = _hexbytes(value)
         elif key == "topics":
-            out[key] = [HexBytes(t) for t in value]
+            out[key] = [_hexbytes(t) for t in value]
         elif key == "logs":
             out[key] = [formatted(item) for item in value]
         else:

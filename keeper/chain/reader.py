@@ -65,6 +65,9 @@ class StateReader:
         self._chunk_size = chunk_size
         self._gas_budget = gas_budget
         self._legs: dict[str, int] = {}  # book sizes seen, to size the chunks by gas
+        # vault -> (its last getState bytes, their decoding): most vaults' state does not
+        # change from one block to the next, and the same bytes decode to the same state
+        self._decoded: dict[str, tuple[bytes, VaultState]] = {}
 
     async def read(self, block: BlockRef, vaults: Sequence[str]) -> Snapshot:
         header = [
@@ -82,7 +85,7 @@ class StateReader:
         base_fee = abi.decode_uint(results[0].return_data, "getBasefee")
         timestamp = abi.decode_uint(results[1].return_data, "getCurrentBlockTimestamp")
         version = abi.decode_uint(results[2].return_data, "registry version")
-        states, unreadable = _decode_vaults(vaults, results[len(header) :])
+        states, unreadable = self._decode_vaults(vaults, results[len(header) :])
         self._legs.update({s.address: len(s.book) for s in states})
         return Snapshot(
             block,
@@ -93,6 +96,31 @@ class StateReader:
             tuple(unreadable),
             rpc_calls=len(chunks),
         )
+
+    def _decode_vaults(
+        self, vaults: Sequence[str], results: Sequence[abi.CallResult]
+    ) -> tuple[list[VaultState], list[Unreadable]]:
+        states: list[VaultState] = []
+        unreadable: list[Unreadable] = []
+        decoded: dict[str, tuple[bytes, VaultState]] = {}
+        for vault, result in zip(vaults, results, strict=True):
+            if not result.success:
+                reason = abi.decode_revert(result.return_data)
+                unreadable.append(Unreadable(vault, f"getState reverted: {reason}"))
+                continue
+            last = self._decoded.get(vault)
+            if last is not None and last[0] == result.return_data:
+                state = last[1]
+            else:
+                try:
+                    state = abi.decode_vault_state(vault, result.return_data)
+                except DecodeError as exc:
+                    unreadable.append(Unreadable(vault, str(exc)))
+                    continue
+            decoded[vault] = (result.return_data, state)
+            states.append(state)
+        self._decoded = decoded  # vaults no longer read are forgotten
+        return states, unreadable
 
     async def registry_vaults(self, block: BlockRef) -> tuple[str, ...]:
         data = await self._call(self._registry, abi.REGISTRY_VAULTS, block)
@@ -143,18 +171,3 @@ def _registry_event(item: dict[str, Any]) -> RegistryEvent:
     )
 
 
-def _decode_vaults(
-    vaults: Sequence[str], results: Sequence[abi.CallResult]
-) -> tuple[list[VaultState], list[Unreadable]]:
-    states: list[VaultState] = []
-    unreadable: list[Unreadable] = []
-    for vault, result in zip(vaults, results, strict=True):
-        if not result.success:
-            reason = abi.decode_revert(result.return_data)
-            unreadable.append(Unreadable(vault, f"getState reverted: {reason}"))
-            continue
-        try:
-            states.append(abi.decode_vault_state(vault, result.return_data))
-        except DecodeError as exc:
-            unreadable.append(Unreadable(vault, str(exc)))
-    return states, unreadable

@@ -10,18 +10,16 @@ decoding error in a unit test, never a silent misread. Nothing in this module ta
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
-from functools import cache, cached_property, lru_cache
+from functools import cache, cached_property
 from typing import Any
 
-from eth_abi.abi import decode, encode
-from eth_abi.exceptions import DecodingError, EncodingError
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from keeper.contracts import load_abi
+from keeper.core.abicodec import Codec, checksum, compile_params, compile_types, snake
 from keeper.core.types import (
     Guards,
     NetSwap,
@@ -49,30 +47,13 @@ def abi_type(param: AbiParam) -> str:
     return f"({inner}){kind[len('tuple') :]}"
 
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-
-
-@lru_cache(maxsize=4096)
-def snake(name: str) -> str:
-    """``impliedVolWad`` -> ``implied_vol_wad`` (ABI component name -> dataclass field)."""
-    return _CAMEL.sub("_", name.strip("_")).lower()
-
-
 def _decode(types: Sequence[str], data: bytes, what: str) -> tuple[Any, ...]:
-    try:
-        return tuple(decode(list(types), data))
-    except (DecodingError, OverflowError, ValueError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"cannot decode {what}: {exc}") from exc
+    value = compile_types(tuple(types)).decode_all(bytes(data), what)
+    assert isinstance(value, tuple)
+    return value
 
 
 Convert = Callable[[Any], Any]
-
-
-@lru_cache(maxsize=65_536)
-def checksum(address: str) -> str:
-    """``to_checksum_address``, remembered: the same few thousand addresses come back every
-    block, and each checksum is a keccak."""
-    return to_checksum_address(address)
 
 
 def to_abi(param: AbiParam, value: Any) -> Any:
@@ -162,28 +143,24 @@ class Function(_Signed):
         """Calldata: selector + arguments (structs from dataclasses by field name)."""
         if len(args) != len(self.inputs):
             raise FatalError(f"{self.signature} takes {len(self.inputs)} arguments")
-        values = [conv(a) for conv, a in zip(self._encoders, args, strict=True)]
         try:
-            return self.selector + encode(self.input_types, values)
-        except (EncodingError, OverflowError, TypeError, ValueError) as exc:
+            return self.selector + self._inputs_codec.encode(args)
+        except FatalError as exc:
             raise FatalError(f"cannot encode {self.signature}: {exc}") from exc
 
     def decode(self, data: bytes) -> tuple[Any, ...]:
         """Return data, structs as snake_case dicts."""
-        raw = _decode(self._output_types, data, f"{self.contract}.{self.name}")
-        return tuple(conv(v) for conv, v in zip(self._decoders, raw, strict=True))
+        value = self._outputs_codec.decode_all(bytes(data), f"{self.contract}.{self.name}")
+        assert isinstance(value, tuple)
+        return value
 
     @cached_property
-    def _encoders(self) -> list[Convert]:
-        return [_to_abi_converter(p) for p in self.inputs]
+    def _inputs_codec(self) -> Codec:
+        return compile_params(self.inputs)
 
     @cached_property
-    def _output_types(self) -> list[str]:
-        return [abi_type(p) for p in self.outputs]
-
-    @cached_property
-    def _decoders(self) -> list[Convert]:
-        return [_from_abi_converter(p) for p in self.outputs]
+    def _outputs_codec(self) -> Codec:
+        return compile_params(self.outputs)
 
 
 @dataclass(frozen=True)
@@ -200,9 +177,16 @@ class Event:
 
     def decode_data(self, data: bytes) -> dict[str, Any]:
         """The non-indexed fields, by snake_case name."""
-        plain = [p for p in self.inputs if not p.get("indexed")]
-        raw = _decode([abi_type(p) for p in plain], data, f"{self.contract}.{self.name} data")
-        return {snake(str(p["name"])): from_abi(p, v) for p, v in zip(plain, raw, strict=True)}
+        values = self._data_codec.decode_all(bytes(data), f"{self.contract}.{self.name} data")
+        return {snake(str(p["name"])): v for p, v in zip(self._plain, values, strict=True)}
+
+    @cached_property
+    def _plain(self) -> list[AbiParam]:
+        return [p for p in self.inputs if not p.get("indexed")]
+
+    @cached_property
+    def _data_codec(self) -> Codec:
+        return compile_params(self._plain)
 
 
 def _entries(contract: str, kind: str, name: str) -> list[Mapping[str, Any]]:

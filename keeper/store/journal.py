@@ -9,7 +9,9 @@ group (the original, its replacements, a cancel); ``root_id`` names the group's 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, delete, select, update
@@ -30,6 +32,17 @@ from keeper.store.tables import journal, vault_claims
 S = JournalState
 
 
+@lru_cache(maxsize=256)
+def _payload(text: str) -> Mapping[str, Any]:
+    """An entry's JSON payload, parsed once per distinct text: every write reads its entry
+    back and a book's payload (each vault's decision and leg) is tens of kilobytes. Shared
+    between the entries it came with, so read-only at the top level."""
+    parsed = json.loads(text)
+    if not isinstance(parsed, dict):
+        raise JournalConflict(f"journal payload is not a JSON object: {text[:80]!r}")
+    return MappingProxyType(parsed)
+
+
 def _entry(row: RowMapping) -> JournalEntry:
     def opt_int(name: str) -> int | None:
         value = row[name]
@@ -40,7 +53,7 @@ def _entry(row: RowMapping) -> JournalEntry:
         root_id=int(row["root_id"]),
         kind=TxKind(row["kind"]),
         state=JournalState(row["state"]),
-        payload=json.loads(row["payload"]),
+        payload=_payload(row["payload"]),
         urgent=bool(row["urgent"]),
         sender=str(row["sender"]),
         to=str(row["to_address"]),

@@ -1,7 +1,7 @@
 """The transaction lifecycle: journal, nonces, sign, broadcast, confirm, replace, cancel,
 reconcile (``Lifecycle``; the state table is in ``keeper.tx.lifecycle``)."""
 
-from keeper.tx.confirm import ConfirmConfig, Confirmer, LifecycleReport
+from keeper.tx.confirm import ConfirmConfig, Confirmer, LifecycleReport, Receipt
 from keeper.tx.lifecycle import (
     Lifecycle,
     LifecycleConfig,
@@ -18,6 +18,7 @@ __all__ = [
     "Lifecycle",
     "LifecycleConfig",
     "LifecycleReport",
+    "Receipt",
     "Redecide",
     "Refusal",
     "Refused",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ class Receipt:
     status: int
     gas_used: int = 0
     effective_gas_price_wei: int = 0
+    logs: tuple[Mapping[str, Any], ...] = ()  # web3-shaped, as the node returned them
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ class LifecycleReport:
     gap_filled_by: tuple[int, ...] = ()  # new 0-value entries that fill a given-back nonce
     reverted: tuple[tuple[int, str], ...] = ()  # (entry, decoded reason): whole-tx reverts
     errors: tuple[str, ...] = ()
+    receipts: tuple[tuple[int, Receipt], ...] = ()  # (entry, receipt) of each mined entry
+
+    def receipt_of(self, entry_id: int) -> Receipt | None:
+        return next((r for e, r in self.receipts if e == entry_id), None)
 
 
 @dataclass
@@ -133,6 +138,7 @@ class Confirmer:
                 int(got["status"]),
                 int(got.get("gasUsed", 0)),
                 int(got.get("effectiveGasPrice", 0)),
+                tuple(got.get("logs", ())),
             )
 
         return await self._policy.call(once, "eth_getTransactionReceipt")
@@ -470,6 +476,7 @@ class Confirmer:
                 receipt.block_number,
             )
             tally.add("mined", entry.id)
+            tally.add("receipts", (entry.id, receipt))
             log.info(
                 "transaction mined",
                 extra={
@@ -489,7 +496,7 @@ class Confirmer:
 
     @staticmethod
     def _logged(report: LifecycleReport, what: str, at: int) -> LifecycleReport:
-        busy = {k: v for k, v in report.__dict__.items() if v}
+        busy = {k: v for k, v in report.__dict__.items() if v and k != "receipts"}
         if busy:
             log.info(f"journal {what}", extra={"fields": {"at": at, **busy}})
         return report

@@ -58,7 +58,7 @@ from keeper.errors import (
     RetryableError,
 )
 from keeper.store import JournalEntry, Store, TxIntent, TxKind
-from keeper.tx.confirm import Confirmer, LifecycleReport
+from keeper.tx.confirm import Confirmer, LifecycleReport, Receipt
 from keeper.tx.sender import Sender, Unsent
 from keeper.tx.stuck import Redecide
 
@@ -167,6 +167,10 @@ class Lifecycle:
             return self._logged(intent, Refused(Refusal.NODE, str(exc)))
         metrics.tx_broadcast(entry.kind.value)
         return Submitted(entry)
+
+    async def receipt(self, tx_hash: str) -> Receipt | None:
+        """The receipt of ``tx_hash`` on the node's canonical chain (None while there is none)."""
+        return await self._confirmer.receipt(tx_hash)
 
     def in_flight_vaults(self) -> frozenset[str]:
         """Vaults with work in flight (any instance on the database) or backing off after a
