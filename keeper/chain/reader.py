@@ -169,5 +169,3 @@ def _registry_event(item: dict[str, Any]) -> RegistryEvent:
         block_number=int(item["blockNumber"], 16),
         tx_hash=str(item["transactionHash"]),
     )
-
-
