@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     aggregator_url: str | None = None
     aggregator_api_key: SecretStr | None = None
     aggregator_timeout_seconds: float = Field(3.0, gt=0)
-    quote_race_seconds: float = Field(0.15, gt=0)
+    quote_race_seconds: float = Field(0.03, gt=0)
 
     # --- monitoring --------------------------------------------------------------------
     metrics_host: str = "127.0.0.1"

@@ -3,7 +3,8 @@ act -> persist.
 
 The journal is followed (receipts, reorgs, stuck or forgotten transactions) AFTER this
 block's decisions: whether journaled work is still wanted is judged on this block's state,
-never the previous block's.
+never the previous block's. Its chain reads do not depend on the decisions, so they start
+when the head arrives (``Actor.read_ahead``) and run alongside the multicall.
 
 Everything the tick needs is passed in (:class:`Pipeline` fields), so tests can drive it
 with fakes or against a real node.
@@ -34,6 +35,9 @@ REGISTRY_LOG_SPAN = 2_000
 
 class Actor(Protocol):
     """What turns decisions into transactions (absent in a dry run)."""
+
+    def read_ahead(self, head: BlockRef) -> None:
+        """A head arrived: start the chain reads that do not depend on its decisions."""
 
     async def act(
         self, block: BlockRef, snapshot: Snapshot, decisions: Sequence[Decision]
@@ -94,6 +98,8 @@ class Pipeline:
         every vault -> follow the journal with these decisions -> act (unless dry run) ->
         persist and log."""
         started = time.perf_counter()
+        if self.actor is not None:  # the journal's reads run alongside linking and reading
+            self.actor.read_ahead(head)
         update = await self.follower.follow(head)
         self._log_chain(update, superseded)
         if update.head is None:

@@ -9,8 +9,9 @@ One block, top to bottom (:meth:`RebalanceActor.act`):
    direct route's depth for every size the book needs comes in one Multicall3 eth_call, and
    the plan is settlements of at most ``max_legs`` legs (fewer when the simulation gas cap
    says so), the net split over blocks when the pool is too shallow for one swap;
-5. every settlement is simulated (``keeper.chain.simulate``: one execution for the gas it
-   uses, one at the limit it is sent with; its gas limit is that plus headroom); an
+5. every settlement is simulated (``keeper.chain.simulate``: one execution at a limit
+   guessed from earlier measurements, else one for the gas it uses and one at the limit it
+   is sent with; its gas limit is that plus headroom); an
    aggregator route that fails falls back to the direct route in the same block; a vault
    named by the revert is left out and the rest planned again; a node that answers "out of
    gas" gets the settlement in halves;
@@ -36,7 +37,7 @@ from keeper.chain.eth import Chain
 from keeper.chain.reader import Snapshot
 from keeper.chain.routing import AggregatorRace, NetRoute, Router
 from keeper.chain.rpc import RpcClient
-from keeper.chain.simulate import gas_needed
+from keeper.chain.simulate import GasGuess, gas_needed
 from keeper.chain.uniswap import DirectDepth
 from keeper.config import GWEI
 from keeper.core import abi
@@ -140,6 +141,7 @@ class RebalanceActor:
     # vault -> (the decision it sent, the block its rebalance was mined in)
     to_verify: dict[str, tuple[Decision, int]] = field(default_factory=dict)
     stages: Stages = field(default_factory=Stages)  # this block's time by stage
+    gas_guess: GasGuess = field(default_factory=GasGuess)  # measured limits, to guess from
 
     async def start(self) -> None:
         """Before anything else: bring the journal in line with the chain."""
@@ -149,6 +151,10 @@ class RebalanceActor:
             await self._inspect_mined(self.store.entry(entry_id), report.receipt_of(entry_id))
 
     # --- the chain moved ---------------------------------------------------------------------
+
+    def read_ahead(self, head: BlockRef) -> None:
+        """A new head arrived: the journal's chain reads start now, alongside the block's read."""
+        self.lifecycle.read_ahead(head)
 
     async def on_chain_update(
         self, update: ChainUpdate, snapshot: Snapshot, decisions: Sequence[Decision]
@@ -430,8 +436,8 @@ class RebalanceActor:
                 )
                 txs.append(PlannedTx(settlement, route, plan))
             out.append(((group, max_legs), (plan, txs)))
-        if race is not None and not race.task.done():
-            race.task.cancel()
+        # an aggregator request not waited for runs on (to the client's timeout): the router
+        # measures how long it takes
         return out
 
     async def _with_exact_nets(self, depth: DirectDepth, plans: list[BookPlan]) -> DirectDepth:
@@ -524,8 +530,14 @@ class RebalanceActor:
                 break
             to, data = self._tx(attempt)
             call = {"from": self.config.keeper, "to": to, "data": data}
+            kind, legs = self._call_kind(attempt), len(attempt.settlement.legs)
             try:
-                gas = await gas_needed(self.w3.eth, call, self.config.simulation_gas_cap)
+                found = await gas_needed(
+                    self.w3.eth,
+                    call,
+                    self.config.simulation_gas_cap,
+                    guess=self.gas_guess.limit_for(kind, legs),
+                )
             except (SimulationReverted, OutOfGas) as exc:
                 if attempt.route is not None and attempt.route.uses_aggregator:
                     log.warning(
@@ -541,11 +553,17 @@ class RebalanceActor:
             except KeeperError as exc:
                 log.warning("simulation unavailable", extra={"fields": {"why": str(exc)}})
                 return exc
-            if int(gas) > self.config.simulation_gas_cap:
+            gas = found.limit
+            if gas > self.config.simulation_gas_cap:
                 return OutOfGas(f"settlement needs {gas} gas, cap {self.config.simulation_gas_cap}")
-            headroom = int(gas) * (10_000 + self.config.gas_headroom_bps) // 10_000
+            self.gas_guess.learn(kind, legs, found)
+            headroom = gas * (10_000 + self.config.gas_headroom_bps) // 10_000
             return replace(attempt, gas_limit=headroom)
         return SimulationReverted("no route simulates")
+
+    def _call_kind(self, tx: PlannedTx) -> str:
+        """What a gas guess is keyed by: the vault's own rebalance or a settlement."""
+        return "rebalance" if tx.single and tx.route is not None else "settle"
 
     async def _send(
         self, block: BlockRef, tx: PlannedTx, decisions: dict[str, Decision]

@@ -5,7 +5,10 @@ book needs in one Multicall3 eth_call while the aggregator (if configured) is al
 for the net (:meth:`Router.start_aggregator`, started first so the two run side by side).
 :meth:`Router.route_net` then waits for the aggregator only until the race budget is spent
 (``race_seconds`` from its start, never "a timeout, then the fallback") and uses its route
-only when it beats the direct route **after gas**. Aggregator answers are checked, not
+only when it beats the direct route **after gas**. An aggregator whose recent answers came
+later than the budget is not waited for at all: its request still runs to the end (bounded
+by the client's timeout) so its latency keeps being measured, and it is waited for again
+once it answers within the budget (:class:`AnswerTimes`). Aggregator answers are checked, not
 trusted: the minimum output the keeper signs comes from its own direct quote
 (``min_out``), an aggregator quote that promises less, names another router or token, or
 fails its checks loses, and the direct route stays at hand (:attr:`NetRoute.direct`) for the
@@ -16,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from keeper.chain.uniswap import DirectDepth, TierQuote, UniswapDirect
@@ -70,6 +74,27 @@ class AggregatorRace:
     started: float
 
 
+@dataclass
+class AnswerTimes:
+    """How long the aggregator's last answers took (seconds from the request), to judge
+    whether waiting for the next one within the budget is worth anything."""
+
+    keep: int = 8
+    seconds: list[float] = field(default_factory=list)
+
+    def add(self, seconds: float) -> None:
+        self.seconds = [*self.seconds, seconds][-self.keep :]
+
+    def typical(self) -> float | None:
+        """The median of the recent answers; None before any."""
+        return statistics.median(self.seconds) if self.seconds else None
+
+    def worth_waiting(self, budget: float) -> bool:
+        """Wait unless the recent answers typically came after the budget."""
+        typical = self.typical()
+        return typical is None or typical <= budget
+
+
 class Router:
     """The direct depth for a book and the aggregator race for its net."""
 
@@ -85,6 +110,7 @@ class Router:
         self._aggregator = aggregator
         self._race = race_seconds
         self._clock = clock
+        self.answer_times = AnswerTimes()
 
     def start_aggregator(self, request: SwapRequest) -> AggregatorRace | None:
         """Ask the aggregator for ``request`` now; the answer is awaited in ``route_net``."""
@@ -97,7 +123,17 @@ class Router:
             request.taker,
             request.slippage_bps,
         )
-        return AggregatorRace(request, asyncio.ensure_future(coro), self._clock())
+        race = AggregatorRace(request, asyncio.ensure_future(coro), self._clock())
+        race.task.add_done_callback(lambda task: self._answered(race, task))
+        return race
+
+    def _answered(self, race: AggregatorRace, task: asyncio.Task[SwapQuote]) -> None:
+        """Its answer time (a quote or a refusal; not a transport failure or a cancel)."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None or isinstance(error, QuoteRefused):
+            self.answer_times.add(self._clock() - race.started)
 
     async def depth(
         self, underlying: str, quote_token: str, sizes: dict[bool, list[int]]
@@ -142,11 +178,15 @@ class Router:
         return NetRoute(direct, direct, min_out, tuple(attempts))
 
     async def _await(self, race: AggregatorRace) -> SwapQuote | Attempt:
+        if not race.task.done() and not self.answer_times.worth_waiting(self._race):
+            typical = self.answer_times.typical()
+            return Attempt(
+                "0x", "timeout", f"not waited for: answers in {typical:.3f}s, budget {self._race}s"
+            )
         left = max(self._race - (self._clock() - race.started), 0.0)
         try:
             return await asyncio.wait_for(asyncio.shield(race.task), left)
-        except TimeoutError:
-            race.task.cancel()
+        except TimeoutError:  # it runs on (to its own timeout): its answer time is measured
             return Attempt("0x", "timeout", f"no answer within the {self._race}s race budget")
         except QuoteRefused as exc:
             return Attempt("0x", "refused", str(exc))

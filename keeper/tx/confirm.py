@@ -13,6 +13,7 @@ transaction was broadcast again) lives here; nothing is shared with the actor.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from hexbytes import HexBytes
 from web3.exceptions import BlockNotFound, TransactionNotFound
 
 from keeper import metrics
+from keeper.chain.ahead import ReadAhead
 from keeper.chain.eth import Chain
 from keeper.chain.retry import READ_POLICY, RetryPolicy
 from keeper.core.types import BlockRef
@@ -121,27 +123,57 @@ class Confirmer:
         self._last_head: BlockRef | None = None
         self._recheck: set[int] = set()  # group nonces to look at again (restart, reorg)
         self._resent_at: dict[int, int] = {}  # entry id -> block of its last re-broadcast
+        self._ahead = ReadAhead()  # this head's chain reads, started alongside its multicall
+
+    def read_ahead(self, block: BlockRef) -> None:
+        """Start the reads :meth:`on_block` will make at ``block``: the canonical hashes of
+        the blocks recent entries were mined in, the mined count, then (after the count: see
+        ``_settle_group``) the receipts of the open entries."""
+        ahead = self._ahead
+        ahead.begin(block.number)
+        for number in {
+            e.mined_block_number
+            for e in self._store.mined_since(self._reorg_since(block))
+            if e.sender == self.address and e.mined_block_number is not None
+        }:
+            ahead.start(("block", number), lambda n=number: self._read_block_hash(n))
+        hashes = [e.tx_hash for e in self._store.open_entries(self.address) if e.tx_hash]
+        if not hashes:
+            return
+        count = ahead.start("mined_count", self._read_mined_count)
+
+        async def after_count(tx_hash: str) -> Receipt | None:
+            await asyncio.wait([count])
+            return await self._read_receipt(tx_hash)
+
+        for tx_hash in hashes:
+            ahead.start(("receipt", tx_hash.lower()), lambda h=tx_hash: after_count(h))
 
     # --- chain reads ------------------------------------------------------------------------
 
     async def receipt(self, tx_hash: str) -> Receipt | None:
         """The receipt on the node's canonical chain; None while there is none."""
 
-        async def once() -> Receipt | None:
-            try:
-                got = await self._w3.eth.get_transaction_receipt(HexBytes(tx_hash))
-            except TransactionNotFound:
-                return None
-            return Receipt(
-                int(got["blockNumber"]),
-                _hex(got["blockHash"]),
-                int(got["status"]),
-                int(got.get("gasUsed", 0)),
-                int(got.get("effectiveGasPrice", 0)),
-                tuple(got.get("logs", ())),
-            )
+        return await self._policy.call(
+            lambda: self._ahead.take(
+                ("receipt", tx_hash.lower()), lambda: self._read_receipt(tx_hash)
+            ),
+            "eth_getTransactionReceipt",
+        )
 
-        return await self._policy.call(once, "eth_getTransactionReceipt")
+    async def _read_receipt(self, tx_hash: str) -> Receipt | None:
+        try:
+            got = await self._w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+        except TransactionNotFound:
+            return None
+        return Receipt(
+            int(got["blockNumber"]),
+            _hex(got["blockHash"]),
+            int(got["status"]),
+            int(got.get("gasUsed", 0)),
+            int(got.get("effectiveGasPrice", 0)),
+            tuple(got.get("logs", ())),
+        )
 
     async def is_known(self, tx_hash: str) -> bool:
         """Whether the node has the transaction (pending or mined)."""
@@ -150,23 +182,28 @@ class Confirmer:
     async def block_hash_at(self, number: int) -> str | None:
         """The canonical hash at ``number``; None when the chain is shorter now."""
 
-        async def once() -> str | None:
-            try:
-                block = await self._w3.eth.get_block(number)
-            except BlockNotFound:
-                return None
-            return _hex(block["hash"])
+        return await self._policy.call(
+            lambda: self._ahead.take(("block", number), lambda: self._read_block_hash(number)),
+            "eth_getBlockByNumber",
+        )
 
-        return await self._policy.call(once, "eth_getBlockByNumber")
+    async def _read_block_hash(self, number: int) -> str | None:
+        try:
+            block = await self._w3.eth.get_block(number)
+        except BlockNotFound:
+            return None
+        return _hex(block["hash"])
 
     async def mined_count(self) -> int:
         """How many transactions of the keeper's address are mined (the next unused nonce)."""
-        address = to_checksum_address(self.address)
-        count = await self._policy.call(
-            lambda: self._w3.eth.get_transaction_count(address, "latest"),
+        return await self._policy.call(
+            lambda: self._ahead.take("mined_count", self._read_mined_count),
             "eth_getTransactionCount",
         )
-        return int(count)
+
+    async def _read_mined_count(self) -> int:
+        address = to_checksum_address(self.address)
+        return int(await self._w3.eth.get_transaction_count(address, "latest"))
 
     async def revert_reason(self, entry: JournalEntry, block_number: int) -> str:
         """Why a mined transaction reverted as a whole: its call replayed on the state and in
@@ -196,22 +233,28 @@ class Confirmer:
     ) -> LifecycleReport:
         """Follow the journal at a new head (after this block's decisions): abandoned intents,
         reorgs, receipts, groups needing a decision, use of the key outside the keeper."""
+        if self._ahead.head != block.number:  # nothing was read ahead for this head
+            self._ahead.begin(block.number)
         tally = _Tally(block.number, redecide, urgent)
         self._fail_intents(tally, older_than=self.config.stale_intent_seconds)
-        last = self._last_head
-        extends_last = (
-            last is not None and block.number == last.number + 1 and block.parent_hash == last.hash
-        )
-        # A head that extends the last one reorged nothing we processed; but receipts can come
-        # from a block newer than the head being processed, and a reorg of that block would
-        # not show as a break between our heads: those are checked every time.
-        window = 0 if extends_last else self.config.reorg_window_blocks
-        await self._check_reorgs(tally, since=block.number - window)
+        await self._check_reorgs(tally, since=self._reorg_since(block))
         self._last_head = block  # only once the check above has passed
         await self._settle_open(tally)
         await self._sender.nonces.detect_external_use()
         await self._fill_gaps(tally)
         return self._logged(tally.report(), "block", block.number)
+
+    def _reorg_since(self, block: BlockRef) -> int:
+        """The first block whose mined entries are checked against the chain at ``block``.
+
+        A head that extends the last one reorged nothing we processed; but receipts can come
+        from a block newer than the head being processed, and a reorg of that block would
+        not show as a break between our heads: those are checked every time."""
+        last = self._last_head
+        extends_last = (
+            last is not None and block.number == last.number + 1 and block.parent_hash == last.hash
+        )
+        return block.number - (0 if extends_last else self.config.reorg_window_blocks)
 
     async def reconcile(self, redecide: Redecide) -> LifecycleReport:
         """At start: bring the journal in line with the chain without sending anything twice

@@ -130,6 +130,16 @@ class Lifecycle:
         self._started = True
         return report
 
+    def read_ahead(self, head: BlockRef) -> None:
+        """At a new head, before its multicall: start the chain reads :meth:`on_block` and
+        the block's first :meth:`submit` will make (receipts, counts, fee history, balance;
+        ``keeper.chain.ahead``), so they run alongside the read instead of after it."""
+        if not self._started:
+            return
+        self._sender.read_ahead(head.number)
+        self._sender.nonces.read_ahead(head.number)
+        self._confirmer.read_ahead(head)
+
     async def on_block(
         self, head: BlockRef, redecide: Redecide, urgent: frozenset[str] = frozenset()
     ) -> LifecycleReport:

@@ -14,6 +14,7 @@ import logging
 
 from eth_utils.address import to_checksum_address
 
+from keeper.chain.ahead import ReadAhead
 from keeper.chain.eth import Chain
 from keeper.chain.retry import READ_POLICY, RetryPolicy
 from keeper.store import Store
@@ -29,14 +30,19 @@ class NonceManager:
         self._store = store
         self.address = to_checksum_address(address)
         self._policy = policy
+        self._ahead = ReadAhead()
+
+    def read_ahead(self, head: int) -> None:
+        """Start the read :meth:`detect_external_use` makes at ``head``."""
+        self._ahead.begin(head)
+        self._ahead.start("pending", self._read_pending)
 
     async def chain_pending(self) -> int:
         """The chain's transaction count of the address, pending transactions included."""
-        count = await self._policy.call(
-            lambda: self._w3.eth.get_transaction_count(self.address, "pending"),
-            "eth_getTransactionCount",
-        )
-        return int(count)
+        return await self._policy.call(self._read_pending, "eth_getTransactionCount")
+
+    async def _read_pending(self) -> int:
+        return int(await self._w3.eth.get_transaction_count(self.address, "pending"))
 
     async def sync(self) -> int:
         """Align the store with the chain and the journal; returns the next fresh nonce."""
@@ -64,8 +70,11 @@ class NonceManager:
         return self._store.claim_nonce(entry_id)
 
     async def detect_external_use(self) -> bool:
-        """Resync when the chain counts more transactions than the keeper handed out."""
-        chain = await self.chain_pending()
+        """Resync when the chain counts more transactions than the keeper handed out (the
+        count read ahead at this head, when it was)."""
+        chain = await self._policy.call(
+            lambda: self._ahead.take("pending", self._read_pending), "eth_getTransactionCount"
+        )
         local = self._store.next_nonce(self.address)
         if local is None:  # never synced: nothing to compare with
             self._store.resync_nonces(self.address, chain)

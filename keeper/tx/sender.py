@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from eth_utils.address import to_checksum_address
 from web3.exceptions import TransactionNotFound
 
+from keeper.chain.ahead import ReadAhead
 from keeper.chain.eth import Chain
 from keeper.chain.retry import BROADCAST_POLICY, READ_POLICY, RetryPolicy
 from keeper.core.fees import (
@@ -189,6 +190,7 @@ class Sender:
         self._routes: Sequence[Broadcaster] = (private, public) if private else (public,)
         self._chain_id: int | None = None
         self._newest: int | None = None  # the block fees are judged at (the keeper's head)
+        self._ahead = ReadAhead()  # this head's fee history and balance, read early
 
     # --- chain reads --------------------------------------------------------------------
 
@@ -206,13 +208,24 @@ class Sender:
         ``eth_feeHistory`` answers them all (``keeper.chain.eth`` remembers it)."""
         self._newest = number
 
+    def read_ahead(self, head: int) -> None:
+        """Start what a transaction at ``head`` reads first: the block's fee history and the
+        account's balance (each answered once; a second transaction reads the balance again)."""
+        self.at_block(head)
+        self._ahead.begin(head)
+        self._ahead.start(("fees", head), self._read_fee_history)
+        self._ahead.start("balance", self._read_balance)
+
     async def fee_history(self) -> FeeHistory:
+        key = ("fees", self._newest)
+        return await self._policy.call(
+            lambda: self._ahead.take(key, self._read_fee_history), "eth_feeHistory"
+        )
+
+    async def _read_fee_history(self) -> FeeHistory:
         percentile = self.config.fees.reward_percentile
         newest: int | str = "latest" if self._newest is None else self._newest
-        raw = await self._policy.call(
-            lambda: self._w3.eth.fee_history(self.config.fee_history_blocks, newest, [percentile]),
-            "eth_feeHistory",
-        )
+        raw = await self._w3.eth.fee_history(self.config.fee_history_blocks, newest, [percentile])
         return FeeHistory(
             base_fees=tuple(int(b) for b in raw["baseFeePerGas"]),
             rewards=tuple(tuple(int(r) for r in row) for row in raw.get("reward", [])),
@@ -277,10 +290,8 @@ class Sender:
     async def _check_funds(self, worst_case_wei: int) -> None:
         """Refuse before a nonce is claimed when the account cannot pay ``gas x max fee +
         value``; warn when paying would leave it below ``low_balance_wei``."""
-        balance = int(
-            await self._policy.call(
-                lambda: self._w3.eth.get_balance(self.address, "pending"), "eth_getBalance"
-            )
+        balance = await self._policy.call(
+            lambda: self._ahead.take("balance", self._read_balance), "eth_getBalance"
         )
         if balance < worst_case_wei:
             raise InsufficientFunds(
@@ -298,6 +309,9 @@ class Sender:
                     }
                 },
             )
+
+    async def _read_balance(self) -> int:
+        return int(await self._w3.eth.get_balance(self.address, "pending"))
 
     @staticmethod
     def _go(verdict: FeeVerdict, what: str) -> FeeQuote:

@@ -7,6 +7,7 @@ tests/integration/test_routing.py).
 from __future__ import annotations
 
 import asyncio
+import time
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from keeper.chain.aggregator import QUOTE_PATH, ZeroExClient, parse_quote
-from keeper.chain.routing import NetRoute, Router
+from keeper.chain.routing import AnswerTimes, NetRoute, Router
 from keeper.chain.uniswap import TierQuote, UniswapDirect
 from keeper.core.swap import SwapQuote, SwapRequest
 from keeper.errors import QuoteError, QuoteRefused
@@ -365,6 +366,38 @@ def test_a_slow_aggregator_loses_the_race() -> None:
         ("uniswap-direct", "ok"),
         ("0x", "timeout"),
     ]
+
+
+def test_an_aggregator_slower_than_the_budget_lately_is_not_waited_for_but_still_timed() -> None:
+    """Its last answers took 0.5 s against a 0.1 s budget: the direct route goes at once;
+    the request runs on, its answer time is recorded, and a fast answer makes it worth
+    waiting for again."""
+
+    async def late(request: web.Request, _: int) -> web.StreamResponse:
+        await asyncio.sleep(0.05)
+        return await ok(request, _)
+
+    async def scenario(client: ZeroExClient, _: FakeZeroEx) -> tuple[NetRoute, float, list[float]]:
+        direct = UniswapDirect(None, ROUTER, ROUTER)  # type: ignore[arg-type]  # calldata only
+        router = Router(direct, client, race_seconds=0.1)
+        for _answer in range(3):
+            router.answer_times.add(0.5)
+        started = router.start_aggregator(request())
+        assert started is not None
+        t0 = time.monotonic()
+        result = await router.route_net(request(), tier(), OWN_MIN, started, lambda gas: 0)
+        waited = time.monotonic() - t0
+        await asyncio.wait([started.task], timeout=2)
+        return result, waited, list(router.answer_times.seconds)
+
+    (result, waited, times), fake = run_with_server(late, scenario, timeout=5.0, attempts=1)
+    assert not result.uses_aggregator
+    assert result.attempts[-1].outcome == "timeout" and "not waited for" in result.attempts[-1].detail
+    assert waited < 0.05  # the direct route did not wait for the aggregator's 0.05 s
+    assert len(fake.seen) == 1 and len(times) == 4 and 0.05 <= times[-1] < 0.5
+    for _answer in range(4):
+        times.append(0.01)
+    assert AnswerTimes(seconds=times).worth_waiting(0.1)  # fast again: waited for
 
 
 def test_a_better_price_that_costs_more_gas_than_it_gains_loses() -> None:
