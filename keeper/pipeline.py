@@ -12,6 +12,7 @@ with fakes or against a real node.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -94,18 +95,26 @@ class Pipeline:
     stages: TickStages | None = None  # where the last tick's time went
 
     async def tick(self, head: BlockRef, superseded: Sequence[int] = ()) -> TickReport | None:
-        """One block: link it (gaps, reorgs) -> read everything in one multicall -> decide
+        """One block: link it (gaps, reorgs) while reading everything in one multicall -> decide
         every vault -> follow the journal with these decisions -> act (unless dry run) ->
         persist and log."""
         started = time.perf_counter()
         if self.actor is not None:  # the journal's reads run alongside linking and reading
             self.actor.read_ahead(head)
-        update = await self.follower.follow(head)
+        # The head's state is read while it is linked to the processed chain (the read
+        # does not depend on what the link finds: a reorg only says what was dropped).
+        reading = asyncio.ensure_future(self._read(head))
+        try:
+            update = await self.follower.follow(head)
+        except BaseException:
+            reading.cancel()
+            raise
         self._log_chain(update, superseded)
-        if update.head is None:
+        if update.head is None:  # nothing new (this head was processed already)
+            reading.cancel()
             return None
         block = update.head
-        snapshot, calls = await self._read(block)
+        snapshot, calls = await reading
         read = time.perf_counter()
         decisions = decide_block(
             block,

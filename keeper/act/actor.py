@@ -1,7 +1,8 @@
 """Acting on decisions: size, gate on fees, net the book, quote once, simulate, send, verify.
 
 One block, top to bottom (:meth:`RebalanceActor.act`):
-1. verify the hedges that were mined since the last block (the fresh decision is the read-back);
+1. (after the sends, off the path from head to broadcast) the trades of what was mined are
+   logged from the receipts and those hedges verified (this block's decision is the read-back);
 2. size a trade for every vault that must rebalance and has nothing in flight, within its
    guards (:func:`keeper.core.planner.size_trade`);
 3. above the fee cap only urgent trades go on; the others wait and are re-decided next block;
@@ -142,13 +143,17 @@ class RebalanceActor:
     to_verify: dict[str, tuple[Decision, int]] = field(default_factory=dict)
     stages: Stages = field(default_factory=Stages)  # this block's time by stage
     gas_guess: GasGuess = field(default_factory=GasGuess)  # measured limits, to guess from
+    # this block's mined rebalances and their receipts, inspected after its sends
+    _mined_now: list[tuple[JournalEntry, Receipt | None]] = field(default_factory=list)
 
     async def start(self) -> None:
         """Before anything else: bring the journal in line with the chain."""
         report = await self.lifecycle.start(_no_decision_yet)
         log.info("journal reconciled", extra={"fields": _report_fields(report)})
         for entry_id in report.mined:  # mined while the keeper was down: verify them too
-            await self._inspect_mined(self.store.entry(entry_id), report.receipt_of(entry_id))
+            entry, receipt = await self._mined(entry_id, report.receipt_of(entry_id))
+            self._failed_triggers(entry, receipt)
+            self._log_trades(entry, receipt)
 
     # --- the chain moved ---------------------------------------------------------------------
 
@@ -161,7 +166,8 @@ class RebalanceActor:
     ) -> dict[str, str]:
         """After this block's decisions: the lifecycle follows the journal, re-deciding
         journaled work from this block's state (each vault's ``stateNonce`` and deviation)
-        before re-broadcasting, replacing or cancelling."""
+        before re-broadcasting, replacing or cancelling. The trades of what was mined are
+        read from its receipts after this block's transactions are sent (:meth:`act`)."""
         if update.head is None:
             return {}
         report = await self.lifecycle.on_block(
@@ -171,33 +177,40 @@ class RebalanceActor:
         )
         failed: dict[str, str] = {}
         for entry_id in report.mined:
-            failed |= await self._inspect_mined(
-                self.store.entry(entry_id), report.receipt_of(entry_id)
-            )
+            entry, receipt = await self._mined(entry_id, report.receipt_of(entry_id))
+            failed |= self._failed_triggers(entry, receipt)
+            self._mined_now.append((entry, receipt))
         return failed
 
-    async def _inspect_mined(
-        self, entry: JournalEntry, receipt: Receipt | None = None
-    ) -> dict[str, str]:
-        """Log each vault's trade from the receipt (``Traded``); traded vaults are verified
-        next block. A reverted transaction traded none of its vaults (v2 settles as a whole):
-        returns the governance triggers of its vaults (vault -> trigger)."""
-        failed: dict[str, str] = {}
+    async def _mined(
+        self, entry_id: int, receipt: Receipt | None
+    ) -> tuple[JournalEntry, Receipt | None]:
+        """A mined rebalance and its receipt (the one the lifecycle read, else read here)."""
+        entry = self.store.entry(entry_id)
         if entry.kind != TxKind.REBALANCE or entry.tx_hash is None:
-            return failed
-        tx_hash = entry.tx_hash
-        if receipt is None:  # the lifecycle passes the one it read; else read it here
-            receipt = await self.lifecycle.receipt(tx_hash)
+            return entry, None
         if receipt is None:
-            return failed
+            receipt = await self.lifecycle.receipt(entry.tx_hash)
+        return entry, receipt
+
+    def _failed_triggers(self, entry: JournalEntry, receipt: Receipt | None) -> dict[str, str]:
+        """A reverted transaction traded none of its vaults (v2 settles as a whole): the
+        governance triggers of its vaults (vault -> trigger), which fire again."""
+        if receipt is None or receipt.status == 1:
+            return {}
         decided = {v: _decision_from_json(d) for v, d in entry.payload.get("decisions", {}).items()}
-        if receipt.status != 1:
-            failed = {v: d.trigger for v, d in decided.items() if d.trigger in GOVERNANCE_TRIGGERS}
-            log.error(
-                "rebalance reverted on chain: no vault traded",
-                extra={"fields": {"tx": tx_hash, "vaults": list(entry.vaults)}},
-            )
-            return failed
+        log.error(
+            "rebalance reverted on chain: no vault traded",
+            extra={"fields": {"tx": entry.tx_hash, "vaults": list(entry.vaults)}},
+        )
+        return {v: d.trigger for v, d in decided.items() if d.trigger in GOVERNANCE_TRIGGERS}
+
+    def _log_trades(self, entry: JournalEntry, receipt: Receipt | None) -> None:
+        """Log each vault's trade from the receipt (``Traded``); traded vaults are verified
+        by the first decision at or after the block it was mined in."""
+        if receipt is None or receipt.status != 1:
+            return
+        decided = entry.payload.get("decisions", {})
         for item in receipt.logs:
             if "0x" + bytes(item["topics"][0]).hex() != abi.TRADED_TOPIC:
                 continue
@@ -208,7 +221,7 @@ class RebalanceActor:
                 extra={
                     "fields": {
                         "vault": vault,
-                        "tx": tx_hash,
+                        "tx": entry.tx_hash,
                         "block": receipt.block_number,
                         "state_nonce": abi.topic_uint(item["topics"][3]),
                         "amount_in": traded["amount_in"],
@@ -219,8 +232,7 @@ class RebalanceActor:
                 },
             )
             if vault in decided:
-                self.to_verify[vault] = (decided[vault], receipt.block_number)
-        return failed
+                self.to_verify[vault] = (_decision_from_json(decided[vault]), receipt.block_number)
 
     async def close(self) -> None:
         if self.session is not None:
@@ -233,7 +245,20 @@ class RebalanceActor:
     async def act(
         self, block: BlockRef, snapshot: Snapshot, decisions: Sequence[Decision]
     ) -> set[str]:
-        self._verify_hedges(decisions)
+        """Size, net, quote, simulate and send this block's rebalances; then (off the path
+        from head to broadcast) log the trades of what was mined and verify those hedges
+        against this block's decisions."""
+        try:
+            return await self._act(block, snapshot, decisions)
+        finally:
+            for entry, receipt in self._mined_now:
+                self._log_trades(entry, receipt)
+            self._mined_now.clear()
+            self._verify_hedges(decisions)
+
+    async def _act(
+        self, block: BlockRef, snapshot: Snapshot, decisions: Sequence[Decision]
+    ) -> set[str]:
         t0 = time.perf_counter()
         states = {s.address: s for s in snapshot.vaults}
         trades = self._trades(block, decisions, states)

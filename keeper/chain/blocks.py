@@ -211,9 +211,13 @@ class ChainFollower:
 
     async def _link(self, known: list[BlockRef], head: BlockRef) -> ChainUpdate:
         segment = [head]
+        gap = await self._gap_blocks(known, head)
         try:
             while (need := missing_parent(known, segment, self._history)) is not None:
-                segment.insert(0, await self._fetch(need))
+                fetched = gap.pop(need, None)
+                if fetched is None or fetched.hash != segment[0].parent_hash:
+                    fetched = await self._fetch(need)  # below the gap, or the chain moved
+                segment.insert(0, fetched)
         except ReorgTooDeep as exc:
             # Refusing would refuse every later head too: the keeper would stop for good.
             log.error(
@@ -226,6 +230,16 @@ class ChainFollower:
             return link(known, segment)
         except ValueError as exc:  # the chain moved while we fetched its blocks
             raise RpcError(f"chain changed while linking head {head.number}: {exc}") from exc
+
+    async def _gap_blocks(self, known: list[BlockRef], head: BlockRef) -> dict[int, BlockRef]:
+        """The blocks between the tip and ``head``, fetched at once rather than parent by
+        parent (a gap after a reconnect, or heads superseded while busy); each is still
+        linked by hash below, and any that does not link is fetched again."""
+        if not known or head.number - known[-1].number <= 1:
+            return {}
+        numbers = range(known[-1].number + 1, head.number)
+        blocks = await asyncio.gather(*(self._fetch(n) for n in numbers))
+        return {b.number: b for b in blocks}
 
     def _apply(self, update: ChainUpdate) -> None:
         dropped = {b.number for b in update.dropped}

@@ -14,6 +14,7 @@ transaction was broadcast again) lives here; nothing is shared with the actor.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -136,7 +137,7 @@ class Confirmer:
             for e in self._store.mined_since(self._reorg_since(block))
             if e.sender == self.address and e.mined_block_number is not None
         }:
-            ahead.start(("block", number), lambda n=number: self._read_block_hash(n))
+            ahead.start(("block", number), functools.partial(self._read_block_hash, number))
         hashes = [e.tx_hash for e in self._store.open_entries(self.address) if e.tx_hash]
         if not hashes:
             return
@@ -147,7 +148,7 @@ class Confirmer:
             return await self._read_receipt(tx_hash)
 
         for tx_hash in hashes:
-            ahead.start(("receipt", tx_hash.lower()), lambda h=tx_hash: after_count(h))
+            ahead.start(("receipt", tx_hash.lower()), functools.partial(after_count, tx_hash))
 
     # --- chain reads ------------------------------------------------------------------------
 

@@ -7,9 +7,9 @@ tests/integration/test_routing.py).
 from __future__ import annotations
 
 import asyncio
-import time
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -392,7 +392,9 @@ def test_an_aggregator_slower_than_the_budget_lately_is_not_waited_for_but_still
 
     (result, waited, times), fake = run_with_server(late, scenario, timeout=5.0, attempts=1)
     assert not result.uses_aggregator
-    assert result.attempts[-1].outcome == "timeout" and "not waited for" in result.attempts[-1].detail
+    assert (
+        result.attempts[-1].outcome == "timeout" and "not waited for" in result.attempts[-1].detail
+    )
     assert waited < 0.05  # the direct route did not wait for the aggregator's 0.05 s
     assert len(fake.seen) == 1 and len(times) == 4 and 0.05 <= times[-1] < 0.5
     for _answer in range(4):

@@ -101,3 +101,38 @@ def test_a_silent_websocket_is_let_go_of_without_waiting_for_its_close() -> None
                 stream.result()
 
     asyncio.run(go())
+
+
+def test_a_gap_is_fetched_at_once_and_still_linked_by_hash() -> None:
+    """Blocks 11..19 missed: they are asked for together, not parent by parent; when a
+    reorg replaced the top of the gap while it was fetched, the blocks that do not link are
+    fetched again and the new chain is what is followed."""
+    b_chain = _fork_chain(18, 20, "b", parent_fork="a")
+    in_flight, most = 0, 0
+    served: list[int] = []
+    reorg_after: int | None = None  # fetches answered before the reorg
+
+    async def fetch(number: int) -> BlockRef:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        served.append(number)
+        reorged = reorg_after is not None and len(served) > reorg_after
+        return b_chain[number] if reorged and number in b_chain else head(number)
+
+    async def go() -> tuple[ChainUpdate, ChainUpdate]:
+        nonlocal reorg_after
+        follower = ChainFollower(fetch, history=64, max_backfill=32, known=[head(10)])
+        gap = await follower.follow(head(20))
+        assert sorted(served) == list(range(11, 20))
+        follower = ChainFollower(fetch, history=64, max_backfill=32, known=[head(10)])
+        served.clear()
+        reorg_after = 9  # the gap is read on the old chain, the head is on the new one
+        return gap, await follower.follow(b_chain[20])
+
+    gap, after_reorg = asyncio.run(go())
+    assert most == 9 and [b.number for b in gap.added] == list(range(11, 21))
+    assert served[9:] == [19, 18]  # the two that did not link, fetched again
+    assert [b.hash for b in after_reorg.added][-4:] == ["a17", "b18", "b19", "b20"]

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_chain import FakeEth, FakeW3, intent, lifecycle, unknown, wanted
 
 from keeper.chain.ahead import ReadAhead
 from keeper.errors import RpcError
 from keeper.store import JournalState
 from keeper.tx import Submitted
-from fake_chain import FakeEth, FakeW3, intent, lifecycle, unknown, wanted
 
 VAULT = "0x" + "aa" * 20
 
