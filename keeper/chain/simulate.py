@@ -81,9 +81,8 @@ async def gas_needed(
     one is found by a guess or a measurement; ``eth_estimateGas``'s answer otherwise).
     Raises what ``eth_estimateGas`` raises when the call fails (``SimulationReverted``,
     ``OutOfGas``)."""
-    guessed = guess is not None and guess <= cap
-    if guessed and await _succeeds(eth, {**call, "gas": guess}, policy):
-        return GasFound(int(guess or 0), "guess")
+    if guess is not None and guess <= cap and await _succeeds(eth, {**call, "gas": guess}, policy):
+        return GasFound(guess, "guess")
     used = await _gas_used(eth, call, policy)
     if used is not None:
         for factor in factors:
