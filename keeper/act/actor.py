@@ -235,6 +235,7 @@ class RebalanceActor:
                 self.to_verify[vault] = (_decision_from_json(decided[vault]), receipt.block_number)
 
     async def close(self) -> None:
+        await self.router.close()  # aggregator requests still timing, before their session
         if self.session is not None:
             await self.session.close()
         for client in self.owned:

@@ -111,6 +111,7 @@ class Router:
         self._race = race_seconds
         self._clock = clock
         self.answer_times = AnswerTimes()
+        self._in_flight: set[asyncio.Task[SwapQuote]] = set()  # requests not waited for
 
     def start_aggregator(self, request: SwapRequest) -> AggregatorRace | None:
         """Ask the aggregator for ``request`` now; the answer is awaited in ``route_net``."""
@@ -125,7 +126,16 @@ class Router:
         )
         race = AggregatorRace(request, asyncio.ensure_future(coro), self._clock())
         race.task.add_done_callback(lambda task: self._answered(race, task))
+        self._in_flight.add(race.task)
+        race.task.add_done_callback(self._in_flight.discard)
         return race
+
+    async def close(self) -> None:
+        """Cancel the aggregator requests still running (before their session closes)."""
+        tasks = list(self._in_flight)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _answered(self, race: AggregatorRace, task: asyncio.Task[SwapQuote]) -> None:
         """Its answer time (a quote or a refusal; not a transport failure or a cancel)."""
