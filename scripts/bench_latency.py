@@ -50,6 +50,7 @@ from aiohttp import web  # noqa: E402
 from bench_world import Sender, deploy_vaults, shift_hedges  # noqa: E402
 from eth_account import Account  # noqa: E402
 from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3  # noqa: E402
+from web3.exceptions import TransactionNotFound  # noqa: E402
 
 from keeper.act import RebalanceActor, build_actor  # noqa: E402
 from keeper.chain.blocks import block_ref  # noqa: E402
@@ -183,10 +184,28 @@ class Sample:
     vaults_sent: int = 0
 
 
+def _receipts(w3: Web3, txs: list[str], blocks: int = 5) -> list[Any]:
+    """The receipts of ``txs``, mining up to ``blocks`` more blocks for those still pending
+    (one block holds them all on this node; a miss is reported with the node's pool)."""
+    found: dict[str, Any] = {}
+    for _ in range(blocks + 1):
+        for h in txs:
+            if h not in found:
+                with contextlib.suppress(TransactionNotFound):
+                    found[h] = w3.eth.get_transaction_receipt(h)  # type: ignore[arg-type]
+        if len(found) == len(txs):
+            break
+        mine(w3)
+    missing = [h for h in txs if h not in found]
+    if missing:
+        pool = w3.provider.make_request("txpool_inspect", [])  # type: ignore[arg-type]
+        print(f"  {len(missing)} keeper transactions not mined: {missing}; pool {pool}")
+    return [found[h] for h in txs if h in found]
+
+
 def _gas_per_vault(w3: Web3, txs: list[str]) -> tuple[float | None, int]:
     gas = vaults = 0
-    for h in txs:
-        receipt = w3.eth.wait_for_transaction_receipt(h, timeout=60)  # type: ignore[arg-type]
+    for receipt in _receipts(w3, txs):
         gas += int(receipt["gasUsed"])
         vaults += sum(
             1 for x in receipt["logs"] if "0x" + bytes(x["topics"][0]).hex() == abi.TRADED_TOPIC
@@ -244,7 +263,8 @@ async def keeper_block(keeper: Keeper, recorder: Recorder, node: Web3) -> Sample
 def _sent_hashes(keeper: Keeper, block: int) -> list[str]:
     from keeper.store import JournalState, TxKind
 
-    entries = keeper.store.entries_in(list(JournalState), None)
+    # what reached the node (a refused or never-sent entry has a hash but no transaction)
+    entries = keeper.store.entries_in([JournalState.SENT, JournalState.MINED], None)
     return [
         str(e.tx_hash)
         for e in entries
