@@ -232,6 +232,20 @@ class Store:
         with self._write() as conn:
             return nonces.claim(conn, entry_id, self._clock())
 
+    def claim_and_sign(
+        self, entry_id: int, sign: Callable[[int, frozenset[str]], SignedTx]
+    ) -> JournalEntry:
+        """In one transaction: claim the lowest free nonce for the ``intent`` entry, sign at
+        it (``sign(nonce, hashes the journal already holds at that nonce)``) and journal the
+        bytes (``signed``). Nothing of it is kept when any step fails."""
+        with self._write() as conn:
+            nonce = nonces.claim(conn, entry_id, self._clock())
+            entry = journal.get(conn, entry_id)
+            taken = frozenset(
+                e.tx_hash for e in journal.for_nonce(conn, entry.sender, nonce) if e.tx_hash
+            )
+            return journal.mark_signed(conn, entry_id, sign(nonce, taken), self._clock())
+
     def mark_signed(self, entry_id: int, signed: SignedTx) -> JournalEntry:
         with self._write() as conn:
             return journal.mark_signed(conn, entry_id, signed, self._clock())

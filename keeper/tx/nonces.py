@@ -63,10 +63,14 @@ class NonceManager:
             )
         return after
 
-    async def claim(self, entry_id: int) -> int:
-        """The nonce for journal entry ``entry_id`` (syncs first if the store has none)."""
+    async def ensure_synced(self) -> None:
+        """Sync with the chain once, before the first nonce is handed out."""
         if self._store.next_nonce(self.address) is None:
             await self.sync()
+
+    async def claim(self, entry_id: int) -> int:
+        """The nonce for journal entry ``entry_id`` (syncs first if the store has none)."""
+        await self.ensure_synced()
         return self._store.claim_nonce(entry_id)
 
     async def detect_external_use(self) -> bool:

@@ -253,7 +253,18 @@ class Sender:
     async def _sign(
         self, nonce: int, to: str, value_wei: int, data: bytes, gas: int, fees: FeeQuote
     ) -> SignedTx:
-        chain_id = await self.chain_id()
+        return self._signed(await self.chain_id(), nonce, to, value_wei, data, gas, fees)
+
+    def _signed(
+        self,
+        chain_id: int,
+        nonce: int,
+        to: str,
+        value_wei: int,
+        data: bytes,
+        gas: int,
+        fees: FeeQuote,
+    ) -> SignedTx:
         signed = self._signer.sign_transaction(
             {
                 "type": 2,
@@ -277,15 +288,24 @@ class Sender:
             raw_tx=bytes(signed.raw_transaction),
         )
 
-    async def _sign_new(self, nonce: int, intent: TxIntent, gas: int, fees: FeeQuote) -> SignedTx:
-        """Sign ``intent``; when an earlier attempt on this nonce (refused, failed, its nonce
-        given back) produced the very same bytes, raise both fees by 1 wei: new bytes."""
-        taken = {e.tx_hash for e in self._store.entries_for_nonce(self.address, nonce)}
-        while True:
-            signed = await self._sign(nonce, intent.to, intent.value_wei, intent.data, gas, fees)
-            if signed.tx_hash not in taken:
-                return signed
-            fees = FeeQuote(fees.max_fee_wei + 1, fees.priority_fee_wei + 1)
+    def _signer_for(
+        self, chain_id: int, intent: TxIntent, gas: int, fees: FeeQuote
+    ) -> Callable[[int, frozenset[str]], SignedTx]:
+        """Signs ``intent`` at the nonce it is given; when an earlier attempt on that nonce
+        (refused, failed, its nonce given back) produced the very same bytes (``taken``),
+        both fees go up by 1 wei: new bytes."""
+
+        def sign(nonce: int, taken: frozenset[str]) -> SignedTx:
+            quote = fees
+            while True:
+                signed = self._signed(
+                    chain_id, nonce, intent.to, intent.value_wei, intent.data, gas, quote
+                )
+                if signed.tx_hash not in taken:
+                    return signed
+                quote = FeeQuote(quote.max_fee_wei + 1, quote.priority_fee_wei + 1)
+
+        return sign
 
     async def _check_funds(self, worst_case_wei: int) -> None:
         """Refuse before a nonce is claimed when the account cannot pay ``gas x max fee +
@@ -369,20 +389,23 @@ class Sender:
         try:
             gas = await self._gas_limit(intent)
             await self._check_funds(gas * fees.max_fee_wei + intent.value_wei)
-            nonce = await self.nonces.claim(entry.id)
-            signed = await self._sign_new(nonce, intent, gas, fees)
+            await self.nonces.ensure_synced()
+            sign = self._signer_for(await self.chain_id(), intent, gas, fees)
+            # One store transaction: the nonce claimed, the bytes signed and journaled; a
+            # crash or a failure inside it leaves the intent unsigned with no nonce taken.
+            # Conditional: an intent another instance (or our own restart) failed meanwhile
+            # is never signed, so its bytes never reach a node (JournalConflict).
+            entry = self._store.claim_and_sign(entry.id, sign)
         except (KeeperError, ValueError, TypeError) as exc:
             self._fail_quietly(entry.id, f"{type(exc).__name__}: {exc}")
             raise
-        # Conditional: an intent another instance (or our own restart) failed meanwhile is
-        # never signed, so its bytes never reach a node (JournalConflict).
-        entry = self._store.mark_signed(entry.id, signed)
+        signed = entry.signed()
         log.info(
             "transaction signed",
             extra={
                 "fields": {
                     "entry": entry.id,
-                    "nonce": nonce,
+                    "nonce": signed.nonce,
                     "hash": signed.tx_hash,
                     "max_fee": fees.max_fee_wei,
                     "tip": fees.priority_fee_wei,
