@@ -10,7 +10,8 @@ in a process of its own (heads over the node's websocket, every request through 
 2. EVERY vault is pushed out of its band, half up and half down (the direction alternates
    block by block, so no vault drains), and one block is mined: the head;
 3. the proxy's first ``eth_sendRawTransaction`` after the head is the keeper's broadcast;
-   the keeper's transactions are mined with the next block; ``/health`` is asked once.
+   once the keeper is quiet its transactions are mined (a block of their own, before the
+   oracle's next round, which would make them stale); ``/health`` is asked once.
 
 Then SIGTERM: how long until the process has exited, and its exit code. Prints the share of
 blocks with a settlement sent within ``--within`` seconds, p50 / p95 / max head -> broadcast,
@@ -121,6 +122,26 @@ def health(port: int) -> tuple[int, float]:
     return status, time.monotonic() - t0
 
 
+def ticks(port: int) -> float:
+    """Blocks the keeper has processed (``keeper_ticks_total`` on its ``/metrics``)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return -1.0
+    for line in text.splitlines():
+        if line.startswith("keeper_ticks_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def processed(port: int, target: float, limit: float = 60.0) -> None:
+    """Until the keeper has processed ``target`` blocks (or a newer head superseded one)."""
+    deadline = time.monotonic() + limit
+    while ticks(port) < target and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def quiet(recorder: Recorder, since: float, gap: float = 0.3, limit: float = 5.0) -> None:
     """Until the keeper has sent nothing through the proxy for ``gap`` seconds."""
     deadline = time.monotonic() + limit
@@ -174,15 +195,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             probes: list[tuple[int, float]] = []
             try:
                 time.sleep(3)  # the keeper starts, reconciles, subscribes
+                processed(metrics_port, 1)  # and acts on the first head
+                quiet(recorder, time.monotonic(), gap=1.0, limit=60)
+                mine(node)
                 for i in range(args.blocks):
+                    seen = ticks(metrics_port)
                     refill(node, driver)
+                    processed(metrics_port, seen + 1)
                     order = vaults if i % 2 == 0 else pairs_swapped(vaults)
                     shift_hedges(node, order, SHIFT, 1.0, wait=False)
+                    seen = ticks(metrics_port)
                     before = time.monotonic()
                     mine(node)
                     t0 = time.monotonic()  # the head exists (as in bench_latency)
                     latencies.append(first_send(recorder, before, t0, args.within * 3))
-                    quiet(recorder, before)
+                    processed(metrics_port, seen + 1)  # its tick is over: all of it sent
+                    seen = ticks(metrics_port)
+                    mine(node)  # the keeper's transactions, before the oracle's next round
+                    processed(metrics_port, seen + 1)
                     probes.append(health(metrics_port))
                     if keeper.poll() is not None:
                         raise SystemExit(f"the keeper exited early with {keeper.returncode}")

@@ -68,6 +68,10 @@ from keeper.tx import Lifecycle, Receipt, Refused, Verdict
 
 log = logging.getLogger("keeper.act")
 
+# Reverts that say the book was planned on a view the chain has moved past (its block's
+# time, its oracle round), the same for every leg of the book: leaving vaults out or
+# halving would only simulate the same failure again; the next block decides afresh.
+BOOK_STALE_ERRORS = frozenset({"DeadlineExpired", "OracleStale", "OracleFromFuture"})
 LEG_GAS = 150_000  # upper estimate of one settlement leg (vault checks, transfers, callback)
 SETTLE_BASE_GAS = 250_000  # upper estimate of a settlement without legs (net swap included)
 
@@ -672,13 +676,20 @@ def _retry_after(outcome: KeeperError, members: list[TradeSpec], max_legs: int) 
     without the vault the revert names (an address among the error's arguments); when a
     multi-vault settlement reverts without naming one (the vault's own error bubbles up
     through the nesting), its vaults in two interleaved halves, so the refusing vault is
-    found in a few rounds and the others still settle."""
+    found in a few rounds and the others still settle; nothing when the revert says the
+    book's view is stale (``BOOK_STALE_ERRORS``)."""
     if len(members) < 2:
         return []
     if isinstance(outcome, OutOfGas):
         return [(members, max(1, min(max_legs, len(members)) // 2))]
     if not isinstance(outcome, SimulationReverted):
         return []  # node trouble: the next block
+    if abi.error_name(outcome.data) in BOOK_STALE_ERRORS:
+        log.warning(
+            "the chain moved past the book's block: decided afresh next block",
+            extra={"fields": {"vaults": len(members), "why": outcome.reason}},
+        )
+        return []
     addresses = {a.lower() for a in abi.error_addresses(outcome.data)}
     named = [t for t in members if t.vault.lower() in addresses]
     if named:

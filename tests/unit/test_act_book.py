@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from eth_abi.abi import encode
 from vaults import vault_state
 
@@ -60,6 +61,23 @@ def test_a_revert_naming_a_vault_plans_the_rest_without_it_else_halves() -> None
     stale = abi.error_selector("StaleState") + encode(["uint64", "uint64"], [1, 2])
     halves = _retry_after(SimulationReverted("StaleState(1, 2)", stale), members, 64)
     assert halves == [([members[0], members[2]], 64), ([members[1]], 64)]
+
+
+@pytest.mark.parametrize(
+    ("error", "types", "args"),
+    [
+        ("DeadlineExpired", ["uint256", "uint256"], [100, 400]),
+        ("OracleStale", ["uint256", "uint64", "uint256"], [1, 3600, 9000]),
+        ("OracleFromFuture", ["uint256", "uint256"], [900, 0]),
+    ],
+)
+def test_a_book_whose_block_the_chain_moved_past_waits_for_the_next_block(
+    error: str, types: list[str], args: list[int]
+) -> None:
+    """Every leg would fail the same way: no halving storm, decided afresh next block."""
+    members = [trade(i, -WAD) for i in range(1, 41)]
+    data = abi.error_selector(error) + encode(types, args)
+    assert _retry_after(SimulationReverted(error, data), members, 64) == []
 
 
 def test_one_swap_per_direction_per_block_urgent_first() -> None:
