@@ -23,8 +23,6 @@ blocks with a settlement sent within ``--within`` seconds, p50 / p95 / max head 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import signal
 import statistics
@@ -54,39 +52,12 @@ from bench_latency import (  # noqa: E402
     running_aggregator,
     running_proxy,
 )
-from bench_world import deploy_vaults, shift_hedges  # noqa: E402
+from bench_world import kept_state, shift_hedges, world_with  # noqa: E402
 from web3 import HTTPProvider, Web3  # noqa: E402
 
 from world.manifest import load_manifest  # noqa: E402
 from world.market import MarketDriver  # noqa: E402
 from world.node import AnvilStartError, free_port, running_anvil  # noqa: E402
-
-
-def kept_state(size: int) -> tuple[Path, Path]:
-    """Where a run keeps the node's state with ``size`` vaults (for this saved world)."""
-    stamp = int(STATE.stat().st_mtime)
-    kept = ROOT / ".world" / f"bench-{size}-{stamp}.json"
-    return kept, kept.with_suffix(".vaults.json")
-
-
-def world_with(node: Web3, size: int) -> list[str]:
-    """The world's vaults plus as many more as ``size`` asks for: listed by an earlier run
-    whose state the node was started from, or deployed now and the node's state kept
-    (``anvil_dumpState``: gzipped JSON, the format ``--load-state`` reads)."""
-    manifest = json.loads(MANIFEST.read_text())
-    vaults = [v["address"] for v in manifest["vaults"]]
-    if size <= len(vaults):
-        return vaults[:size]
-    kept, listed = kept_state(size)
-    if kept.exists() and listed.exists():
-        return list(json.loads(listed.read_text()))
-    t0 = time.perf_counter()
-    vaults += deploy_vaults(node, manifest, size - len(vaults))
-    print(f"{size} vaults deployed in {time.perf_counter() - t0:.1f}s (kept in {kept.name})")
-    dumped = node.provider.make_request("anvil_dumpState", [])  # type: ignore[arg-type]
-    kept.write_bytes(gzip.decompress(bytes.fromhex(str(dumped["result"])[2:])))
-    listed.write_text(json.dumps(vaults))
-    return vaults
 
 
 def start_keeper(proxy: str, ws: str, aggregator: str, db: str, metrics_port: int) -> Any:
@@ -173,12 +144,12 @@ def pairs_swapped(vaults: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
-    kept, listed = kept_state(args.vaults)
+    kept, listed = kept_state(args.vaults, STATE)
     state = kept if kept.exists() and listed.exists() else STATE
     with running_anvil(state, port, *ANVIL_ARGS, ready_timeout=120):
         url, ws = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
         node = Web3(HTTPProvider(url, request_kwargs={"timeout": 300}))
-        vaults = world_with(node, args.vaults)
+        vaults = world_with(node, args.vaults, STATE, MANIFEST)
         node.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
         driver = MarketDriver(
             node, load_manifest(MANIFEST), node.eth.accounts[0], node.eth.accounts[3], True

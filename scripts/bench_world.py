@@ -8,7 +8,9 @@ ABIs; the bytecode from ``ape compile``'s build.
 
 from __future__ import annotations
 
+import gzip
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -171,3 +173,31 @@ def read_weth(w3: Web3, vault: str) -> str:
         )
     )
     return str(out)
+
+
+def kept_state(size: int, world_state: Path) -> tuple[Path, Path]:
+    """Where a run keeps the node's state with ``size`` vaults (for this saved world) and
+    the list of their addresses. Exactly ``size``: the keeper reads every registered vault."""
+    stamp = int(world_state.stat().st_mtime)
+    kept = ROOT / ".world" / f"bench-{size}-{stamp}.json"
+    return kept, kept.with_suffix(".vaults.json")
+
+
+def world_with(node: Web3, size: int, world_state: Path, manifest_file: Path) -> list[str]:
+    """The world's vaults plus as many more as ``size`` asks for: listed by an earlier run
+    whose state the node was started from, or deployed now and the node's state kept
+    (``anvil_dumpState``: gzipped JSON, the format ``--load-state`` reads)."""
+    manifest = json.loads(manifest_file.read_text())
+    vaults = [v["address"] for v in manifest["vaults"]]
+    if size <= len(vaults):
+        return vaults[:size]
+    kept, listed = kept_state(size, world_state)
+    if kept.exists() and listed.exists():  # the node was started from it
+        return list(json.loads(listed.read_text()))
+    t0 = time.perf_counter()
+    vaults += deploy_vaults(node, manifest, size - len(vaults))
+    print(f"{size} vaults deployed in {time.perf_counter() - t0:.1f}s (kept in {kept.name})")
+    dumped = node.provider.make_request("anvil_dumpState", [])  # type: ignore[arg-type]
+    kept.write_bytes(gzip.decompress(bytes.fromhex(str(dumped["result"])[2:])))
+    listed.write_text(json.dumps(vaults))
+    return vaults
