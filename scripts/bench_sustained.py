@@ -13,7 +13,8 @@ in a process of its own (heads over the node's websocket, every request through 
    once the keeper is quiet its transactions are mined (a block of their own, before the
    oracle's next round, which would make them stale); ``/health`` is asked once.
 
-Then SIGTERM: how long until the process has exited, and its exit code. Prints the share of
+Then one more full head, and SIGTERM ``--stop-after`` seconds after it (in the middle of that
+block's work): how long until the process has exited, and its exit code. Prints the share of
 blocks with a settlement sent within ``--within`` seconds, p50 / p95 / max head -> broadcast,
 ``/health`` answers, and the stop time.
 
@@ -187,6 +188,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     probes.append(health(metrics_port))
                     if keeper.poll() is not None:
                         raise SystemExit(f"the keeper exited early with {keeper.returncode}")
+                # the stop comes in the middle of a full block's work
+                refill(node, driver)
+                shift_hedges(node, vaults, SHIFT, 1.0, wait=False)
+                mine(node)
+                time.sleep(args.stop_after)
             finally:
                 t_stop = time.monotonic()
                 keeper.send_signal(signal.SIGTERM)
@@ -216,6 +222,9 @@ def main() -> None:
     parser.add_argument("--vaults", type=int, default=1000)
     parser.add_argument("--blocks", type=int, default=100)
     parser.add_argument("--within", type=float, default=1.0, help="seconds, head -> broadcast")
+    parser.add_argument(
+        "--stop-after", type=float, default=0.1, help="SIGTERM this long after a last full head"
+    )
     args = parser.parse_args()
     if not STATE.exists():
         sys.exit("no saved world: run `make world` first")
@@ -232,7 +241,8 @@ def main() -> None:
     )
     print(
         f"/health answered 200 in {r['health_ok']}/{r['blocks']} probes (slowest "
-        f"{ms(r['health_max_ms'])} ms); SIGTERM -> exit in {r['sigterm_exit_seconds']:.2f}s, "
+        f"{ms(r['health_max_ms'])} ms); SIGTERM mid-block -> exit in "
+        f"{r['sigterm_exit_seconds']:.2f}s, "
         f"exit code {r['exit_code']}"
     )
 
