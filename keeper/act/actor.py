@@ -239,6 +239,7 @@ class RebalanceActor:
                 self.to_verify[vault] = (_decision_from_json(decided[vault]), receipt.block_number)
 
     async def close(self) -> None:
+        self.lifecycle.drop_reads_ahead()
         await self.router.close()  # aggregator requests still timing, before their session
         if self.session is not None:
             await self.session.close()

@@ -29,8 +29,9 @@ class ReadAhead:
         self.head: int | None = None
         self._tasks: dict[Hashable, asyncio.Task[Any]] = {}
 
-    def begin(self, head: int) -> None:
-        """A new head: what the last one read ahead and nobody took is dropped."""
+    def begin(self, head: int | None) -> None:
+        """A new head: what the last one read ahead and nobody took is dropped (None: no
+        head, at shutdown)."""
         self.head = head
         for task in self._tasks.values():
             task.cancel()

@@ -126,6 +126,9 @@ class Confirmer:
         self._resent_at: dict[int, int] = {}  # entry id -> block of its last re-broadcast
         self._ahead = ReadAhead()  # this head's chain reads, started alongside its multicall
 
+    def drop_reads_ahead(self) -> None:
+        self._ahead.begin(None)
+
     def read_ahead(self, block: BlockRef) -> None:
         """Start the reads :meth:`on_block` will make at ``block``: the canonical hashes of
         the blocks recent entries were mined in, the mined count, then (after the count: see

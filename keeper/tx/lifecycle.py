@@ -140,6 +140,11 @@ class Lifecycle:
         self._sender.nonces.read_ahead(head.number)
         self._confirmer.read_ahead(head)
 
+    def drop_reads_ahead(self) -> None:
+        """Cancel the reads started ahead that nobody took (before the sessions close)."""
+        for component in (self._sender, self._sender.nonces, self._confirmer):
+            component.drop_reads_ahead()
+
     async def on_block(
         self, head: BlockRef, redecide: Redecide, urgent: frozenset[str] = frozenset()
     ) -> LifecycleReport:

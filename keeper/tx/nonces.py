@@ -32,6 +32,9 @@ class NonceManager:
         self._policy = policy
         self._ahead = ReadAhead()
 
+    def drop_reads_ahead(self) -> None:
+        self._ahead.begin(None)
+
     def read_ahead(self, head: int) -> None:
         """Start the read :meth:`detect_external_use` makes at ``head``."""
         self._ahead.begin(head)

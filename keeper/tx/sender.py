@@ -208,6 +208,9 @@ class Sender:
         ``eth_feeHistory`` answers them all (``keeper.chain.eth`` remembers it)."""
         self._newest = number
 
+    def drop_reads_ahead(self) -> None:
+        self._ahead.begin(None)
+
     def read_ahead(self, head: int) -> None:
         """Start what a transaction at ``head`` reads first: the block's fee history and the
         account's balance (each answered once; a second transaction reads the balance again)."""
