@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     max_priority_fee_gwei: float = Field(5.0, ge=0)
     stuck_after_blocks: int = Field(3, gt=0)
     simulation_gas_cap: int = Field(25_000_000, gt=21_000)
+    block_gas_share: float = Field(1.0, gt=0, le=1)
     net_slippage_bps: int = Field(30, ge=0, le=500)
     deadline_seconds: int = Field(600, gt=0)
     low_balance_eth: Decimal = Field(Decimal("0.05"), ge=0)

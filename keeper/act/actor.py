@@ -17,7 +17,10 @@ One block, top to bottom (:meth:`RebalanceActor.act`):
    named by the revert is left out and the rest planned again; a node that answers "out of
    gas" gets the settlement in halves;
 6. one vault: ``rebalance(trade, router, swapData)`` on the vault itself; several:
-   ``BookSettlement.settle(legs, net)``; each handed to the sender (journal -> sign -> broadcast),
+   ``BookSettlement.settle(legs, net)``; in plan order, as many as fit together in
+   ``block_gas_share`` of the block's gas limit (always the first; what spills over would be
+   mined later on a state it was not planned for, so it is decided afresh next block); each
+   handed to the sender (journal -> sign -> broadcast),
    its journal payload carrying ``legs`` (with each vault's ``state_nonce``) and ``decisions``.
 """
 
@@ -54,7 +57,14 @@ from keeper.core.book import (
 )
 from keeper.core.chaintrack import ChainUpdate
 from keeper.core.decide import GOVERNANCE_TRIGGERS
-from keeper.core.planner import FeeGate, NoTrade, TradeSpec, size_trade, split_by_fees
+from keeper.core.planner import (
+    FeeGate,
+    NoTrade,
+    TradeSpec,
+    size_trade,
+    split_by_fees,
+    within_block_gas,
+)
 from keeper.core.swap import SwapRequest, gas_in_token
 from keeper.core.types import Action, BlockRef, Decision, NetSwap
 from keeper.errors import (
@@ -90,6 +100,7 @@ class ActConfig:
     simulation_gas_cap: int = 25_000_000
     max_legs: int = MAX_LEGS
     gas_headroom_bps: int = 2_000
+    block_gas_share: float = 1.0  # of the block's gas limit, for this keeper's transactions
 
     @property
     def loss_bps(self) -> int:
@@ -289,12 +300,37 @@ class RebalanceActor:
         by_vault = {d.vault: d for d in decisions}
         sent: set[str] = set()
         swapping: set[bool] = set()  # directions swapped this block, across books: one pool
+        limits: list[int] = []  # the gas limits sent this block
         for book in books(go):
             for tx in await self._book(block, book, snapshot.base_fee_wei, swapping):
+                if not self._fits_block(block, limits, tx):
+                    continue
                 t1 = time.perf_counter()
-                sent |= await self._send(block, tx, by_vault)
+                vaults = await self._send(block, tx, by_vault)
                 self._stage("send", t1)
+                if vaults:
+                    limits.append(tx.gas_limit or 0)
+                sent |= vaults
         return sent
+
+    def _fits_block(self, block: BlockRef, limits: list[int], tx: PlannedTx) -> bool:
+        """Whether ``tx`` still fits in this block's share of gas after what was sent."""
+        wanted = [*limits, tx.gas_limit or 0]
+        if within_block_gas(wanted, block.gas_limit, self.config.block_gas_share) == len(wanted):
+            return True
+        log.info(
+            "rebalance deferred: the block's gas is spent",
+            extra={
+                "fields": {
+                    "vaults": len(tx.settlement.vaults),
+                    "gas_limit": tx.gas_limit,
+                    "sent_gas": sum(limits),
+                    "block_gas_limit": block.gas_limit,
+                    "share": self.config.block_gas_share,
+                }
+            },
+        )
+        return False
 
     async def _affordable(self, trades: Sequence[TradeSpec]) -> list[TradeSpec]:
         """Trades whose transaction would fit under its fee cap now; above the (emergency)

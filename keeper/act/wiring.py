@@ -87,6 +87,7 @@ async def build_actor(settings: Settings, store: Store, rpc: RpcClient) -> Rebal
         net_slippage_bps=settings.net_slippage_bps,
         max_fee_cap_wei=settings.max_fee_wei,
         simulation_gas_cap=settings.simulation_gas_cap,
+        block_gas_share=settings.block_gas_share,
     )
     confirmer = Confirmer(
         w3, sender, store, ConfirmConfig(stuck_after_blocks=settings.stuck_after_blocks)

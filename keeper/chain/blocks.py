@@ -41,6 +41,7 @@ def block_ref(block: Mapping[str, Any]) -> BlockRef:
         parent_hash=_hex(block["parentHash"]),
         timestamp=_int(block["timestamp"]),
         base_fee_wei=_int(block.get("baseFeePerGas") or 0),
+        gas_limit=_int(block.get("gasLimit") or 0),
     )
 
 

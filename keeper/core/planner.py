@@ -181,3 +181,20 @@ def split_by_fees(
     if gate.base_fee_wei <= gate.max_fee_cap_wei:
         return list(trades), []
     return [t for t in trades if t.urgent], [t for t in trades if not t.urgent]
+
+
+def within_block_gas(gas_limits: Sequence[int], block_gas_limit: int, share: float) -> int:
+    """How many of the block's transactions (in the order they would be sent, each with
+    its gas limit) to send now: as many as fit together in ``share`` of the block's gas
+    limit, and always the first one that fits in a block at all. What spills over would be
+    mined in later blocks on a state it was not planned for; it is decided afresh next
+    block instead. ``block_gas_limit`` 0 (unknown): all of them."""
+    if block_gas_limit <= 0:
+        return len(gas_limits)
+    budget = block_gas_limit * share
+    used = 0
+    for count, gas in enumerate(gas_limits):
+        if used + gas > budget and (count > 0 or gas > block_gas_limit):
+            return count
+        used += gas
+    return len(gas_limits)

@@ -23,6 +23,7 @@ class BlockRef:
     parent_hash: str
     timestamp: int
     base_fee_wei: int = 0
+    gas_limit: int = 0  # the block's gas limit (0: not known)
 
 
 @dataclass(frozen=True)

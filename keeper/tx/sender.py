@@ -410,6 +410,7 @@ class Sender:
                     "entry": entry.id,
                     "nonce": signed.nonce,
                     "hash": signed.tx_hash,
+                    "gas_limit": signed.gas_limit,
                     "max_fee": fees.max_fee_wei,
                     "tip": fees.priority_fee_wei,
                 }

@@ -15,6 +15,7 @@ from keeper.core.planner import (
     quote_to_underlying,
     size_trade,
     split_by_fees,
+    within_block_gas,
     underlying_to_quote,
 )
 from keeper.core.types import WAD, Action, Decision
@@ -120,3 +121,13 @@ def test_fee_gate_lets_only_urgent_trades_through_above_the_cap() -> None:
     calm, urgent = spec(decision(-WAD)), spec(decision(-WAD, urgent=True))
     assert split_by_fees([calm, urgent], FeeGate(50, 100)) == ([calm, urgent], [])
     assert split_by_fees([calm, urgent], FeeGate(150, 100)) == ([urgent], [calm])
+
+
+def test_the_block_gas_share_bounds_what_is_sent_together_never_the_first() -> None:
+    limits = [15_000_000, 15_000_000, 400_000, 15_000_000]
+    assert within_block_gas(limits, 30_000_000, 1.0) == 2  # the third would pass 30M
+    assert within_block_gas(limits, 30_000_000, 0.5) == 1  # 15M: one settlement
+    assert within_block_gas(limits, 30_000_000, 0.1) == 1  # the first always goes
+    assert within_block_gas([40_000_000], 30_000_000, 1.0) == 0  # fits in no block
+    assert within_block_gas(limits, 0, 1.0) == 4  # the block's limit unknown: all
+    assert within_block_gas([], 30_000_000, 1.0) == 0
