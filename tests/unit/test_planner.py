@@ -15,8 +15,8 @@ from keeper.core.planner import (
     quote_to_underlying,
     size_trade,
     split_by_fees,
-    within_block_gas,
     underlying_to_quote,
+    within_block_gas,
 )
 from keeper.core.types import WAD, Action, Decision
 
