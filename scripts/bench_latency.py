@@ -194,6 +194,7 @@ class Sample:
 def _receipts(w3: Web3, txs: list[str], blocks: int = 5) -> list[Any]:
     """The receipts of ``txs``, mining up to ``blocks`` more blocks for those still pending
     (one block holds them all on this node; a miss is reported with the node's pool)."""
+    txs = [h if h.startswith("0x") else "0x" + h for h in txs]  # HexBytes.hex() has none
     found: dict[str, Any] = {}
     for _ in range(blocks + 1):
         for h in txs:

@@ -302,7 +302,7 @@ class RebalanceActor:
         swapping: set[bool] = set()  # directions swapped this block, across books: one pool
         limits: list[int] = []  # the gas limits sent this block
         for book in books(go):
-            for tx in await self._book(block, book, snapshot.base_fee_wei, swapping):
+            for tx in await self._book(block, book, snapshot.base_fee_wei, swapping, limits):
                 if not self._fits_block(block, limits, tx):
                     continue
                 t1 = time.perf_counter()
@@ -312,6 +312,33 @@ class RebalanceActor:
                     limits.append(tx.gas_limit or 0)
                 sent |= vaults
         return sent
+
+    def _expected_to_fit(
+        self, block: BlockRef, limits: list[int], txs: list[PlannedTx]
+    ) -> list[PlannedTx]:
+        """The first of ``txs`` whose expected gas limits (the guess from measured ones,
+        else the per-leg estimate, with headroom) fit in the block's share after ``limits``."""
+        expected = [self._expected_limit(tx) for tx in txs]
+        fit = within_block_gas([*limits, *expected], block.gas_limit, self.config.block_gas_share)
+        keep = max(fit - len(limits), 0)
+        if keep < len(txs):
+            log.info(
+                "settlements deferred: the block's gas is spent",
+                extra={
+                    "fields": {
+                        "settlements": len(txs) - keep,
+                        "vaults": sum(len(tx.settlement.vaults) for tx in txs[keep:]),
+                        "block_gas_limit": block.gas_limit,
+                    }
+                },
+            )
+        return txs[:keep]
+
+    def _expected_limit(self, tx: PlannedTx) -> int:
+        legs = len(tx.settlement.legs)
+        guess = self.gas_guess.limit_for(self._call_kind(tx), legs)
+        limit = guess if guess is not None else SETTLE_BASE_GAS + legs * LEG_GAS
+        return limit * (10_000 + self.config.gas_headroom_bps) // 10_000
 
     def _fits_block(self, block: BlockRef, limits: list[int], tx: PlannedTx) -> bool:
         """Whether ``tx`` still fits in this block's share of gas after what was sent."""
@@ -411,12 +438,15 @@ class RebalanceActor:
         trades: Sequence[TradeSpec],
         gas_price_wei: int,
         swapping: set[bool],
+        sent_limits: Sequence[int] = (),
     ) -> list[PlannedTx]:
         """The simulated transactions of one book, in rounds of one quote each: the book;
         then every vault the plan left out, each alone (all quoted in one multicall); then
         settlements the node could not fit, in halves, and settlements without the vault a
         simulation named. ``swapping``: the directions this block already swaps (updated:
-        every book of the block trades on the same pool)."""
+        every book of the block trades on the same pool). Settlements whose expected gas
+        limit would not fit in the block's share after ``sent_limits`` and those ready
+        before them are not simulated (decided afresh next block)."""
         rounds: list[Group] = [(list(trades), self.config.legs_per_settlement())]
         ready: list[PlannedTx] = []
         for _ in range(4 * len(trades) + 4):  # every retry removes a vault or halves a cap
@@ -440,6 +470,7 @@ class RebalanceActor:
                         "no safe route: rebalance skipped",
                         extra={"fields": {"vault": vault, "why": why}},
                     )
+                txs = self._expected_to_fit(block, [*sent_limits, *_limits(ready)], txs)
                 t1 = time.perf_counter()
                 outcomes = await asyncio.gather(*(self._simulate(tx) for tx in txs))
                 self._stage("simulate", t1)
@@ -680,6 +711,10 @@ class RebalanceActor:
             },
         )
         return set(vaults)
+
+
+def _limits(txs: Sequence[PlannedTx]) -> list[int]:
+    return [tx.gas_limit or 0 for tx in txs]
 
 
 def _one_swap_per_side(plan: BookPlan, swapping: set[bool]) -> list[TradeSpec]:
