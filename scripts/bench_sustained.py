@@ -44,6 +44,7 @@ from bench_latency import (  # noqa: E402
     ANVIL_ARGS,
     KEEPER_KEY,
     MANIFEST,
+    REFILL_SECONDS,
     SHIFT,
     STATE,
     WAD,
@@ -72,6 +73,10 @@ def start_keeper(proxy: str, ws: str, aggregator: str, db: str, metrics_port: in
         "KEEPER_AGGREGATOR_URL": aggregator,
         "KEEPER_METRICS_PORT": str(metrics_port),
         "KEEPER_LOG_LEVEL": "WARNING",
+        # Each block moves the clock REFILL_SECONDS (900 s: the vaults' buckets refill), so
+        # a transaction the keeper sent at one block and that is mined after the next jump
+        # would pass the default 600 s deadline: a chain of 12 s blocks never does that.
+        "KEEPER_DEADLINE_SECONDS": str(4 * REFILL_SECONDS),
     }
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "keeper"), "run"],  # the console script
