@@ -127,6 +127,7 @@ class Confirmer:
         self._ahead = ReadAhead()  # this head's chain reads, started alongside its multicall
 
     def drop_reads_ahead(self) -> None:
+        """Cancel what was read ahead and not taken (at shutdown)."""
         self._ahead.begin(None)
 
     def read_ahead(self, block: BlockRef) -> None:

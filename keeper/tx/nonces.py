@@ -33,6 +33,7 @@ class NonceManager:
         self._ahead = ReadAhead()
 
     def drop_reads_ahead(self) -> None:
+        """Cancel what was read ahead and not taken (at shutdown)."""
         self._ahead.begin(None)
 
     def read_ahead(self, head: int) -> None:

@@ -209,6 +209,7 @@ class Sender:
         self._newest = number
 
     def drop_reads_ahead(self) -> None:
+        """Cancel what was read ahead and not taken (at shutdown)."""
         self._ahead.begin(None)
 
     def read_ahead(self, head: int) -> None:
