@@ -104,6 +104,9 @@ class Pipeline:
         # The head's state is read while it is linked to the processed chain (the read
         # does not depend on what the link finds: a reorg only says what was dropped).
         reading = asyncio.ensure_future(self._read(head))
+        # its failure is raised where it is awaited; retrieved here too, for when linking
+        # fails first and it is never awaited
+        reading.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
             update = await self.follower.follow(head)
         except BaseException:

@@ -303,7 +303,7 @@ class RebalanceActor:
         limits: list[int] = []  # the gas limits sent this block
         for book in books(go):
             for tx in await self._book(block, book, snapshot.base_fee_wei, swapping, limits):
-                if not self._fits_block(block, limits, tx):
+                if not self._fitting(block, limits, [tx], _limits([tx])):
                     continue
                 t1 = time.perf_counter()
                 vaults = await self._send(block, tx, by_vault)
@@ -313,51 +313,35 @@ class RebalanceActor:
                 sent |= vaults
         return sent
 
-    def _expected_to_fit(
-        self, block: BlockRef, limits: list[int], txs: list[PlannedTx]
+    def _fitting(
+        self, block: BlockRef, sent: Sequence[int], txs: list[PlannedTx], limits: Sequence[int]
     ) -> list[PlannedTx]:
-        """The first of ``txs`` whose expected gas limits (the guess from measured ones,
-        else the per-leg estimate, with headroom) fit in the block's share after ``limits``."""
-        expected = [self._expected_limit(tx) for tx in txs]
-        fit = within_block_gas([*limits, *expected], block.gas_limit, self.config.block_gas_share)
-        keep = max(fit - len(limits), 0)
+        """The first of ``txs`` (with these gas ``limits``) that fit in the block's share of
+        gas after the limits already ``sent`` (or ready to be); the rest is logged deferred."""
+        fit = within_block_gas([*sent, *limits], block.gas_limit, self.config.block_gas_share)
+        keep = max(fit - len(sent), 0)
         if keep < len(txs):
             log.info(
-                "settlements deferred: the block's gas is spent",
+                "rebalance deferred: the block's gas is spent",
                 extra={
                     "fields": {
-                        "settlements": len(txs) - keep,
+                        "transactions": len(txs) - keep,
                         "vaults": sum(len(tx.settlement.vaults) for tx in txs[keep:]),
+                        "sent_gas": sum(sent),
                         "block_gas_limit": block.gas_limit,
+                        "share": self.config.block_gas_share,
                     }
                 },
             )
         return txs[:keep]
 
     def _expected_limit(self, tx: PlannedTx) -> int:
+        """The gas limit ``tx`` will be sent with, before it is simulated: the guess from
+        measured ones, else the per-leg estimate, with headroom."""
         legs = len(tx.settlement.legs)
         guess = self.gas_guess.limit_for(self._call_kind(tx), legs)
         limit = guess if guess is not None else SETTLE_BASE_GAS + legs * LEG_GAS
         return limit * (10_000 + self.config.gas_headroom_bps) // 10_000
-
-    def _fits_block(self, block: BlockRef, limits: list[int], tx: PlannedTx) -> bool:
-        """Whether ``tx`` still fits in this block's share of gas after what was sent."""
-        wanted = [*limits, tx.gas_limit or 0]
-        if within_block_gas(wanted, block.gas_limit, self.config.block_gas_share) == len(wanted):
-            return True
-        log.info(
-            "rebalance deferred: the block's gas is spent",
-            extra={
-                "fields": {
-                    "vaults": len(tx.settlement.vaults),
-                    "gas_limit": tx.gas_limit,
-                    "sent_gas": sum(limits),
-                    "block_gas_limit": block.gas_limit,
-                    "share": self.config.block_gas_share,
-                }
-            },
-        )
-        return False
 
     async def _affordable(self, trades: Sequence[TradeSpec]) -> list[TradeSpec]:
         """Trades whose transaction would fit under its fee cap now; above the (emergency)
@@ -470,7 +454,8 @@ class RebalanceActor:
                         "no safe route: rebalance skipped",
                         extra={"fields": {"vault": vault, "why": why}},
                     )
-                txs = self._expected_to_fit(block, [*sent_limits, *_limits(ready)], txs)
+                expected = [self._expected_limit(tx) for tx in txs]
+                txs = self._fitting(block, [*sent_limits, *_limits(ready)], txs, expected)
                 t1 = time.perf_counter()
                 outcomes = await asyncio.gather(*(self._simulate(tx) for tx in txs))
                 self._stage("simulate", t1)

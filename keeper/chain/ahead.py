@@ -47,10 +47,6 @@ class ReadAhead:
         self._tasks[key] = task
         return task
 
-    def pending(self, key: Hashable) -> asyncio.Task[Any] | None:
-        """The read in flight (or done, not yet taken) for ``key``."""
-        return self._tasks.get(key)
-
     async def take(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
         """The answer read ahead for ``key`` (once), else ``read()`` now."""
         task = self._tasks.pop(key, None)
@@ -58,9 +54,6 @@ class ReadAhead:
             return await read()
         result: T = await asyncio.shield(task) if not task.done() else task.result()
         return result
-
-    def __len__(self) -> int:
-        return len(self._tasks)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

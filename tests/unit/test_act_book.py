@@ -181,3 +181,70 @@ def test_a_book_refused_in_simulation_is_planned_again_without_the_refusing_vaul
     actor._simulate = simulate  # type: ignore[method-assign]
     ready = asyncio.run(actor._book(BlockRef(1, "0xb", "0xa", 0), [good, bad, other], 0, set()))
     assert [tx.settlement.vaults for tx in ready] == [(good.vault, other.vault)]
+
+
+def test_what_would_pass_the_blocks_gas_share_is_neither_simulated_nor_sent() -> None:
+    """Two books of one vault each, trading opposite ways (so the one-swap-per-direction
+    rule holds neither back): the first (a 22M limit expected from a measured 17M
+    rebalance, +10% guess margin, +20% headroom) goes into the 30M block; the second would
+    pass the block's gas and is left for the next block without being simulated."""
+    import asyncio
+    from types import SimpleNamespace
+    from typing import Any
+
+    from keeper.act.actor import PlannedTx, RebalanceActor
+    from keeper.chain.simulate import GasFound
+    from keeper.core.book import NetNeed, Settlement
+    from keeper.core.types import BlockRef, OracleRound, SettleLeg, Trade
+
+    a, b = trade(1, -WAD), trade(2, WAD)
+    b = replace(b, state=replace(b.state, oracle=OracleRound(8, 3001 * 10**8, 0, 8)))
+    decisions = [
+        Decision(t.vault, 1, "0xb", Action.REBALANCE, "band", deviation=1.0, trade_wei=-WAD)
+        for t in (a, b)
+    ]
+
+    class Lifecycle:
+        def in_flight_vaults(self) -> frozenset[str]:
+            return frozenset()
+
+        async def fees_allow(self, urgent: bool) -> bool:
+            return True
+
+    store = SimpleNamespace(mined_since=lambda n: [])
+    actor = RebalanceActor(None, config(), store, None, Lifecycle(), None)  # type: ignore[arg-type]
+    actor.gas_guess.learn("rebalance", 1, GasFound(17_000_000, "measured"))
+
+    async def plan(block: Any, groups: Any, gas: int) -> Any:
+        out = []
+        for group, max_legs in groups:
+            t = group[0]
+            leg = SettleLeg(t.vault, Trade(True, t.amount_in, 1, t.state.state_nonce, 0), 1)
+            s = Settlement((leg,), NetNeed(t.sell_underlying, t.underlying, 0), 1, {}, {})
+            p = BookPlan((s,), (), {}, None, 0)
+            out.append(((group, max_legs), (p, [PlannedTx(s, object(), p)])))  # type: ignore[arg-type]
+        return out
+
+    simulated: list[str] = []
+
+    async def simulate(tx: PlannedTx) -> PlannedTx:
+        simulated.extend(tx.settlement.vaults)
+        return replace(tx, gas_limit=22_000_000)
+
+    async def send(block: Any, tx: PlannedTx, by: Any) -> set[str]:
+        return set(tx.settlement.vaults)
+
+    actor._plan = plan  # type: ignore[method-assign]
+    actor._simulate = simulate  # type: ignore[method-assign]
+    actor._send = send  # type: ignore[method-assign]
+    trades_by_vault = {a.vault: a, b.vault: b}
+    actor._trades = lambda block, ds, states: [trades_by_vault[d.vault] for d in ds]  # type: ignore[method-assign]
+    snapshot = SimpleNamespace(vaults=[a.state, b.state], base_fee_wei=0)
+    head = BlockRef(1, "0xb", "0xa", 0, gas_limit=30_000_000)
+    sent = asyncio.run(actor.act(head, snapshot, decisions))  # type: ignore[arg-type]
+    assert a.sell_underlying != b.sell_underlying
+    assert sent == {a.vault} and simulated == [a.vault]
+    # the block's gas limit unknown (0): both go
+    simulated.clear()
+    both = asyncio.run(actor.act(BlockRef(1, "0xb", "0xa", 0), snapshot, decisions))  # type: ignore[arg-type]
+    assert both == {a.vault, b.vault} and simulated == [a.vault, b.vault]
