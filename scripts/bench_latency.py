@@ -189,6 +189,7 @@ class Sample:
     gas_per_vault: float | None
     stages: dict[str, float] = field(default_factory=dict)
     vaults_sent: int = 0
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (ms after the head, method)
 
 
 def _receipts(w3: Web3, txs: list[str], blocks: int = 5) -> list[Any]:
@@ -265,6 +266,7 @@ async def keeper_block(keeper: Keeper, recorder: Recorder, node: Web3) -> Sample
         gas,
         stages,
         vaults,
+        [(1000 * (t - t0), m) for t, m in seen if t <= done],
     )
 
 
@@ -470,6 +472,7 @@ def summary(n: int, share: float, fast: list[Sample], slow: list[Sample]) -> dic
             "stages_ms": stages,
             "calls": calls(fast),
             "gas_per_vault": gas(fast),
+            "timeline": _median_timeline(fast),
         },
         "naive": {
             "p50_ms": statistics.median(lat(slow, "latency_ms"))
@@ -486,7 +489,13 @@ def summary(n: int, share: float, fast: list[Sample], slow: list[Sample]) -> dic
     }
 
 
-def show(rows: list[dict[str, Any]]) -> None:
+def _median_timeline(samples: list[Sample]) -> list[tuple[float, str]]:
+    """The requests of the block whose latency is the median (for ``--timeline``)."""
+    timed = sorted((s for s in samples if s.latency_ms is not None), key=lambda s: s.latency_ms or 0)
+    return timed[len(timed) // 2].timeline if timed else []
+
+
+def show(rows: list[dict[str, Any]], timeline: bool = False) -> None:
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v:.1f}"
 
@@ -523,6 +532,10 @@ def show(rows: list[dict[str, Any]]) -> None:
             "  naive calls per block:  "
             + ", ".join(f"{m} {c:.0f}" for m, c in r["naive"]["calls"].items())
         )
+        if timeline:
+            print("  the median block's requests (ms after the head, method):")
+            for at, method in k["timeline"]:
+                print(f"    {at:7.1f} {method}")
 
 
 def main() -> None:
@@ -533,6 +546,9 @@ def main() -> None:
     parser.add_argument("--naive-blocks", type=int, default=3)
     parser.add_argument("--log", type=Path, help="the keeper's log (INFO) goes to this file")
     parser.add_argument("--profile", type=Path, help="cProfile of the measured ticks (pstats)")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print the median block's requests in time order"
+    )
     args = parser.parse_args()
     global PROFILER
     if args.profile:
@@ -580,7 +596,7 @@ def main() -> None:
                 )
                 driver.fund_trader(5_000 * WAD, 20_000_000 * 10**6)
                 done = asyncio.run(run_size(url, node, driver, manifest, vaults[:size], args))
-                show(done)  # as each size finishes; the whole table again at the end
+                show(done, args.timeline)  # as each size finishes; the whole table again at the end
                 rows += done
                 node.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
     except AnvilStartError as exc:

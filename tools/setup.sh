@@ -40,7 +40,7 @@ fi
 anvil_bin="$root/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 [ -f "$anvil_bin" ] || { echo "anvil binary missing: $anvil_bin (only linux-amd64 is packaged here)" >&2; exit 1; }
 chmod +x "$anvil_bin"
-ln -sf "$anvil_bin" .venv/bin/anvil
+ln -sf "$root/tools/anvil" .venv/bin/anvil  # the binary with the project's history bound
 
 solc_version=$(node -p "require('solc/package.json').version")
 mkdir -p .solc

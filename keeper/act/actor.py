@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -301,16 +301,19 @@ class RebalanceActor:
         sent: set[str] = set()
         swapping: set[bool] = set()  # directions swapped this block, across books: one pool
         limits: list[int] = []  # the gas limits sent this block
+
+        async def send(tx: PlannedTx) -> None:
+            if not self._fitting(block, limits, [tx], _limits([tx])):
+                return
+            t1 = time.perf_counter()
+            vaults = await self._send(block, tx, by_vault)
+            self._stage("send", t1)
+            if vaults:
+                limits.append(tx.gas_limit or 0)
+            sent.update(vaults)
+
         for book in books(go):
-            for tx in await self._book(block, book, snapshot.base_fee_wei, swapping, limits):
-                if not self._fitting(block, limits, [tx], _limits([tx])):
-                    continue
-                t1 = time.perf_counter()
-                vaults = await self._send(block, tx, by_vault)
-                self._stage("send", t1)
-                if vaults:
-                    limits.append(tx.gas_limit or 0)
-                sent |= vaults
+            await self._book(block, book, snapshot.base_fee_wei, swapping, limits, send)
         return sent
 
     def _fitting(
@@ -422,17 +425,19 @@ class RebalanceActor:
         trades: Sequence[TradeSpec],
         gas_price_wei: int,
         swapping: set[bool],
-        sent_limits: Sequence[int] = (),
-    ) -> list[PlannedTx]:
-        """The simulated transactions of one book, in rounds of one quote each: the book;
-        then every vault the plan left out, each alone (all quoted in one multicall); then
-        settlements the node could not fit, in halves, and settlements without the vault a
-        simulation named. ``swapping``: the directions this block already swaps (updated:
-        every book of the block trades on the same pool). Settlements whose expected gas
-        limit would not fit in the block's share after ``sent_limits`` and those ready
-        before them are not simulated (decided afresh next block)."""
+        sent_limits: Sequence[int],
+        send: Callable[[PlannedTx], Awaitable[None]],
+    ) -> None:
+        """Simulate and ``send`` the transactions of one book, in rounds of one quote each:
+        the book; then every vault the plan left out, each alone (all quoted in one
+        multicall); then settlements the node could not fit, in halves, and settlements
+        without the vault a simulation named. A round's simulations run together and each
+        transaction is sent as soon as it and those planned before it have simulated (plan
+        order; the first does not wait for the others). ``swapping``: the directions this
+        block already swaps (updated: every book of the block trades on the same pool).
+        Settlements whose expected gas limit would not fit in the block's share after
+        ``sent_limits`` (updated by ``send``) are not simulated (decided afresh next block)."""
         rounds: list[Group] = [(list(trades), self.config.legs_per_settlement())]
-        ready: list[PlannedTx] = []
         for _ in range(4 * len(trades) + 4):  # every retry removes a vault or halves a cap
             if not rounds:
                 break
@@ -455,19 +460,23 @@ class RebalanceActor:
                         extra={"fields": {"vault": vault, "why": why}},
                     )
                 expected = [self._expected_limit(tx) for tx in txs]
-                txs = self._fitting(block, [*sent_limits, *_limits(ready)], txs, expected)
-                t1 = time.perf_counter()
-                outcomes = await asyncio.gather(*(self._simulate(tx) for tx in txs))
-                self._stage("simulate", t1)
-                for tx, outcome in zip(txs, outcomes, strict=True):
-                    if isinstance(outcome, PlannedTx):
-                        ready.append(outcome)
-                        if outcome.route is not None:  # only a sent swap moves the pool
-                            swapping.add(outcome.settlement.net.sell_underlying)
-                        continue
-                    members = [t for t in group if t.vault in tx.settlement.vaults]
-                    rounds += _retry_after(outcome, members, max_legs)
-        return ready
+                txs = self._fitting(block, sent_limits, txs, expected)
+                simulations = [asyncio.ensure_future(self._simulate(tx)) for tx in txs]
+                try:
+                    for tx, simulation in zip(txs, simulations, strict=True):
+                        t1 = time.perf_counter()
+                        outcome = await simulation
+                        self._stage("simulate", t1)
+                        if isinstance(outcome, PlannedTx):
+                            if outcome.route is not None:  # only a sent swap moves the pool
+                                swapping.add(outcome.settlement.net.sell_underlying)
+                            await send(outcome)
+                            continue
+                        members = [t for t in group if t.vault in tx.settlement.vaults]
+                        rounds += _retry_after(outcome, members, max_legs)
+                finally:
+                    for simulation in simulations:  # only when a send raised
+                        simulation.cancel()
 
     async def _plan(
         self, block: BlockRef, groups: list[Group], gas_price_wei: int

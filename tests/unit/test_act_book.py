@@ -179,7 +179,13 @@ def test_a_book_refused_in_simulation_is_planned_again_without_the_refusing_vaul
 
     actor._plan = plan  # type: ignore[method-assign]
     actor._simulate = simulate  # type: ignore[method-assign]
-    ready = asyncio.run(actor._book(BlockRef(1, "0xb", "0xa", 0), [good, bad, other], 0, set()))
+    ready: list[PlannedTx] = []
+
+    async def send(tx: PlannedTx) -> None:
+        ready.append(tx)
+
+    block = BlockRef(1, "0xb", "0xa", 0)
+    asyncio.run(actor._book(block, [good, bad, other], 0, set(), [], send))
     assert [tx.settlement.vaults for tx in ready] == [(good.vault, other.vault)]
 
 
@@ -248,3 +254,48 @@ def test_what_would_pass_the_blocks_gas_share_is_neither_simulated_nor_sent() ->
     simulated.clear()
     both = asyncio.run(actor.act(BlockRef(1, "0xb", "0xa", 0), snapshot, decisions))  # type: ignore[arg-type]
     assert both == {a.vault, b.vault} and simulated == [a.vault, b.vault]
+
+
+def test_a_settlement_is_sent_as_soon_as_it_and_those_before_it_have_simulated() -> None:
+    """Two settlements of one book simulate together; the first is sent while the second's
+    simulation is still running (here the second answers only once the first was sent: an
+    actor that waited for every simulation before sending would never send either)."""
+    import asyncio
+    from types import SimpleNamespace
+    from typing import Any
+
+    from keeper.act.actor import PlannedTx, RebalanceActor
+    from keeper.core.book import NetNeed, Settlement
+    from keeper.core.types import BlockRef, SettleLeg, Trade
+
+    first, second = trade(1, -WAD), trade(2, -WAD)
+    actor = RebalanceActor(None, config(), SimpleNamespace(), None, None, None)  # type: ignore[arg-type]
+
+    def settlement(t: TradeSpec) -> Settlement:
+        leg = SettleLeg(t.vault, Trade(True, t.amount_in, 1, t.state.state_nonce, 0), 1)
+        return Settlement((leg,), NetNeed(True, t.underlying, 0), 1, {}, {})
+
+    async def plan(block: Any, groups: Any, gas: int) -> Any:
+        ((group, max_legs),) = groups
+        s = tuple(settlement(t) for t in group)
+        p = BookPlan(s, (), {}, None, 0)
+        return [((group, max_legs), (p, [PlannedTx(x, None, p) for x in s]))]
+
+    sent: list[tuple[str, ...]] = []
+    first_sent = asyncio.Event()
+
+    async def simulate(tx: PlannedTx) -> PlannedTx:
+        if second.vault in tx.settlement.vaults:
+            await first_sent.wait()
+        return replace(tx, gas_limit=100_000)
+
+    async def send(tx: PlannedTx) -> None:
+        sent.append(tx.settlement.vaults)
+        first_sent.set()
+
+    actor._plan = plan  # type: ignore[method-assign]
+    actor._simulate = simulate  # type: ignore[method-assign]
+    block = BlockRef(1, "0xb", "0xa", 0)
+    book = actor._book(block, [first, second], 0, set(), [], send)
+    asyncio.run(asyncio.wait_for(book, timeout=5))
+    assert sent == [(first.vault,), (second.vault,)]
