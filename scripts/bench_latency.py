@@ -491,7 +491,9 @@ def summary(n: int, share: float, fast: list[Sample], slow: list[Sample]) -> dic
 
 def _median_timeline(samples: list[Sample]) -> list[tuple[float, str]]:
     """The requests of the block whose latency is the median (for ``--timeline``)."""
-    timed = sorted((s for s in samples if s.latency_ms is not None), key=lambda s: s.latency_ms or 0)
+    timed = sorted(
+        (s for s in samples if s.latency_ms is not None), key=lambda s: s.latency_ms or 0
+    )
     return timed[len(timed) // 2].timeline if timed else []
 
 

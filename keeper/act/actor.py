@@ -20,7 +20,8 @@ One block, top to bottom (:meth:`RebalanceActor.act`):
    ``BookSettlement.settle(legs, net)``; in plan order, as many as fit together in
    ``block_gas_share`` of the block's gas limit (always the first; what spills over would be
    mined later on a state it was not planned for, so it is decided afresh next block); each
-   handed to the sender (journal -> sign -> broadcast),
+   handed to the sender (journal -> sign -> broadcast) as soon as it and those planned
+   before it have simulated,
    its journal payload carrying ``legs`` (with each vault's ``state_nonce``) and ``decisions``.
 """
 
