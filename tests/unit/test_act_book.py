@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from eth_abi.abi import encode
 from vaults import vault_state
 
-from keeper.act.actor import ActConfig, _one_swap_per_side, _retry_after
+from keeper.act.actor import (
+    ActConfig,
+    PlannedTx,
+    RebalanceActor,
+    _one_swap_per_side,
+    _retry_after,
+)
+from keeper.chain.simulate import GasFound
 from keeper.core import abi
-from keeper.core.book import BookPlan
+from keeper.core.book import BookPlan, NetNeed, Settlement
 from keeper.core.planner import TradeSpec, size_trade
-from keeper.core.types import WAD, Action, Decision
+from keeper.core.types import WAD, Action, BlockRef, Decision, OracleRound, SettleLeg, Trade
 from keeper.errors import OutOfGas, SimulationReverted
 
 
@@ -38,6 +48,49 @@ def config(**kw: int) -> ActConfig:
         max_fee_cap_wei=10**11,
         **kw,
     )
+
+
+def one_leg(t: TradeSpec, sell: bool = True) -> Settlement:
+    """A settlement of ``t`` alone, netting its whole trade."""
+    leg = SettleLeg(t.vault, Trade(True, t.amount_in, 1, t.state.state_nonce, 0), 1)
+    return Settlement((leg,), NetNeed(sell, t.underlying, 0), 1, {}, {})
+
+
+def actor_of_two_books(a: TradeSpec, b: TradeSpec) -> tuple[RebalanceActor, list[Decision]]:
+    """An actor with nothing in flight and fees allowed, planning one book (one one-leg
+    settlement, netted in its own direction) per trade, sending what simulates; and the
+    decisions that rebalance ``a`` and ``b``."""
+
+    class Lifecycle:
+        def in_flight_vaults(self) -> frozenset[str]:
+            return frozenset()
+
+        async def fees_allow(self, urgent: bool) -> bool:
+            return True
+
+    store = SimpleNamespace(mined_since=lambda n: [])
+    actor = RebalanceActor(None, config(), store, None, Lifecycle(), None)  # type: ignore[arg-type]
+
+    async def plan(block: Any, groups: Any, gas: int) -> Any:
+        out = []
+        for group, max_legs in groups:
+            s = one_leg(group[0], group[0].sell_underlying)
+            p = BookPlan((s,), (), {}, None, 0)
+            out.append(((group, max_legs), (p, [PlannedTx(s, object(), p)])))  # type: ignore[arg-type]
+        return out
+
+    async def send(block: Any, tx: PlannedTx, by: Any) -> set[str]:
+        return set(tx.settlement.vaults)
+
+    actor._plan = plan  # type: ignore[method-assign]
+    actor._send = send  # type: ignore[method-assign]
+    trades_by_vault = {a.vault: a, b.vault: b}
+    actor._trades = lambda block, ds, states: [trades_by_vault[d.vault] for d in ds]  # type: ignore[method-assign]
+    decisions = [
+        Decision(t.vault, 1, "0xb", Action.REBALANCE, "band", deviation=1.0, trade_wei=-WAD)
+        for t in (a, b)
+    ]
+    return actor, decisions
 
 
 def test_legs_per_settlement_fit_the_simulation_gas_cap_and_max_legs() -> None:
@@ -93,54 +146,17 @@ def test_two_books_never_swap_the_same_way_in_one_block() -> None:
     """Vaults on two oracle rounds (two books) share the one pool: a second swap the same way
     quoted on the same pool state gets less than quoted (it reverts on chain, or its vaults
     get a worse price), so the second book's swap waits a block, as inside one book."""
-    import asyncio
-    from types import SimpleNamespace
-    from typing import Any
-
-    from keeper.act.actor import PlannedTx, RebalanceActor
-    from keeper.core.book import NetNeed, Settlement
-    from keeper.core.types import BlockRef, OracleRound, SettleLeg, Trade
-
     a, b = trade(1, -WAD), trade(2, -WAD)
     b = replace(b, state=replace(b.state, oracle=OracleRound(8, 3001 * 10**8, 0, 8)))
-    decisions = [
-        Decision(t.vault, 1, "0xb", Action.REBALANCE, "band", deviation=1.0, trade_wei=-WAD)
-        for t in (a, b)
-    ]
-
-    class Lifecycle:
-        def in_flight_vaults(self) -> frozenset[str]:
-            return frozenset()
-
-        async def fees_allow(self, urgent: bool) -> bool:
-            return True
-
-    store = SimpleNamespace(mined_since=lambda n: [])
-    actor = RebalanceActor(None, config(), store, None, Lifecycle(), None)  # type: ignore[arg-type]
-
-    async def plan(block: Any, groups: Any, gas: int) -> Any:
-        out = []
-        for group, max_legs in groups:
-            t = group[0]
-            leg = SettleLeg(t.vault, Trade(True, t.amount_in, 1, t.state.state_nonce, 0), 1)
-            s = Settlement((leg,), NetNeed(True, t.underlying, 0), 1, {}, {})
-            p = BookPlan((s,), (), {}, None, 0)
-            out.append(((group, max_legs), (p, [PlannedTx(s, object(), p)])))  # type: ignore[arg-type]
-        return out
+    actor, decisions = actor_of_two_books(a, b)
 
     async def simulate(tx: PlannedTx) -> PlannedTx:
         return tx
 
-    async def send(block: Any, tx: PlannedTx, by: Any) -> set[str]:
-        return set(tx.settlement.vaults)
-
-    actor._plan = plan  # type: ignore[method-assign]
     actor._simulate = simulate  # type: ignore[method-assign]
-    actor._send = send  # type: ignore[method-assign]
-    trades_by_vault = {a.vault: a, b.vault: b}
-    actor._trades = lambda block, ds, states: [trades_by_vault[d.vault] for d in ds]  # type: ignore[method-assign]
     snapshot = SimpleNamespace(vaults=[a.state, b.state], base_fee_wei=0)
     sent = asyncio.run(actor.act(BlockRef(1, "0xb", "0xa", 0), snapshot, decisions))  # type: ignore[arg-type]
+    assert a.sell_underlying == b.sell_underlying
     assert sent == {a.vault}
 
 
@@ -150,7 +166,6 @@ def test_a_book_refused_in_simulation_is_planned_again_without_the_refusing_vaul
     one refusing vault holds every vault of the book back, block after block."""
     import asyncio
     from types import SimpleNamespace
-    from typing import Any
 
     from keeper.act.actor import PlannedTx, RebalanceActor
     from keeper.core.book import NetNeed, Settlement
@@ -194,57 +209,17 @@ def test_what_would_pass_the_blocks_gas_share_is_neither_simulated_nor_sent() ->
     rule holds neither back): the first (a 22M limit expected from a measured 17M
     rebalance, +10% guess margin, +20% headroom) goes into the 30M block; the second would
     pass the block's gas and is left for the next block without being simulated."""
-    import asyncio
-    from types import SimpleNamespace
-    from typing import Any
-
-    from keeper.act.actor import PlannedTx, RebalanceActor
-    from keeper.chain.simulate import GasFound
-    from keeper.core.book import NetNeed, Settlement
-    from keeper.core.types import BlockRef, OracleRound, SettleLeg, Trade
-
     a, b = trade(1, -WAD), trade(2, WAD)
     b = replace(b, state=replace(b.state, oracle=OracleRound(8, 3001 * 10**8, 0, 8)))
-    decisions = [
-        Decision(t.vault, 1, "0xb", Action.REBALANCE, "band", deviation=1.0, trade_wei=-WAD)
-        for t in (a, b)
-    ]
-
-    class Lifecycle:
-        def in_flight_vaults(self) -> frozenset[str]:
-            return frozenset()
-
-        async def fees_allow(self, urgent: bool) -> bool:
-            return True
-
-    store = SimpleNamespace(mined_since=lambda n: [])
-    actor = RebalanceActor(None, config(), store, None, Lifecycle(), None)  # type: ignore[arg-type]
+    actor, decisions = actor_of_two_books(a, b)
     actor.gas_guess.learn("rebalance", 1, GasFound(17_000_000, "measured"))
-
-    async def plan(block: Any, groups: Any, gas: int) -> Any:
-        out = []
-        for group, max_legs in groups:
-            t = group[0]
-            leg = SettleLeg(t.vault, Trade(True, t.amount_in, 1, t.state.state_nonce, 0), 1)
-            s = Settlement((leg,), NetNeed(t.sell_underlying, t.underlying, 0), 1, {}, {})
-            p = BookPlan((s,), (), {}, None, 0)
-            out.append(((group, max_legs), (p, [PlannedTx(s, object(), p)])))  # type: ignore[arg-type]
-        return out
-
     simulated: list[str] = []
 
     async def simulate(tx: PlannedTx) -> PlannedTx:
         simulated.extend(tx.settlement.vaults)
         return replace(tx, gas_limit=22_000_000)
 
-    async def send(block: Any, tx: PlannedTx, by: Any) -> set[str]:
-        return set(tx.settlement.vaults)
-
-    actor._plan = plan  # type: ignore[method-assign]
     actor._simulate = simulate  # type: ignore[method-assign]
-    actor._send = send  # type: ignore[method-assign]
-    trades_by_vault = {a.vault: a, b.vault: b}
-    actor._trades = lambda block, ds, states: [trades_by_vault[d.vault] for d in ds]  # type: ignore[method-assign]
     snapshot = SimpleNamespace(vaults=[a.state, b.state], base_fee_wei=0)
     head = BlockRef(1, "0xb", "0xa", 0, gas_limit=30_000_000)
     sent = asyncio.run(actor.act(head, snapshot, decisions))  # type: ignore[arg-type]
@@ -260,24 +235,12 @@ def test_a_settlement_is_sent_as_soon_as_it_and_those_before_it_have_simulated()
     """Two settlements of one book simulate together; the first is sent while the second's
     simulation is still running (here the second answers only once the first was sent: an
     actor that waited for every simulation before sending would never send either)."""
-    import asyncio
-    from types import SimpleNamespace
-    from typing import Any
-
-    from keeper.act.actor import PlannedTx, RebalanceActor
-    from keeper.core.book import NetNeed, Settlement
-    from keeper.core.types import BlockRef, SettleLeg, Trade
-
     first, second = trade(1, -WAD), trade(2, -WAD)
     actor = RebalanceActor(None, config(), SimpleNamespace(), None, None, None)  # type: ignore[arg-type]
 
-    def settlement(t: TradeSpec) -> Settlement:
-        leg = SettleLeg(t.vault, Trade(True, t.amount_in, 1, t.state.state_nonce, 0), 1)
-        return Settlement((leg,), NetNeed(True, t.underlying, 0), 1, {}, {})
-
     async def plan(block: Any, groups: Any, gas: int) -> Any:
         ((group, max_legs),) = groups
-        s = tuple(settlement(t) for t in group)
+        s = tuple(one_leg(t) for t in group)
         p = BookPlan(s, (), {}, None, 0)
         return [((group, max_legs), (p, [PlannedTx(x, None, p) for x in s]))]
 
