@@ -14,7 +14,9 @@ From the block's sized trades (:func:`keeper.core.planner.size_trade`):
    the net swap's minimum output pro rata. Every leg is checked as its vault will check it
    (oracle bound, loss bucket, notional, direction) and against its own DEX trade: a vault
    whose netted price would be worse than the best its own swap could get
-   (:meth:`DexCurve.upper_bound`) is left out of the book and trades on its own. More than
+   (:meth:`DexCurve.upper_bound`) is left out of the book and trades on its own. The first
+   buyer of the underlying also takes the net swap's positive slippage on chain, so it is the
+   largest buyer whose direction rule admits that (:func:`first_buyer_problem`). More than
    ``max_legs`` legs go in several settlements.
 
 Why the bound holds: along a Uniswap V3 swap the price only moves against the trader
@@ -256,7 +258,8 @@ def _plan_once(
     for chunk in chunks:
         chunk_need = net_need(chunk, cfg.cost_bps)
         same_way = chunk_need.sell_underlying == need.sell_underlying
-        min_out = _net_min_out(chunk_need, depth, cfg, done if same_way else 0)
+        quoted = _net_quoted(chunk_need, depth, done if same_way else 0)
+        min_out = quoted * (BPS - cfg.net_slippage_bps) // BPS
         if same_way:
             done += chunk_need.amount_in
         if chunk_need.amount_in and min_out <= 0:
@@ -264,6 +267,11 @@ def _plan_once(
             continue
         legs = _legs(chunk, chunk_need, min_out, cfg.deadline)
         refused |= _check_legs(chunk, legs, depth, cfg.net_slippage_bps)
+        leftover = 0 if chunk_need.sell_underlying else quoted - min_out
+        chunk, legs = _first_buyer_with_room(chunk, legs, leftover)
+        why = first_buyer_problem(chunk[0], legs[0], leftover)
+        if why and chunk[0].vault not in refused:
+            refused[chunk[0].vault] = why
         settlements.append(
             Settlement(
                 tuple(legs),
@@ -278,18 +286,47 @@ def _plan_once(
     return tuple(settlements), split, need.matched_underlying
 
 
-def _net_min_out(need: NetNeed, depth: Depth, cfg: BookConfig, before: int) -> int:
-    """The net swap's minimum output: the quoted output at its exact size (or, for a later
-    settlement in the same direction, a lower bound of its segment of the curve), less the
+def _net_quoted(need: NetNeed, depth: Depth, before: int) -> int:
+    """The net swap's quoted output: at its exact size or, for a later settlement in the same
+    direction, a lower bound of its segment of the curve. Its minimum output is this less the
     net slippage tolerance."""
     if need.amount_in == 0:
         return 0
     curve = depth.curve(need.sell_underlying)
     if before == 0:
-        out = curve.out_at(need.amount_in) or curve.lower_bound(need.amount_in)
-    else:
-        out = max(curve.lower_bound(before + need.amount_in) - curve.upper_bound(before), 0)
-    return out * (BPS - cfg.net_slippage_bps) // BPS
+        return curve.out_at(need.amount_in) or curve.lower_bound(need.amount_in)
+    return max(curve.lower_bound(before + need.amount_in) - curve.upper_bound(before), 0)
+
+
+def _first_buyer_with_room(
+    chunk: list[TradeSpec], legs: list[SettleLeg], leftover: int
+) -> tuple[list[TradeSpec], list[SettleLeg]]:
+    """The chunk with the buyer best placed to take the net swap's leftover first.
+
+    ``BookSettlement._pay`` gives the first leg buying the underlying everything left of it:
+    its payout plus the net output above ``net_min_out`` (``leftover`` with the pool as
+    quoted). That vault still checks its direction rule on what it received, so a small buyer
+    there would overshoot and revert the whole settlement. The largest buyer whose rule admits
+    the leftover goes first (the largest buyer if none does). ``leftover`` 0: unchanged."""
+    if leftover == 0:
+        return chunk, legs
+    pairs = list(zip(chunk, legs, strict=True))
+    buyers = sorted((p for p in pairs if not p[0].sell_underlying), key=lambda p: -p[1].payout)
+    if not buyers:
+        return chunk, legs
+    fits = [p for p in buyers if not first_buyer_problem(p[0], p[1], leftover)]
+    first = fits[0] if fits else buyers[0]
+    ordered = [first] + [p for p in pairs if p is not first]
+    return [t for t, _ in ordered], [leg for _, leg in ordered]
+
+
+def first_buyer_problem(t: TradeSpec, leg: SettleLeg, leftover: int) -> str:
+    """Why the first buyer's vault would refuse its payout plus ``leftover`` ('' if not)."""
+    if leftover == 0 or leg.trade.sell_underlying:
+        return ""
+    if not direction_ok(t.deviation_wad, leg.payout + leftover, t.state):
+        return f"as first buyer it would receive {leftover} past its payout: overshoot rule"
+    return ""
 
 
 def _fit_to_depth(

@@ -20,12 +20,13 @@ from keeper.core.book import (
     BookPlan,
     Depth,
     DexCurve,
+    first_buyer_problem,
     leg_problem,
     net_need,
     plan_book,
     sample_sizes,
 )
-from keeper.core.planner import TradeSpec, size_trade, underlying_to_quote
+from keeper.core.planner import TradeSpec, direction_ok, size_trade, underlying_to_quote
 from keeper.core.types import WAD, Action, Decision
 
 COST, TOL = 30, 30  # bps: expected cost, net slippage tolerance
@@ -247,33 +248,41 @@ def test_dex_curve_bounds_bracket_the_true_output() -> None:
         assert curve.sell.lower_bound(a) <= true <= curve.sell.upper_bound(a)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design: BookSettlement pays all positive slippage to the first buyer of a token; "
-    "the book checks that leg's direction rule at its payout only",
-)
-def test_the_first_buyer_also_takes_the_net_swaps_positive_slippage_within_its_overshoot() -> None:
+def test_the_first_buyer_is_one_with_room_for_the_net_swaps_positive_slippage() -> None:
     """BookSettlement._pay: the first leg buying a token takes everything left of it, i.e.
     its payout plus the net swap's output above ``net_min_out`` (the keeper's own quote less
     ``net_slippage_bps``). With an unchanged pool that is ~TOL of the net: the vault measures
     what it received and must still pass its direction / overshoot rule, or the whole
-    settlement reverts (``Overshoot``)."""
+    settlement reverts (``Overshoot``). So the large buyer goes first, not the small one."""
     pool = Pool(weth=100_000 * WAD, usdc=300_000_000 * USDC)
     seller, small, big = trade(1, -90 * WAD), trade(2, WAD), trade(3, 150 * WAD)
     p = plan([seller, small, big], pool)
     assert not p.excluded and len(p.settlements) == 1
     (s,) = p.settlements
     assert s.net.amount_in > 0 and not s.net.sell_underlying
-    assert s.legs[1].vault == small.vault  # the first leg buying the underlying
+    buyers = [leg for leg in s.legs if not leg.trade.sell_underlying]
+    assert buyers[0].vault == big.vault  # the first leg buying the underlying
     net_out = pool.out(False, s.net.amount_in)  # the pool as quoted: nothing moved
-    held = s.legs[0].trade.amount_in + net_out  # the seller's underlying and the net's output
-    received = held - s.legs[2].payout  # the big buyer is paid first (innermost), small last
-    assert received > s.legs[1].payout
-    # the vault's own check of what it received (OptionsVault._checkDirection)
-    from keeper.core.planner import direction_ok
+    paid_first = seller.underlying + net_out - sum(leg.payout for leg in buyers[1:])
+    assert paid_first > buyers[0].payout  # it does take the leftover ...
+    assert direction_ok(big.deviation_wad, paid_first, big.state)  # ... and its rule admits it
 
-    assert direction_ok(small.deviation_wad, received, small.state), (
-        f"first buyer receives {received}, planned {s.legs[1].payout}: "
-        f"{(received - s.legs[1].payout) / WAD:.3f} WETH past its payout, overshoot allowance "
-        f"{small.state.guards.max_overshoot_wad / WAD}"
-    )
+
+def test_a_first_buyer_without_room_for_the_leftover_is_left_out_of_the_book() -> None:
+    """No buyer's overshoot rule admits the leftover: the first one is refused (it trades on
+    its own), rather than sent to revert the whole settlement on chain."""
+    tight = replace(GUARDS, max_overshoot_wad=0)
+    buyers = [trade(i, 40 * WAD, guards=tight) for i in (1, 2)]
+    p = plan([trade(3, -10 * WAD), *buyers], Pool(weth=100_000 * WAD, usdc=300_000_000 * USDC))
+    assert p.split is None  # every buyer is paid up to its target less the tolerance
+    refused = [v for v, why in p.excluded.items() if "first buyer" in why]
+    assert len(refused) >= 1 and all(v in {b.vault for b in buyers} for v in refused)
+
+
+def test_first_buyer_problem_only_concerns_a_buyer_given_a_leftover() -> None:
+    (s,) = plan([trade(1, -2 * WAD), trade(2, 3 * WAD)]).settlements
+    sell_leg = next(leg for leg in s.legs if leg.trade.sell_underlying)
+    buy_leg = next(leg for leg in s.legs if not leg.trade.sell_underlying)
+    assert first_buyer_problem(trade(1, -2 * WAD), sell_leg, WAD) == ""
+    assert first_buyer_problem(trade(2, 3 * WAD), buy_leg, 0) == ""
+    assert "overshoot" in first_buyer_problem(trade(2, 3 * WAD), buy_leg, WAD)
