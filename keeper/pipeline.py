@@ -99,11 +99,12 @@ class Pipeline:
         every vault -> follow the journal with these decisions -> act (unless dry run) ->
         persist and log."""
         started = time.perf_counter()
-        if self.actor is not None:  # the journal's reads run alongside linking and reading
-            self.actor.read_ahead(head)
         # The head's state is read while it is linked to the processed chain (the read
         # does not depend on what the link finds: a reorg only says what was dropped).
+        # Started first: its multicall is the tick's longest request.
         reading = asyncio.ensure_future(self._read(head))
+        if self.actor is not None:  # the journal's reads run alongside linking and reading
+            self.actor.read_ahead(head)
         # its failure is raised where it is awaited; retrieved here too, for when linking
         # fails first and it is never awaited
         reading.add_done_callback(lambda task: task.cancelled() or task.exception())

@@ -282,10 +282,11 @@ class Confirmer:
         return self._logged(tally.report(), "reconcile", head)
 
     def _fail_intents(self, tally: _Tally, older_than: float) -> None:
-        """Intents never signed (the keeper stopped half-way through ``Sender.prepare``) fail
-        and give their nonce back, so they leave no gap and block no vault. Failing one that
-        another instance is signing right now is safe: its ``signed`` move is conditional,
-        so it never broadcasts."""
+        """Intents never signed fail and give their nonce back, so they leave no gap and
+        block no vault. ``Sender.prepare`` journals an intent and its signature in one
+        transaction, so these come from a journal an earlier version wrote (it committed
+        the intent first) or from ``Store.create_intent``; failing one that is being signed
+        is still safe: its ``signed`` move is conditional, so it never broadcasts."""
         cutoff = self._clock() - older_than
         for entry in self._store.entries_in([S.INTENT], self.address):
             if entry.updated_at <= cutoff:

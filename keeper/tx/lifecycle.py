@@ -11,12 +11,15 @@ Journal states (``keeper.store.records``) and what moves an entry:
 ====================  ============================================  =====================
 from                  event                                         to
 ====================  ============================================  =====================
-(new)                 ``submit``: fees fit the cap, vaults free      intent
+(new)                 ``submit``: fees fit the cap, vaults free,     signed (in one store
+                      gas, funds and nonces checked: intent,         transaction, the one
+                      nonce claimed, signed, bytes journaled         commit before sending)
 (new)                 ``submit``: fees above the cap, vault          nothing journaled
-                      backing off or in flight                       (``Refused``)
-intent                nonce claimed, signed, bytes journaled         signed
-intent                build/sign fails; or a restart (at once) or    failed (nonce given
-                      ``stale_intent_seconds`` (other instance)      back)
+                      backing off or in flight, a check or the       (``Refused``)
+                      signing fails
+intent                (only in a journal an earlier version wrote,   failed (nonce given
+                      or ``Store.create_intent``) a restart (at      back)
+                      once) or ``stale_intent_seconds``
 signed                node accepts the bytes                         sent
 signed                node refuses for good                          failed
 signed                on a later block: Redecide STILL_WANTED        sent (same bytes)

@@ -50,7 +50,6 @@ from keeper.errors import (
     FeeCapExceeded,
     InsufficientFunds,
     JournalConflict,
-    KeeperError,
     NonceTooLow,
     RetryableError,
     RpcError,
@@ -191,6 +190,9 @@ class Sender:
         self._chain_id: int | None = None
         self._newest: int | None = None  # the block fees are judged at (the keeper's head)
         self._ahead = ReadAhead()  # this head's fee history and balance, read early
+        # (head, what the balance read at it leaves after the worst-case cost of every
+        # transaction signed since): a block's later transactions are checked against it
+        self._funds_left: tuple[int | None, int] | None = None
 
     # --- chain reads --------------------------------------------------------------------
 
@@ -311,12 +313,13 @@ class Sender:
 
         return sign
 
-    async def _check_funds(self, worst_case_wei: int) -> None:
+    async def _check_funds(self, worst_case_wei: int) -> int:
         """Refuse before a nonce is claimed when the account cannot pay ``gas x max fee +
-        value``; warn when paying would leave it below ``low_balance_wei``."""
-        balance = await self._policy.call(
-            lambda: self._ahead.take("balance", self._read_balance), "eth_getBalance"
-        )
+        value``; warn when paying would leave it below ``low_balance_wei``. The balance is
+        read once per head; a block's later transactions are checked against what it leaves
+        after the worst-case cost of those signed before them (a pending transaction
+        costs at most that), so they wait for no second read. Returns the balance checked."""
+        balance = await self._balance_left()
         if balance < worst_case_wei:
             raise InsufficientFunds(
                 f"the keeper account {self.address} holds {balance / 10**18:.6f} ETH, the "
@@ -333,6 +336,21 @@ class Sender:
                     }
                 },
             )
+        return balance
+
+    async def _balance_left(self) -> int:
+        left = self._funds_left
+        if left is not None and self._newest is not None and left[0] == self._newest:
+            return left[1]
+        return int(
+            await self._policy.call(
+                lambda: self._ahead.take("balance", self._read_balance), "eth_getBalance"
+            )
+        )
+
+    def _spend(self, worst_case_wei: int, balance_wei: int) -> None:
+        """A transaction was signed: what the head's balance leaves for the next one."""
+        self._funds_left = (self._newest, balance_wei - worst_case_wei)
 
     async def _read_balance(self) -> int:
         return int(await self._w3.eth.get_balance(self.address, "pending"))
@@ -383,26 +401,23 @@ class Sender:
             raise Unsent(entry.id, str(exc)) from exc
 
     async def prepare(self, intent: TxIntent, fees: FeeQuote) -> JournalEntry:
-        """Journal the intent, claim a nonce, sign, journal the raw bytes.
+        """Check the gas limit, the funds and the nonces, then journal the intent, claim a
+        nonce, sign and journal the raw bytes in one store transaction.
 
-        Returns the entry in state ``signed``; nothing has been broadcast.
+        Returns the entry in state ``signed``; nothing has been broadcast. A failure before
+        or inside that transaction journals nothing (no nonce taken, no vault claimed);
+        ``JournalConflict`` when a vault of the intent is in flight.
         """
         if to_checksum_address(intent.sender) != self.address:
             raise ConfigError(f"intent sender {intent.sender} is not the keeper's {self.address}")
-        entry = self._store.create_intent(intent)
-        try:
-            gas = await self._gas_limit(intent)
-            await self._check_funds(gas * fees.max_fee_wei + intent.value_wei)
-            await self.nonces.ensure_synced()
-            sign = self._signer_for(await self.chain_id(), intent, gas, fees)
-            # One store transaction: the nonce claimed, the bytes signed and journaled; a
-            # crash or a failure inside it leaves the intent unsigned with no nonce taken.
-            # Conditional: an intent another instance (or our own restart) failed meanwhile
-            # is never signed, so its bytes never reach a node (JournalConflict).
-            entry = self._store.claim_and_sign(entry.id, sign)
-        except (KeeperError, ValueError, TypeError) as exc:
-            self._fail_quietly(entry.id, f"{type(exc).__name__}: {exc}")
-            raise
+        gas = await self._gas_limit(intent)
+        worst_case = gas * fees.max_fee_wei + intent.value_wei
+        balance = await self._check_funds(worst_case)
+        await self.nonces.ensure_synced()
+        sign = self._signer_for(await self.chain_id(), intent, gas, fees)
+        # One commit, the one that must be durable before the bytes reach a node.
+        entry = self._store.journal_and_sign(intent, sign)
+        self._spend(worst_case, balance)
         signed = entry.signed()
         log.info(
             "transaction signed",
@@ -418,12 +433,6 @@ class Sender:
             },
         )
         return entry
-
-    def _fail_quietly(self, entry_id: int, reason: str) -> None:
-        try:
-            self._store.mark_failed(entry_id, reason)
-        except JournalConflict:  # failed first by another instance or by a restart
-            log.info("intent already failed elsewhere", extra={"fields": {"entry": entry_id}})
 
     async def broadcast(self, entry: JournalEntry) -> JournalEntry:
         """First broadcast of a freshly ``signed`` entry; journals the node's verdict. The

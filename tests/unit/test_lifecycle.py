@@ -121,7 +121,7 @@ def test_work_in_flight_for_a_vault_is_refused_at_info(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_a_call_that_reverts_in_estimation_fails_before_a_nonce_is_claimed(
+def test_a_call_that_reverts_in_estimation_is_refused_before_anything_is_journaled(
     tmp_path: Path,
 ) -> None:
     store, w3, acct, life = started(tmp_path)
@@ -132,9 +132,9 @@ def test_a_call_that_reverts_in_estimation_fails_before_a_nonce_is_claimed(
     w3.eth.estimate_gas = reverts  # type: ignore[method-assign]
     outcome = run(life.submit(intent(acct.address, VAULT)))
     assert isinstance(outcome, Refused) and outcome.reason is Refusal.INVALID
-    [failed] = store.entries_in([S.FAILED])
+    assert "DeadlineExpired" in outcome.detail
+    assert store.entries_in(list(S)) == []  # no entry, no nonce taken, no vault claimed
     assert store.next_nonce(acct.address) == 0 and not life.in_flight_vaults()
-    assert failed.nonce is None
 
 
 def test_a_refused_send_signed_again_makes_new_bytes(tmp_path: Path) -> None:
@@ -351,26 +351,30 @@ def test_a_kill_between_intent_and_signing_frees_the_vault_at_restart(tmp_path: 
     assert submitted(life2, acct).nonce == 0  # the vault is free and no nonce was skipped
 
 
-def test_an_intent_failed_by_a_restart_is_never_signed_by_its_old_instance(
+def test_an_instance_starting_while_one_prepares_finds_no_unsigned_intent(
     tmp_path: Path,
 ) -> None:
-    """Failing another instance's young intent is safe: its conditional ``signed`` move
-    fails, so those bytes never reach a node."""
+    """The intent, its nonce and its signed bytes are journaled in one transaction, after
+    the checks that read the chain: an instance that starts meanwhile (and, as its
+    reconcile does, fails the intents it finds) finds nothing half done, and the work is
+    sent once."""
     store, w3, acct, life = started(tmp_path)
     eth = w3.eth
     original = eth.estimate_gas
+    seen: list[list[JournalEntry]] = []
 
     def restart_meanwhile(call: Any) -> Any:
-        other = Store(store.url)  # another instance starts while this one signs and, as
-        for entry in other.entries_in([S.INTENT]):  # its reconcile does, fails the intent
-            other.mark_failed(entry.id, "never signed: the keeper stopped first")
+        other = Store(store.url)
+        seen.append(other.entries_in(list(S)))
         other.close()
         return original(call)
 
     eth.estimate_gas = restart_meanwhile  # type: ignore[method-assign]
     outcome = run(life.submit(intent(acct.address, VAULT)))
-    assert isinstance(outcome, Refused) and outcome.reason is Refusal.IN_FLIGHT
-    assert eth.sent == [] and store.entries_in([S.FAILED])[0].tx_hash is None
+    assert seen == [[]]
+    assert isinstance(outcome, Submitted) and len(eth.sent) == 1
+    [entry] = store.entries_in(list(S))
+    assert entry.state is S.SENT and entry.nonce == 0
 
 
 # --- reorgs -------------------------------------------------------------------------------------

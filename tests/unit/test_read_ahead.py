@@ -14,7 +14,7 @@ from fake_chain import FakeEth, FakeW3, intent, lifecycle, unknown, wanted
 from keeper.chain.ahead import ReadAhead
 from keeper.errors import RpcError
 from keeper.store import JournalState
-from keeper.tx import Submitted
+from keeper.tx import Refusal, Refused, Submitted
 
 VAULT = "0x" + "aa" * 20
 
@@ -133,10 +133,62 @@ def test_the_lifecycle_follows_a_block_on_the_reads_started_at_its_head(
     # the receipt was asked for only once the mined count had answered
     assert ahead.index(("done", "count:latest")) < ahead.index(("start", "receipt"))
     # following the block read nothing again; the fee gate took the fee history read ahead
-    # and the block's first transaction the balance: the next transaction asks for the
-    # balance again (the fake chain does not remember fee histories, as RpcEth does)
+    # and the block's first transaction the balance: the later ones are checked against
+    # what it leaves, without reading it again (the fake chain does not remember fee
+    # histories, as RpcEth does)
     fees = f"fees:{head_number(eth)}"
-    assert [w for k, w in during if k == "start"] == [fees, fees, "balance"]
+    assert [w for k, w in during if k == "start"] == [fees, fees]
+
+
+class ScarceEth(RecordingEth):
+    """A chain whose account balance the test sets."""
+
+    balance = 10**21
+
+    def get_balance(self, addr: str, tag: Any) -> Any:
+        self.log.append(("start", "balance"))
+        return asyncio.sleep(0, result=self.balance)
+
+
+def test_a_blocks_later_transaction_is_checked_against_what_the_earlier_ones_may_cost(
+    tmp_path: Path,
+) -> None:
+    """One balance read per head: the second transaction of a block is refused when the
+    balance read at the head cannot pay both worst cases, and the next head reads afresh."""
+    w3 = FakeW3()
+    w3.eth = ScarceEth()
+    _store, w3, acct, life = lifecycle(tmp_path, w3=w3)
+    eth: ScarceEth = w3.eth  # type: ignore[assignment]
+
+    async def at_new_head() -> None:
+        eth.mine()
+        head = eth.ref(eth.head)
+        life.read_ahead(head)
+        await life.on_block(head, wanted)
+
+    async def go() -> tuple[Any, ...]:
+        await life.start(unknown)
+        probe = await life.submit(intent(acct.address, VAULT))
+        assert isinstance(probe, Submitted)
+        signed = probe.entry.signed()
+        worst = signed.gas_limit * signed.max_fee_wei
+        eth.balance = worst * 3 // 2  # pays for one more, not two
+        eth.log.clear()
+        await at_new_head()
+        first = await life.submit(intent(acct.address, "0x" + "bb" * 20))
+        second = await life.submit(intent(acct.address, "0x" + "cc" * 20))
+        reads = [w for k, w in eth.log if w == "balance"]
+        eth.balance = worst * 5
+        await at_new_head()
+        third = await life.submit(intent(acct.address, "0x" + "cc" * 20))
+        return first, second, reads, third
+
+    first, second, reads, third = asyncio.run(go())
+    assert isinstance(first, Submitted)
+    assert isinstance(second, Refused) and second.reason is Refusal.FUNDS
+    assert "fund the account" in second.detail
+    assert reads == ["balance"]  # the head's one read (read ahead), not one per transaction
+    assert isinstance(third, Submitted)
 
 
 def head_number(eth: FakeEth) -> int:
