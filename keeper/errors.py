@@ -47,6 +47,11 @@ class RpcTimeout(RpcError):
     """The node did not answer in time."""
 
 
+class BlockUndecided(RetryableError):
+    """A block's state could not be read or decided: what waited for its decisions does
+    not know (journaled work is re-decided at a later block)."""
+
+
 class DecodeError(FatalError):
     """Return data did not decode as the ABI says it must."""
 

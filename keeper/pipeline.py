@@ -15,17 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from keeper.chain.blocks import ChainFollower
-from keeper.chain.reader import Snapshot, StateReader
+from keeper.chain.reader import Decided, Snapshot, StateReader
 from keeper.core.chaintrack import ChainUpdate
 from keeper.core.decide import CostConfig, VaultMemory, decide_block, remember, reopen
 from keeper.core.fees import UsualFee
 from keeper.core.types import Action, BlockRef, Decision
-from keeper.errors import KeeperError
+from keeper.errors import BlockUndecided, KeeperError
 from keeper.store import Markers, Store
 
 log = logging.getLogger("keeper.pipeline")
@@ -46,13 +46,13 @@ class Actor(Protocol):
         """Submit the rebalances it can; return the vaults whose rebalance is now in flight."""
 
     async def on_chain_update(
-        self, update: ChainUpdate, snapshot: Snapshot, decisions: Sequence[Decision]
+        self, update: ChainUpdate, decided: Awaitable[Decided]
     ) -> dict[str, str]:
-        """After this block's ``snapshot`` and ``decisions``: track receipts, handle reorgs of
-        mined ones,
-        re-decide stuck or forgotten transactions from ``decisions``. Returns the governance
-        triggers (vault -> "request" | "params") whose rebalance failed on chain: they were
-        not handled after all, and fire again next block."""
+        """Started once the head is linked, while its state is read: track receipts, handle
+        reorgs of mined ones, re-decide stuck or forgotten transactions from the block's
+        decisions (``decided``: awaited only when something must be re-decided). Returns
+        the governance triggers (vault -> "request" | "params") whose rebalance failed on
+        chain: they were not handled after all, and fire again next block."""
 
     async def close(self) -> None:
         """Release connections."""
@@ -64,7 +64,7 @@ class TickStages:
 
     read: float  # linking the head and the multicall read
     decide: float
-    follow: float  # the journal: receipts, reorgs, stuck work
+    follow: float  # waiting, once decided, for the journal's pass (receipts, reorgs, stuck work)
     act: float  # size, net, quote, simulate, send
     commit: float  # the tick's one store transaction
 
@@ -95,9 +95,10 @@ class Pipeline:
     stages: TickStages | None = None  # where the last tick's time went
 
     async def tick(self, head: BlockRef, superseded: Sequence[int] = ()) -> TickReport | None:
-        """One block: link it (gaps, reorgs) while reading everything in one multicall -> decide
-        every vault -> follow the journal with these decisions -> act (unless dry run) ->
-        persist and log."""
+        """One block: link it (gaps, reorgs) while reading everything in one multicall ->
+        follow the journal (receipts, reorgs) while the read is in flight, decide every vault,
+        re-decide journaled work with these decisions -> act (unless dry run) -> persist and
+        log."""
         started = time.perf_counter()
         # The head's state is read while it is linked to the processed chain (the read
         # does not depend on what the link finds: a reorg only says what was dropped).
@@ -118,22 +119,28 @@ class Pipeline:
             reading.cancel()
             return None
         block = update.head
-        snapshot, calls = await reading
-        read = time.perf_counter()
-        decisions = decide_block(
-            block,
-            snapshot.base_fee_wei,
-            snapshot.vaults,
-            self.memory,
-            self.costs,
-            self._usual_base_fee(block, snapshot.base_fee_wei),
-        ) + _unreadable(block, snapshot)
+        # The journal is followed (receipts, reorgs) while the state is read and decided;
+        # it waits for the decisions only to re-decide journaled work.
+        decided_now: asyncio.Future[Decided] = asyncio.get_running_loop().create_future()
+        following = (
+            None
+            if self.actor is None
+            else asyncio.ensure_future(self.actor.on_chain_update(update, decided_now))
+        )
+        try:
+            snapshot, calls = await reading
+            read = time.perf_counter()
+            decisions = self._decide(block, snapshot)
+        except BaseException as exc:
+            await _unblock(following, decided_now, exc)
+            raise
+        decided_now.set_result((snapshot, decisions))
         decided = followed = time.perf_counter()
         failed: dict[str, str] = {}
-        if self.actor is None:
+        if self.actor is None or following is None:
             acted = {d.vault for d in decisions if d.action == Action.REBALANCE}
         else:
-            failed = await self.actor.on_chain_update(update, snapshot, decisions)
+            failed = await following
             followed = time.perf_counter()
             acted = await self.actor.act(block, snapshot, decisions)
         acted_at = time.perf_counter()
@@ -151,6 +158,16 @@ class Pipeline:
         )
         _log_decisions(decisions, acted, self.skip_reasons, dry_run=self.actor is None)
         return TickReport(block, decisions, frozenset(acted), calls, update)
+
+    def _decide(self, block: BlockRef, snapshot: Snapshot) -> tuple[Decision, ...]:
+        return decide_block(
+            block,
+            snapshot.base_fee_wei,
+            snapshot.vaults,
+            self.memory,
+            self.costs,
+            self._usual_base_fee(block, snapshot.base_fee_wei),
+        ) + _unreadable(block, snapshot)
 
     def _usual_base_fee(self, block: BlockRef, base_fee_wei: int) -> int | None:
         """The base fee's usual level before this block (for the band's gas timing, when it
@@ -299,6 +316,29 @@ class Pipeline:
                 "backfilled blocks",
                 extra={"fields": {"blocks": [b.number for b in update.added[:-1]]}},
             )
+
+
+async def _unblock(
+    following: asyncio.Future[dict[str, str]] | None,
+    decided_now: asyncio.Future[Decided],
+    why: BaseException,
+) -> None:
+    """The block could not be read or decided: the journal's pass, if it waits for the
+    decisions, is told so (its re-decisions answer "unknown": wait) and is let finish; on
+    cancellation (shutdown) it is cancelled too."""
+    if following is None:
+        return
+    if not isinstance(why, Exception):
+        following.cancel()
+        return
+    decided_now.set_exception(BlockUndecided(f"this block was not decided: {why}"))
+    try:
+        await following
+    except KeeperError as exc:
+        log.warning("journal not followed", extra={"fields": {"error": str(exc)}})
+    finally:
+        if decided_now.done() and not decided_now.cancelled():
+            decided_now.exception()  # retrieved: nothing may have waited for it
 
 
 def _unreadable(block: BlockRef, snapshot: Snapshot) -> tuple[Decision, ...]:

@@ -39,7 +39,7 @@ from eth_utils.address import to_checksum_address
 
 from keeper.act.redecide import BatchCheck, redecide_from
 from keeper.chain.eth import Chain
-from keeper.chain.reader import Snapshot
+from keeper.chain.reader import Decided, Snapshot
 from keeper.chain.routing import AggregatorRace, NetRoute, Router
 from keeper.chain.rpc import RpcClient
 from keeper.chain.simulate import GasGuess, gas_needed
@@ -75,7 +75,7 @@ from keeper.errors import (
     SimulationReverted,
 )
 from keeper.store import JournalEntry, Store, TxIntent, TxKind
-from keeper.tx import Lifecycle, Receipt, Refused, Verdict
+from keeper.tx import Lifecycle, Receipt, Redecide, Refused, Verdict
 
 log = logging.getLogger("keeper.act")
 
@@ -178,19 +178,28 @@ class RebalanceActor:
         self.lifecycle.read_ahead(head)
 
     async def on_chain_update(
-        self, update: ChainUpdate, snapshot: Snapshot, decisions: Sequence[Decision]
+        self, update: ChainUpdate, decided: Awaitable[Decided]
     ) -> dict[str, str]:
-        """After this block's decisions: the lifecycle follows the journal, re-deciding
-        journaled work from this block's state (each vault's ``stateNonce`` and deviation)
-        before re-broadcasting, replacing or cancelling. The trades of what was mined are
-        read from its receipts after this block's transactions are sent (:meth:`act`)."""
+        """The lifecycle follows the journal (receipts, reorgs) while the block is read and
+        decided; journaled work is re-decided from this block's state (each vault's
+        ``stateNonce`` and deviation), once ``decided`` answers, before re-broadcasting,
+        replacing or cancelling. The trades of what was mined are read from its receipts
+        after this block's transactions are sent (:meth:`act`)."""
         if update.head is None:
             return {}
-        report = await self.lifecycle.on_block(
-            update.head,
-            redecide_from(decisions, snapshot.vaults, self.executes),
-            frozenset(d.vault for d in decisions if d.urgent),
-        )
+        answers: list[Redecide] = []
+
+        async def redecide(entry: JournalEntry) -> Verdict:
+            if not answers:
+                snapshot, decisions = await decided
+                answers.append(redecide_from(decisions, snapshot.vaults, self.executes))
+            return await answers[0](entry)
+
+        async def urgent() -> frozenset[str]:
+            _, decisions = await decided
+            return frozenset(d.vault for d in decisions if d.urgent)
+
+        report = await self.lifecycle.on_block(update.head, redecide, urgent)
         failed: dict[str, str] = {}
         for entry_id in report.mined:
             entry, receipt = await self._mined(entry_id, report.receipt_of(entry_id))

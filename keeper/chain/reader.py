@@ -15,7 +15,7 @@ from eth_utils.address import to_checksum_address
 
 from keeper.chain.rpc import RpcClient
 from keeper.core import abi
-from keeper.core.types import BlockRef, VaultState
+from keeper.core.types import BlockRef, Decision, VaultState
 from keeper.errors import DecodeError
 
 log = logging.getLogger("keeper.reader")
@@ -46,6 +46,10 @@ class Snapshot:
     vaults: tuple[VaultState, ...]
     unreadable: tuple[Unreadable, ...]
     rpc_calls: int
+
+
+Decided = tuple[Snapshot, Sequence[Decision]]
+"""A block's snapshot and the decisions made from it."""
 
 
 class StateReader:

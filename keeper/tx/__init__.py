@@ -10,7 +10,7 @@ from keeper.tx.lifecycle import (
     SubmitOutcome,
     Submitted,
 )
-from keeper.tx.stuck import Redecide, Verdict
+from keeper.tx.stuck import Redecide, Urgent, Verdict
 
 __all__ = [
     "ConfirmConfig",
@@ -24,5 +24,6 @@ __all__ = [
     "Refused",
     "SubmitOutcome",
     "Submitted",
+    "Urgent",
     "Verdict",
 ]

@@ -39,7 +39,7 @@ from keeper.errors import (
 )
 from keeper.store import OPEN_STATES, JournalEntry, JournalState, Store, TxIntent, TxKind
 from keeper.tx.sender import CANCEL_GAS, Sender
-from keeper.tx.stuck import Redecide, Step, Verdict, Why, plan
+from keeper.tx.stuck import Redecide, Step, Urgent, Verdict, Why, plan, urgent_vaults
 
 log = logging.getLogger("keeper.confirm")
 S = JournalState
@@ -90,7 +90,7 @@ class _Tally:
 
     head: int
     redecide: Redecide
-    urgent: frozenset[str] = frozenset()
+    urgent: Urgent = frozenset()
     lists: dict[str, list[Any]] = field(default_factory=dict)
 
     def add(self, outcome: str, value: Any) -> None:
@@ -234,7 +234,7 @@ class Confirmer:
     # --- the two entry points -------------------------------------------------------------
 
     async def on_block(
-        self, block: BlockRef, redecide: Redecide, urgent: frozenset[str] = frozenset()
+        self, block: BlockRef, redecide: Redecide, urgent: Urgent = frozenset()
     ) -> LifecycleReport:
         """Follow the journal at a new head (after this block's decisions): abandoned intents,
         reorgs, receipts, groups needing a decision, use of the key outside the keeper."""
@@ -491,7 +491,9 @@ class Confirmer:
             self._resent_at[entry.id] = head
             tally.add("rebroadcast", entry.id)
         elif step is Step.REPLACE:
-            urgent = entry.kind is TxKind.REBALANCE and bool(set(entry.vaults) & tally.urgent)
+            urgent = entry.kind is TxKind.REBALANCE and bool(
+                set(entry.vaults) & await urgent_vaults(tally.urgent)
+            )
             new = await self._sender.replace(entry, head, urgent=urgent)
             tally.add("replaced_by" if new.state is S.SENT else "failed", new.id)
         elif step is Step.CANCEL:

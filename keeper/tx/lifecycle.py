@@ -63,7 +63,7 @@ from keeper.errors import (
 from keeper.store import JournalEntry, Store, TxIntent, TxKind
 from keeper.tx.confirm import Confirmer, LifecycleReport, Receipt
 from keeper.tx.sender import Sender, Unsent
-from keeper.tx.stuck import Redecide
+from keeper.tx.stuck import Redecide, Urgent
 
 log = logging.getLogger("keeper.tx")
 
@@ -149,11 +149,13 @@ class Lifecycle:
             component.drop_reads_ahead()
 
     async def on_block(
-        self, head: BlockRef, redecide: Redecide, urgent: frozenset[str] = frozenset()
+        self, head: BlockRef, redecide: Redecide, urgent: Urgent = frozenset()
     ) -> LifecycleReport:
-        """Follow the journal at ``head``, after this block's decisions (``redecide``
-        answers from them; ``urgent`` names the vaults past their hard limit now, whose
-        stuck work may be replaced up to the emergency cap)."""
+        """Follow the journal at ``head``: receipts, reorgs, then journaled work re-decided
+        from this block's decisions (``redecide`` answers from them, and may wait for them:
+        the pipeline starts this while the block is still read; ``urgent`` names the vaults
+        past their hard limit now, whose stuck work may be replaced up to the emergency
+        cap)."""
         self._head = head.number
         self._sender.at_block(head.number)
         report = await self._confirmer.on_block(head, redecide, urgent)

@@ -28,6 +28,15 @@ class Verdict(enum.StrEnum):
 
 Redecide = Callable[[JournalEntry], Awaitable[Verdict]]
 
+Urgent = frozenset[str] | Callable[[], Awaitable[frozenset[str]]]
+"""The vaults past their hard limit now (their stuck work may be replaced up to the
+emergency cap): a set, or a coroutine function answering it once the block is decided (the
+pipeline follows the journal while the block is still being read)."""
+
+
+async def urgent_vaults(urgent: Urgent) -> frozenset[str]:
+    return urgent if isinstance(urgent, frozenset) else await urgent()
+
 
 async def unknown(entry: JournalEntry) -> Verdict:
     """A ``Redecide`` for when the keeper has not decided anything yet: everything waits."""
