@@ -337,8 +337,7 @@ async def _unblock(
     except KeeperError as exc:
         log.warning("journal not followed", extra={"fields": {"error": str(exc)}})
     finally:
-        if decided_now.done() and not decided_now.cancelled():
-            decided_now.exception()  # retrieved: nothing may have waited for it
+        decided_now.exception()  # retrieved: nothing may have waited for it
 
 
 def _unreadable(block: BlockRef, snapshot: Snapshot) -> tuple[Decision, ...]:

@@ -75,7 +75,7 @@ from keeper.errors import (
     SimulationReverted,
 )
 from keeper.store import JournalEntry, Store, TxIntent, TxKind
-from keeper.tx import Lifecycle, Receipt, Redecide, Refused, Verdict
+from keeper.tx import Lifecycle, Receipt, Refused, Verdict
 
 log = logging.getLogger("keeper.act")
 
@@ -187,13 +187,10 @@ class RebalanceActor:
         after this block's transactions are sent (:meth:`act`)."""
         if update.head is None:
             return {}
-        answers: list[Redecide] = []
 
         async def redecide(entry: JournalEntry) -> Verdict:
-            if not answers:
-                snapshot, decisions = await decided
-                answers.append(redecide_from(decisions, snapshot.vaults, self.executes))
-            return await answers[0](entry)
+            snapshot, decisions = await decided
+            return await redecide_from(decisions, snapshot.vaults, self.executes)(entry)
 
         async def urgent() -> frozenset[str]:
             _, decisions = await decided

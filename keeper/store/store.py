@@ -232,38 +232,24 @@ class Store:
         with self._write() as conn:
             return nonces.claim(conn, entry_id, self._clock())
 
-    def claim_and_sign(
-        self, entry_id: int, sign: Callable[[int, frozenset[str]], SignedTx]
-    ) -> JournalEntry:
-        """In one transaction: claim the lowest free nonce for the ``intent`` entry, sign at
-        it (``sign(nonce, hashes the journal already holds at that nonce)``) and journal the
-        bytes (``signed``). Nothing of it is kept when any step fails."""
-        with self._write() as conn:
-            return self._claim_and_sign(conn, entry_id, sign)
-
     def journal_and_sign(
         self, intent: TxIntent, sign: Callable[[int, frozenset[str]], SignedTx]
     ) -> JournalEntry:
-        """:meth:`create_intent` and :meth:`claim_and_sign` in ONE transaction (one commit
-        before the broadcast, the commit that must be durable): the vaults claimed, the
-        intent journaled, a nonce claimed, the bytes signed and journaled, or nothing of it
+        """In ONE transaction (one commit before the broadcast, the commit that must be
+        durable): claim the intent's vaults and journal it, claim the lowest free nonce for
+        it, sign at that nonce (``sign(nonce, hashes the journal already holds there)``) and
+        journal the bytes (``signed``). Nothing of it is kept when any step fails
         (``JournalConflict`` when a vault is in flight)."""
         try:
             with self._write() as conn:
                 entry_id = journal.create_intent(conn, intent, self._clock())
-                return self._claim_and_sign(conn, entry_id, sign)
+                nonce = nonces.claim(conn, entry_id, self._clock())
+                taken = frozenset(
+                    e.tx_hash for e in journal.for_nonce(conn, intent.sender, nonce) if e.tx_hash
+                )
+                return journal.mark_signed(conn, entry_id, sign(nonce, taken), self._clock())
         except IntegrityError as exc:  # another instance claimed a vault at the same moment
             raise JournalConflict(f"a rebalance is already in flight for {intent.vaults}") from exc
-
-    def _claim_and_sign(
-        self, conn: Connection, entry_id: int, sign: Callable[[int, frozenset[str]], SignedTx]
-    ) -> JournalEntry:
-        nonce = nonces.claim(conn, entry_id, self._clock())
-        entry = journal.get(conn, entry_id)
-        taken = frozenset(
-            e.tx_hash for e in journal.for_nonce(conn, entry.sender, nonce) if e.tx_hash
-        )
-        return journal.mark_signed(conn, entry_id, sign(nonce, taken), self._clock())
 
     def mark_signed(self, entry_id: int, signed: SignedTx) -> JournalEntry:
         with self._write() as conn:

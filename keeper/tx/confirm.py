@@ -236,8 +236,9 @@ class Confirmer:
     async def on_block(
         self, block: BlockRef, redecide: Redecide, urgent: Urgent = frozenset()
     ) -> LifecycleReport:
-        """Follow the journal at a new head (after this block's decisions): abandoned intents,
-        reorgs, receipts, groups needing a decision, use of the key outside the keeper."""
+        """Follow the journal at a new head: abandoned intents, reorgs, receipts, groups
+        needing a decision (``redecide`` and ``urgent`` may wait for the block's decisions),
+        use of the key outside the keeper."""
         if self._ahead.head != block.number:  # nothing was read ahead for this head
             self._ahead.begin(block.number)
         tally = _Tally(block.number, redecide, urgent)

@@ -303,33 +303,38 @@ def test_illegal_moves_raise(store: Store, path: tuple[str, ...], illegal: Journ
     assert store.entry(entry.id).state is before
 
 
-def test_claim_and_sign_is_one_transaction_that_keeps_nothing_when_signing_fails(
+def test_journal_and_sign_is_one_transaction_that_keeps_nothing_when_signing_fails(
     store: Store,
 ) -> None:
-    """The nonce is claimed, signed at and journaled together: a failure while signing
-    leaves the intent without a nonce and the nonce free; the next claim signs at it, told
-    which bytes the journal already holds there."""
+    """The intent, its vaults, its nonce and its bytes are journaled together: a failure
+    while signing leaves no entry, the vault free and the nonce free; the next call signs
+    at that nonce, told which bytes the journal already holds there."""
     store.resync_nonces(SENDER, 4)
-    first = store.create_intent(intent(VAULT_A))
 
     def broken(nonce: int, taken: frozenset[str]) -> SignedTx:
         raise ValueError("the key is unavailable")
 
     with pytest.raises(ValueError, match="unavailable"):
-        store.claim_and_sign(first.id, broken)
-    assert store.entry(first.id).nonce is None and store.entry(first.id).state is S.INTENT
+        store.journal_and_sign(intent(VAULT_A), broken)
+    assert store.entries_in(list(S)) == [] and not store.vaults_in_flight()
     assert store.next_nonce(SENDER) == 4
-    store.mark_failed(first.id, "signing failed")
-    second = store.create_intent(intent(VAULT_A))
     asked: list[tuple[int, frozenset[str]]] = []
 
     def sign(nonce: int, taken: frozenset[str]) -> SignedTx:
         asked.append((nonce, taken))
         return signed(nonce, 1)
 
-    done = store.claim_and_sign(second.id, sign)
+    done = store.journal_and_sign(intent(VAULT_A), sign)
     assert done.state is S.SIGNED and done.nonce == 4 and asked == [(4, frozenset())]
-    assert store.next_nonce(SENDER) == 5
+    assert store.next_nonce(SENDER) == 5 and store.vaults_in_flight() == {VAULT_A}
+
+
+def test_journal_and_sign_refuses_a_vault_in_flight_and_keeps_nothing(store: Store) -> None:
+    store.resync_nonces(SENDER, 0)
+    store.journal_and_sign(intent(VAULT_A), lambda nonce, taken: signed(nonce, 1))
+    with pytest.raises(JournalConflict, match="in flight"):
+        store.journal_and_sign(intent(VAULT_B, VAULT_A), lambda nonce, taken: signed(nonce, 2))
+    assert len(store.entries_in(list(S))) == 1 and store.next_nonce(SENDER) == 1
 
 
 def test_signing_with_another_nonce_than_claimed_is_refused(store: Store) -> None:
