@@ -1,10 +1,10 @@
 """One block's tick, top to bottom: link the head -> read -> decide -> follow the journal ->
 act -> persist.
 
-The journal is followed (receipts, reorgs, stuck or forgotten transactions) AFTER this
-block's decisions: whether journaled work is still wanted is judged on this block's state,
-never the previous block's. Its chain reads do not depend on the decisions, so they start
-when the head arrives (``Actor.read_ahead``) and run alongside the multicall.
+The block's multicall leaves first (the tick's longest request). The journal is followed
+(receipts, reorgs, stuck or forgotten transactions) while that read is in flight; whether
+journaled work is still wanted is judged on this block's decisions, never the previous
+block's, so only a re-decision waits for them.
 
 Everything the tick needs is passed in (:class:`Pipeline` fields), so tests can drive it
 with fakes or against a real node.
@@ -104,12 +104,15 @@ class Pipeline:
         # does not depend on what the link finds: a reorg only says what was dropped).
         # Started first: its multicall is the tick's longest request.
         reading = asyncio.ensure_future(self._read(head))
-        if self.actor is not None:  # the journal's reads run alongside linking and reading
-            self.actor.read_ahead(head)
         # its failure is raised where it is awaited; retrieved here too, for when linking
         # fails first and it is never awaited
         reading.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
+            # one turn of the loop: the multicall's request leaves before the journal's
+            # reads are looked up and started, and before linking
+            await asyncio.sleep(0)
+            if self.actor is not None:  # the journal's reads run alongside linking and reading
+                self.actor.read_ahead(head)
             update = await self.follower.follow(head)
         except BaseException:
             reading.cancel()

@@ -196,7 +196,7 @@ class RebalanceActor:
             _, decisions = await decided
             return frozenset(d.vault for d in decisions if d.urgent)
 
-        report = await self.lifecycle.on_block(update.head, redecide, urgent)
+        report = await self.lifecycle.on_block(update.head, redecide, urgent, update)
         failed: dict[str, str] = {}
         for entry_id in report.mined:
             entry, receipt = await self._mined(entry_id, report.receipt_of(entry_id))

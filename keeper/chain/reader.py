@@ -84,8 +84,15 @@ class StateReader:
         gas = [30_000] * len(header) + [abi.get_state_gas(self._legs.get(v, 4)) for v in vaults]
         plan = abi.plan_chunks(gas, self._chunk_size, self._gas_budget)
         chunks = [calls[r.start : r.stop] for r in plan]
-        results_by_chunk = await asyncio.gather(*(self._aggregate(block, c) for c in chunks))
-        results = [r for chunk in results_by_chunk for r in chunk]
+        # the first chunk's request is sent now, the others' at the loop's next turn
+        rest = [asyncio.ensure_future(self._aggregate(block, c)) for c in chunks[1:]]
+        try:
+            results = await self._aggregate(block, chunks[0])
+            for chunk in await asyncio.gather(*rest):
+                results += chunk
+        finally:
+            for task in rest:  # when a chunk failed or the read was cancelled
+                task.cancel()
         base_fee = abi.decode_uint(results[0].return_data, "getBasefee")
         timestamp = abi.decode_uint(results[1].return_data, "getCurrentBlockTimestamp")
         version = abi.decode_uint(results[2].return_data, "registry version")

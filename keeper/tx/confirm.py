@@ -29,6 +29,7 @@ from keeper import metrics
 from keeper.chain.ahead import ReadAhead
 from keeper.chain.eth import Chain
 from keeper.chain.retry import READ_POLICY, RetryPolicy
+from keeper.core.chaintrack import ChainUpdate
 from keeper.core.types import BlockRef
 from keeper.errors import (
     FeeCapExceeded,
@@ -136,9 +137,13 @@ class Confirmer:
         ``_settle_group``) the receipts of the open entries."""
         ahead = self._ahead
         ahead.begin(block.number)
+        # A head above the last one is expected to link to it (the follower fetches and
+        # links any blocks between): then only blocks past the head are asked about.
+        last = self._last_head
+        since = block.number + 1 if last is not None and block.number > last.number else None
         for number in {
             e.mined_block_number
-            for e in self._store.mined_since(self._reorg_since(block))
+            for e in self._store.mined_since(since or self._reorg_since(block))
             if e.sender == self.address and e.mined_block_number is not None
         }:
             ahead.start(("block", number), functools.partial(self._read_block_hash, number))
@@ -234,21 +239,53 @@ class Confirmer:
     # --- the two entry points -------------------------------------------------------------
 
     async def on_block(
-        self, block: BlockRef, redecide: Redecide, urgent: Urgent = frozenset()
+        self,
+        block: BlockRef,
+        redecide: Redecide,
+        urgent: Urgent = frozenset(),
+        chain: ChainUpdate | None = None,
     ) -> LifecycleReport:
         """Follow the journal at a new head: abandoned intents, reorgs, receipts, groups
         needing a decision (``redecide`` and ``urgent`` may wait for the block's decisions),
-        use of the key outside the keeper."""
+        use of the key outside the keeper. ``chain``: how the follower linked ``block`` (its
+        verified blocks spare asking the node for their hashes)."""
         if self._ahead.head != block.number:  # nothing was read ahead for this head
             self._ahead.begin(block.number)
         tally = _Tally(block.number, redecide, urgent)
         self._fail_intents(tally, older_than=self.config.stale_intent_seconds)
-        await self._check_reorgs(tally, since=self._reorg_since(block))
+        since, verified = self._reorg_scope(block, chain)
+        await self._check_reorgs(tally, since, verified)
         self._last_head = block  # only once the check above has passed
         await self._settle_open(tally)
         await self._sender.nonces.detect_external_use()
         await self._fill_gaps(tally)
         return self._logged(tally.report(), "block", block.number)
+
+    def _reorg_scope(
+        self, block: BlockRef, chain: ChainUpdate | None
+    ) -> tuple[int, dict[int, str]]:
+        """The first block whose mined entries are checked at ``block``, and the canonical
+        hashes known without asking the node.
+
+        When the follower linked ``block`` to the last head (directly, or through the blocks
+        between, each linked by its parent hash) nothing we processed was reorged: only the
+        entries mined after the last head are checked (receipts can come from blocks newer
+        than the head then being processed), against the linked blocks' hashes; the node is
+        asked only about blocks past ``block``. Otherwise (a reorg, an unverified gap, the
+        first head) every entry of the reorg window is checked against the node."""
+        if chain is not None and (chain.reorg or chain.unverified_gap):
+            return block.number - self.config.reorg_window_blocks, {}
+        last = self._last_head
+        segment = (block,) if chain is None else chain.added
+        if (
+            last is not None
+            and segment
+            and segment[-1].number == block.number
+            and segment[0].number == last.number + 1
+            and segment[0].parent_hash == last.hash
+        ):
+            return last.number + 1, {b.number: b.hash for b in segment}
+        return self._reorg_since(block), {}
 
     def _reorg_since(self, block: BlockRef) -> int:
         """The first block whose mined entries are checked against the chain at ``block``.
@@ -335,13 +372,16 @@ class Confirmer:
 
     # --- reorgs ----------------------------------------------------------------------------
 
-    async def _check_reorgs(self, tally: _Tally, since: int) -> None:
+    async def _check_reorgs(
+        self, tally: _Tally, since: int, verified: Mapping[int, str] | None = None
+    ) -> None:
         """Entries mined in block ``since`` or later whose block is no longer canonical go
         back to ``sent`` and their group is re-checked: re-decided before anything is sent
-        (the reorg may also have removed the state they were computed from)."""
+        (the reorg may also have removed the state they were computed from). ``verified``:
+        canonical hashes already known (the node is asked about the other blocks)."""
         head = tally.head
         recent = [e for e in self._store.mined_since(since) if e.sender == self.address]
-        canonical: dict[int, str | None] = {}
+        canonical: dict[int, str | None] = dict(verified or {})
         for entry in recent:
             number = entry.mined_block_number
             if number is None:

@@ -49,6 +49,7 @@ import logging
 from dataclasses import dataclass
 
 from keeper import metrics
+from keeper.core.chaintrack import ChainUpdate
 from keeper.core.fees import SendNow, quote_new
 from keeper.core.types import BlockRef
 from keeper.errors import (
@@ -149,16 +150,20 @@ class Lifecycle:
             component.drop_reads_ahead()
 
     async def on_block(
-        self, head: BlockRef, redecide: Redecide, urgent: Urgent = frozenset()
+        self,
+        head: BlockRef,
+        redecide: Redecide,
+        urgent: Urgent = frozenset(),
+        chain: ChainUpdate | None = None,
     ) -> LifecycleReport:
         """Follow the journal at ``head``: receipts, reorgs, then journaled work re-decided
         from this block's decisions (``redecide`` answers from them, and may wait for them:
         the pipeline starts this while the block is still read; ``urgent`` names the vaults
         past their hard limit now, whose stuck work may be replaced up to the emergency
-        cap)."""
+        cap; ``chain``: how ``head`` was linked, whose verified blocks need no re-read)."""
         self._head = head.number
         self._sender.at_block(head.number)
-        report = await self._confirmer.on_block(head, redecide, urgent)
+        report = await self._confirmer.on_block(head, redecide, urgent, chain)
         self._after(report)
         return report
 

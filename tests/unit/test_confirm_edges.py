@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fake_chain import GWEI, bhash, build, intent, run, wanted
 
+from keeper.core.chaintrack import ChainUpdate
 from keeper.core.types import BlockRef
 from keeper.errors import FatalError, RpcTimeout
 from keeper.store import JournalState
@@ -73,6 +74,84 @@ def test_a_receipt_from_a_block_ahead_of_the_head_is_checked_when_that_block_is_
     report = run(confirmer.on_block(BlockRef(11, bhash(11, "b"), bhash(10, "a"), 0), wanted))
     assert report.reorged == (entry.id,)
     assert store.entry(entry.id).state is S.SENT and store.vault_in_flight(VAULT)
+
+
+def counting_block_reads(eth: Any) -> list[int]:
+    """The block numbers the confirmer asks the node about, in order."""
+    asked: list[int] = []
+    read = eth.get_block
+
+    async def get_block(n: int) -> Any:
+        asked.append(n)
+        return await read(n)
+
+    eth.get_block = get_block
+    return asked
+
+
+def test_a_head_linked_over_a_gap_rechecks_nothing_already_processed(tmp_path: Path) -> None:
+    """The follower linked the new head to the last one through the blocks between (each
+    by its parent hash): an entry mined below them is not re-checked, nor is a block of
+    the linked segment asked about."""
+    store, w3, account, sender, confirmer = build(tmp_path)
+    eth = w3.eth
+    entry = run(sender.submit(intent(account.address, VAULT)))
+    eth.mine()  # 11, with our transaction
+    head = eth.ref(11)
+    assert run(confirmer.on_block(head, wanted, chain=ChainUpdate((head,)))).mined == (entry.id,)
+    asked = counting_block_reads(eth)
+    for _ in range(3):
+        eth.mine()
+    linked = ChainUpdate((eth.ref(12), eth.ref(13), eth.ref(14)))
+    report = run(confirmer.on_block(eth.ref(14), wanted, chain=linked))
+    assert report.reorged == () and asked == []
+    assert store.entry(entry.id).state is S.MINED
+
+
+def test_a_receipt_ahead_whose_block_the_linked_segment_replaced_is_reorged_unasked(
+    tmp_path: Path,
+) -> None:
+    """A receipt found ahead of the processed head names block 11; the follower then links
+    11' and 12 to the last head: the entry is reorged from the segment's own hashes."""
+    store, w3, account, sender, confirmer = build(tmp_path)
+    eth = w3.eth
+    entry = run(sender.submit(intent(account.address, VAULT)))
+    processed = eth.ref(eth.head)  # head 10 is processed while the node mines 11
+    eth.mine()
+    run(confirmer.on_block(processed, wanted, chain=ChainUpdate((processed,))))
+    assert store.entry(entry.id).mined_block_number == 11
+    tx_hash = entry.tx_hash
+    assert tx_hash is not None and entry.nonce is not None and entry.raw_tx is not None
+    del eth.mined[tx_hash]  # 11 is replaced by 11' without it; pending again
+    eth.mined_nonces.discard(entry.nonce)
+    eth.pool[tx_hash] = (entry.nonce, entry.raw_tx)
+    eth.fork[11] = "b"
+    eth.head = 12
+    asked = counting_block_reads(eth)
+    linked = ChainUpdate((eth.ref(11), eth.ref(12)))
+    report = run(confirmer.on_block(eth.ref(12), wanted, chain=linked))
+    assert report.reorged == (entry.id,) and asked == []
+    assert store.entry(entry.id).state is S.SENT and store.vault_in_flight(VAULT)
+
+
+def test_after_a_reorg_the_whole_window_is_checked_against_the_node(tmp_path: Path) -> None:
+    store, w3, account, sender, confirmer = build(tmp_path)
+    eth = w3.eth
+    entry = run(sender.submit(intent(account.address, VAULT)))
+    eth.mine()  # 11, with our transaction
+    head = eth.ref(11)
+    run(confirmer.on_block(head, wanted, chain=ChainUpdate((head,))))
+    eth.fork[12] = "z"
+    eth.mine()
+    dropped = eth.ref(12)
+    run(confirmer.on_block(dropped, wanted, chain=ChainUpdate((dropped,))))
+    eth.fork[12] = "a"  # 12 is replaced, 13 is built on the new one
+    eth.mine()
+    asked = counting_block_reads(eth)
+    reorg = ChainUpdate((eth.ref(12), eth.ref(13)), dropped=(dropped,))
+    report = run(confirmer.on_block(eth.ref(13), wanted, chain=reorg))
+    assert asked == [11] and report.reorged == ()  # block 11 is still canonical
+    assert store.entry(entry.id).state is S.MINED
 
 
 def test_an_intent_another_instance_failed_first_does_not_abort_the_block(
