@@ -8,13 +8,14 @@ group (the original, its replacements, a cancel); ``root_id`` names the group's 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, delete, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, delete, select, update
 
 from keeper.errors import JournalConflict
 from keeper.store.records import (
@@ -92,54 +93,83 @@ def _signed_values(signed: SignedTx) -> dict[str, Any]:
 
 # --- reads ------------------------------------------------------------------------------
 
+# The statements of every tick, built once (bound at execution): building one and its cache
+# key costs more than SQLite takes to run it.
+_BY_ID = select(journal).where(journal.c.id == bindparam("b_id"))
+_FOR_NONCE = (
+    select(journal)
+    .where(and_(journal.c.sender == bindparam("b_sender"), journal.c.nonce == bindparam("b_nonce")))
+    .order_by(journal.c.id)
+)
+_MINED_SINCE = (
+    select(journal)
+    .where(
+        and_(
+            journal.c.state == S.MINED.value,
+            journal.c.mined_block_number >= bindparam("b_number"),
+        )
+    )
+    .order_by(journal.c.id)
+)
+_HASH_TAKEN = select(journal.c.id).where(journal.c.tx_hash == bindparam("b_hash"))
+_ALL_CLAIMS = select(vault_claims.c.vault, vault_claims.c.root_id)
+_CLAIMS_OF = _ALL_CLAIMS.where(vault_claims.c.vault.in_(bindparam("b_vaults", expanding=True)))
+_MOVED = update(journal).where(
+    and_(journal.c.id == bindparam("b_id"), journal.c.state == bindparam("b_seen"))
+)
+_FIELDS = {"to_address": "to"}  # the entry's name for a column, where it differs
+
 
 def get(conn: Connection, entry_id: int) -> JournalEntry:
-    row = conn.execute(select(journal).where(journal.c.id == entry_id)).mappings().first()
+    row = conn.execute(_BY_ID, {"b_id": entry_id}).mappings().first()
     if row is None:
         raise JournalConflict(f"no journal entry {entry_id}")
     return _entry(row)
 
 
+_IN_STATES = select(journal).where(journal.c.state.in_(bindparam("b_states", expanding=True)))
+_IN_STATES_OF = _IN_STATES.where(journal.c.sender == bindparam("b_sender")).order_by(journal.c.id)
+_IN_STATES = _IN_STATES.order_by(journal.c.id)
+
+
 def in_states(
     conn: Connection, states: Iterable[JournalState], sender: str | None = None
 ) -> list[JournalEntry]:
-    query = select(journal).where(journal.c.state.in_([s.value for s in states]))
-    if sender is not None:
-        query = query.where(journal.c.sender == sender)
-    return [_entry(r) for r in conn.execute(query.order_by(journal.c.id)).mappings()]
+    binds: dict[str, Any] = {"b_states": [s.value for s in states]}
+    if sender is None:
+        rows = conn.execute(_IN_STATES, binds)
+    else:
+        rows = conn.execute(_IN_STATES_OF, binds | {"b_sender": sender})
+    return [_entry(r) for r in rows.mappings()]
 
 
 def for_nonce(conn: Connection, sender: str, nonce: int) -> list[JournalEntry]:
-    query = (
-        select(journal)
-        .where(and_(journal.c.sender == sender, journal.c.nonce == nonce))
-        .order_by(journal.c.id)
-    )
-    return [_entry(r) for r in conn.execute(query).mappings()]
+    rows = conn.execute(_FOR_NONCE, {"b_sender": sender, "b_nonce": nonce}).mappings()
+    return [_entry(r) for r in rows]
 
 
 def mined_since(conn: Connection, number: int) -> list[JournalEntry]:
-    query = (
-        select(journal)
-        .where(and_(journal.c.state == S.MINED.value, journal.c.mined_block_number >= number))
-        .order_by(journal.c.id)
-    )
-    return [_entry(r) for r in conn.execute(query).mappings()]
+    return [_entry(r) for r in conn.execute(_MINED_SINCE, {"b_number": number}).mappings()]
 
 
 def claimed_vaults(conn: Connection, vaults: Iterable[str] | None = None) -> dict[str, int]:
     """``{vault: root_id}`` of the vaults a rebalance is in flight for."""
-    query = select(vault_claims.c.vault, vault_claims.c.root_id)
-    if vaults is not None:
-        query = query.where(vault_claims.c.vault.in_(list(vaults)))
-    return {str(v): int(r) for v, r in conn.execute(query)}
+    if vaults is None:
+        rows = conn.execute(_ALL_CLAIMS)
+    else:
+        rows = conn.execute(_CLAIMS_OF, {"b_vaults": list(vaults)})
+    return {str(v): int(r) for v, r in rows}
 
 
 # --- writes -----------------------------------------------------------------------------
 
 
+_INSERT = journal.insert()
+_SET_ROOT = update(journal).where(journal.c.id == bindparam("b_id"))
+
+
 def _insert(conn: Connection, **values: Any) -> int:
-    key = conn.execute(journal.insert().values(**values)).inserted_primary_key
+    key = conn.execute(_INSERT, values).inserted_primary_key
     if key is None:
         raise JournalConflict("the database returned no id for a new journal entry")
     return int(key[0])
@@ -165,7 +195,7 @@ def create_intent(conn: Connection, intent: TxIntent, now: float) -> int:
         created_at=now,
         updated_at=now,
     )
-    conn.execute(update(journal).where(journal.c.id == entry_id).values(root_id=entry_id))
+    conn.execute(_SET_ROOT, {"b_id": entry_id, "root_id": entry_id})
     if intent.vaults:  # the primary key refuses a second claim made concurrently
         claims = [{"vault": v, "root_id": entry_id} for v in intent.vaults]
         conn.execute(vault_claims.insert(), claims)
@@ -175,32 +205,33 @@ def create_intent(conn: Connection, intent: TxIntent, now: float) -> int:
 def move(
     conn: Connection, entry_id: int, new: JournalState, now: float, **values: Any
 ) -> JournalEntry:
-    """Move an entry to ``new`` if that is legal from its current state, atomically."""
+    """Move an entry to ``new`` if that is legal from its current state, atomically; the
+    entry as moved (what the row now holds: the update is conditional on the state read)."""
     current = get(conn, entry_id)
     check_transition(entry_id, current.state, new)
     result = conn.execute(
-        update(journal)
-        .where(and_(journal.c.id == entry_id, journal.c.state == current.state.value))
-        .values(state=new.value, updated_at=now, **values)
+        _MOVED,  # the columns set are the parameters that are not b_ binds
+        {"b_id": entry_id, "b_seen": current.state.value, "state": new.value, "updated_at": now}
+        | values,
     )
     if result.rowcount != 1:
         raise JournalConflict(f"journal entry {entry_id} was moved by someone else")
-    return get(conn, entry_id)
+    changed = {_FIELDS.get(name, name): value for name, value in values.items()}
+    return dataclasses.replace(current, state=new, updated_at=now, **changed)
+
+
+_SET_NONCE = update(journal).where(
+    and_(
+        journal.c.id == bindparam("b_id"),
+        journal.c.state == S.INTENT.value,
+        journal.c.nonce.is_(None),
+    )
+)
 
 
 def set_nonce(conn: Connection, entry_id: int, nonce: int, now: float) -> None:
     """Bind a claimed nonce to an ``intent`` entry that has none yet."""
-    result = conn.execute(
-        update(journal)
-        .where(
-            and_(
-                journal.c.id == entry_id,
-                journal.c.state == S.INTENT.value,
-                journal.c.nonce.is_(None),
-            )
-        )
-        .values(nonce=nonce, updated_at=now)
-    )
+    result = conn.execute(_SET_NONCE, {"b_id": entry_id, "nonce": nonce, "updated_at": now})
     if result.rowcount != 1:
         raise JournalConflict(f"journal entry {entry_id} is not an intent without a nonce")
 
@@ -269,8 +300,7 @@ def insert_successor(
 
 
 def _hash_taken(conn: Connection, tx_hash: str) -> bool:
-    found = conn.execute(select(journal.c.id).where(journal.c.tx_hash == tx_hash)).first()
-    return found is not None
+    return conn.execute(_HASH_TAKEN, {"b_hash": tx_hash}).first() is not None
 
 
 def mark_sent(conn: Connection, entry_id: int, at_block: int, now: float) -> JournalEntry:

@@ -7,7 +7,7 @@ claiming at once are serialised and never get the same nonce.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, and_, delete, func, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
 from keeper.errors import JournalConflict
 from keeper.store import journal
@@ -20,6 +20,17 @@ S = JournalState
 # Entries whose nonce stays taken by the keeper while it resyncs: they are (or may become)
 # a transaction at that nonce that the confirmer still tracks.
 _HOLDING_STATES = (S.INTENT, S.SIGNED, S.SENT, S.MINED)
+
+
+# a claim's statements, built once (bound at execution)
+_TOUCH = update(nonces).where(nonces.c.sender == bindparam("b_sender"))  # SET: the parameters
+_NEXT = select(nonces.c.next_nonce).where(nonces.c.sender == bindparam("b_sender"))
+_LOWEST_FREE = select(func.min(free_nonces.c.nonce)).where(
+    free_nonces.c.sender == bindparam("b_sender")
+)
+_TAKE_FREE = delete(free_nonces).where(
+    and_(free_nonces.c.sender == bindparam("b_sender"), free_nonces.c.nonce == bindparam("b_nonce"))
+)
 
 
 def _lock(conn: Connection, sender: str, now: float, start: int = 0) -> int:
@@ -46,28 +57,25 @@ def free_list(conn: Connection, sender: str) -> list[int]:
     return sorted(int(n) for n in conn.execute(query).scalars())
 
 
-def claim(conn: Connection, entry_id: int, now: float) -> int:
-    """Hand the lowest free nonce (a given-back one first) to an ``intent`` entry."""
-    entry = journal.get(conn, entry_id)
-    if entry.state is not S.INTENT or entry.nonce is not None:
-        raise JournalConflict(f"journal entry {entry_id} ({entry.state}) cannot claim a nonce")
-    if peek(conn, entry.sender) is None:
-        raise JournalConflict(f"nonces of {entry.sender} were never synced with the chain")
-    next_nonce = _lock(conn, entry.sender, now)
-    lowest = conn.execute(
-        select(func.min(free_nonces.c.nonce)).where(free_nonces.c.sender == entry.sender)
-    ).scalar()
+def claim(conn: Connection, entry_id: int, now: float, sender: str | None = None) -> int:
+    """Hand the lowest free nonce (a given-back one first) to an ``intent`` entry without
+    one (``sender``: its sender, when the caller just journaled it)."""
+    if sender is None:
+        entry = journal.get(conn, entry_id)
+        if entry.state is not S.INTENT or entry.nonce is not None:
+            raise JournalConflict(f"journal entry {entry_id} ({entry.state}) cannot claim a nonce")
+        sender = entry.sender
+    # the lock; no row: never synced
+    if conn.execute(_TOUCH, {"b_sender": sender, "updated_at": now}).rowcount != 1:
+        raise JournalConflict(f"nonces of {sender} were never synced with the chain")
+    lowest = conn.execute(_LOWEST_FREE, {"b_sender": sender}).scalar()
     if lowest is not None:
         nonce = int(lowest)
-        conn.execute(
-            delete(free_nonces).where(
-                and_(free_nonces.c.sender == entry.sender, free_nonces.c.nonce == nonce)
-            )
-        )
+        conn.execute(_TAKE_FREE, {"b_sender": sender, "b_nonce": nonce})
     else:
-        nonce = next_nonce
-        _set_next(conn, entry.sender, nonce + 1)
-    journal.set_nonce(conn, entry_id, nonce, now)
+        nonce = int(conn.execute(_NEXT, {"b_sender": sender}).scalar_one())
+        conn.execute(_TOUCH, {"b_sender": sender, "next_nonce": nonce + 1})
+    journal.set_nonce(conn, entry_id, nonce, now)  # conditional: an intent without a nonce
     return nonce
 
 

@@ -243,7 +243,7 @@ class Store:
         try:
             with self._write() as conn:
                 entry_id = journal.create_intent(conn, intent, self._clock())
-                nonce = nonces.claim(conn, entry_id, self._clock())
+                nonce = nonces.claim(conn, entry_id, self._clock(), sender=intent.sender)
                 taken = frozenset(
                     e.tx_hash for e in journal.for_nonce(conn, intent.sender, nonce) if e.tx_hash
                 )
