@@ -52,6 +52,7 @@ from keeper.core.book import (
     BookPlan,
     Settlement,
     books,
+    chunk_nets,
     net_need,
     plan_book,
     sample_sizes,
@@ -500,9 +501,11 @@ class RebalanceActor:
             request = self._request(group, need.sell_underlying, need.amount_in, taker, deadline)
             race = self.router.start_aggregator(request)
         sizes: dict[bool, set[int]] = {True: set(), False: set()}
-        for (group, _), need in zip(groups, needs, strict=True):
+        for (group, max_legs), need in zip(groups, needs, strict=True):
             for side, amounts in sample_sizes(group, need).items():
                 sizes[side] |= set(amounts)
+            for net in chunk_nets(group, max_legs, self.config.cost_bps):
+                sizes[net.sell_underlying].add(net.amount_in)
         try:
             depth = await self.router.depth(
                 self.config.weth, self.config.usdc, {k: sorted(v) for k, v in sizes.items()}

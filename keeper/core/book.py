@@ -186,6 +186,16 @@ def sample_sizes(trades: Sequence[TradeSpec], need: NetNeed) -> dict[bool, list[
     return {side: sorted(a for a in s if a > 0) for side, s in sizes.items()}
 
 
+def chunk_nets(trades: Sequence[TradeSpec], max_legs: int, cost_bps: int) -> list[NetNeed]:
+    """The nets the settlements of a book of more than ``max_legs`` trades swap when the pool
+    takes the whole book (its chunks as :func:`plan_book` makes them). Quoted with the
+    samples, each settlement's swap has its exact quote without a second round."""
+    if len(trades) <= max_legs:
+        return []
+    nets = (net_need(chunk, cost_bps) for chunk in _chunks(list(trades), max_legs))
+    return [n for n in nets if n.amount_in]
+
+
 def _reference(trades: Sequence[TradeSpec]) -> VaultState:
     return trades[0].state
 

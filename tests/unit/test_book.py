@@ -20,6 +20,7 @@ from keeper.core.book import (
     BookPlan,
     Depth,
     DexCurve,
+    chunk_nets,
     first_buyer_problem,
     leg_problem,
     net_need,
@@ -198,6 +199,25 @@ def test_more_than_max_legs_go_in_several_settlements_each_vault_once() -> None:
     vaults = [leg.vault for s in p.settlements for leg in s.legs]
     assert len(vaults) == len(set(vaults))
     assert set(vaults) | set(p.excluded) == {t.vault for t in trades}
+
+
+def test_a_split_books_settlement_nets_are_quoted_with_the_samples() -> None:
+    """The nets of a book larger than one settlement are known before the quote: quoted
+    with the samples, every settlement's swap has its exact quote (no second round)."""
+    rng = random.Random(11)
+    trades = [trade(i, rng.choice((-1, 1)) * rng.randint(WAD, 5 * WAD)) for i in range(1, 121)]
+    sizes = sample_sizes(trades, net_need(trades, COST))
+    nets = chunk_nets(trades, CFG.max_legs, COST)
+    assert len(nets) >= 2
+    for net in nets:
+        sizes[net.sell_underlying] = sorted({*sizes.get(net.sell_underlying, []), net.amount_in})
+    depth = Pool().depth(sizes)
+    p = plan_book(trades, depth, CFG)
+    assert len(p.settlements) == len(nets) and not p.excluded
+    for s in p.settlements:
+        if s.net.amount_in:
+            assert depth.curve(s.net.sell_underlying).out_at(s.net.amount_in) is not None
+    assert chunk_nets(trades[: CFG.max_legs], CFG.max_legs, COST) == []  # one settlement
 
 
 def test_a_vault_whose_leg_would_fail_is_left_out_and_the_rest_netted() -> None:
