@@ -15,8 +15,8 @@ the node: it timestamps every request by method. The local 0x-style aggregator r
    getState per vault, a QuoterV2 call per fee tier per vault, one ``rebalance`` transaction
    per vault, each estimated, signed and sent in turn (web3, as a simple bot would).
 
-Prints p50 / p95 head -> broadcast, the real keeper's stage breakdown, RPC calls per block by
-method, and gas per vault, for both keepers.
+Prints p50 / p95 head -> first broadcast (and p50 head -> last broadcast), the real keeper's
+stage breakdown, RPC calls per block by method, and gas per vault, for both keepers.
 
     python scripts/bench_latency.py [--sizes 10,100] [--shares 0.1,1.0] [--blocks 10]
 """
@@ -466,6 +466,9 @@ def summary(n: int, share: float, fast: list[Sample], slow: list[Sample]) -> dic
             if lat(fast, "latency_ms")
             else None,
             "p95_ms": pct(lat(fast, "latency_ms"), 0.95) if lat(fast, "latency_ms") else None,
+            "p50_last_ms": statistics.median(lat(fast, "last_ms"))
+            if lat(fast, "last_ms")
+            else None,
             "blocks_sent": len(lat(fast, "latency_ms")),
             "blocks": len(fast),
             "vaults_traded": statistics.median(s.vaults_sent for s in fast) if fast else 0,
@@ -502,7 +505,8 @@ def show(rows: list[dict[str, Any]], timeline: bool = False) -> None:
         return "-" if v is None else f"{v:.1f}"
 
     head = (
-        f"{'vaults':>6} {'share':>5} | {'p50 ms':>7} {'p95 ms':>7} {'sent':>5} {'traded':>6} "
+        f"{'vaults':>6} {'share':>5} | {'p50 ms':>7} {'p95 ms':>7} {'last':>6} {'sent':>5} "
+        f"{'traded':>6} "
         f"{'gas/vault':>9} {'calls':>5} | {'naive p50 first':>15} {'last':>8} {'gas/vault':>9} "
         f"{'calls':>6} | {'speed-up':>8}"
     )
@@ -515,7 +519,8 @@ def show(rows: list[dict[str, Any]], timeline: bool = False) -> None:
         )
         print(
             f"{r['vaults']:>6} {r['share']:>5.0%} | {ms(k['p50_ms']):>7} {ms(k['p95_ms']):>7} "
-            f"{k['blocks_sent']:>2}/{k['blocks']:<2} {k['vaults_traded']:>6.0f} "
+            f"{ms(k['p50_last_ms']):>6} {k['blocks_sent']:>2}/{k['blocks']:<2} "
+            f"{k['vaults_traded']:>6.0f} "
             f"{ms(k['gas_per_vault']):>9} {sum(k['calls'].values()):>5.0f} | "
             f"{ms(n['p50_ms']):>15} {ms(n['p50_last_ms']):>8} {ms(n['gas_per_vault']):>9} "
             f"{sum(n['calls'].values()):>6.0f} | {speed:>8}"
