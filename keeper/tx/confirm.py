@@ -140,10 +140,11 @@ class Confirmer:
         # A head above the last one is expected to link to it (the follower fetches and
         # links any blocks between): then only blocks past the head are asked about.
         last = self._last_head
-        since = block.number + 1 if last is not None and block.number > last.number else None
+        linking = last is not None and block.number > last.number
+        since = block.number + 1 if linking else self._reorg_since(block)
         for number in {
             e.mined_block_number
-            for e in self._store.mined_since(since or self._reorg_since(block))
+            for e in self._store.mined_since(since)
             if e.sender == self.address and e.mined_block_number is not None
         }:
             ahead.start(("block", number), functools.partial(self._read_block_hash, number))
