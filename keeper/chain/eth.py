@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from hexbytes import HexBytes
 from web3.exceptions import BlockNotFound, TransactionNotFound
@@ -180,10 +180,16 @@ class RpcEth:
         return formatted(found)
 
     async def get_transaction_receipt(self, tx_hash: Any) -> Mapping[str, Any]:
+        """The receipt with web3's value types; its ``logs`` are formatted when first read (a
+        settlement's hundreds of logs are read after the block's transactions are sent)."""
         found = await self._rpc.request("eth_getTransactionReceipt", [hash_hex(tx_hash)])
         if found is None:
             raise TransactionNotFound(f"no receipt for {hash_hex(tx_hash)}")
-        return formatted(found)
+        logs = found.get("logs")
+        receipt = formatted({k: v for k, v in found.items() if k != "logs"})
+        if logs is not None:
+            receipt["logs"] = Logs(logs)
+        return receipt
 
     async def get_block(self, block_identifier: BlockId) -> Mapping[str, Any]:
         found = await self._rpc.request("eth_getBlockByNumber", [block_id(block_identifier), False])
@@ -249,6 +255,32 @@ def _hexbytes(value: str) -> HexBytes:
     """0x-hex as ``HexBytes``, remembered: a settlement's receipt repeats the same block hash,
     transaction hash and topics in each of its hundreds of logs (``HexBytes`` is immutable)."""
     return HexBytes(bytes.fromhex(value[2:] if value[:2] in ("0x", "0X") else value))
+
+
+class Logs(Sequence[Mapping[str, Any]]):
+    """A receipt's logs as the node sent them, each formatted (:func:`formatted`) on first
+    access and kept."""
+
+    def __init__(self, raw: Sequence[Mapping[str, Any]]) -> None:
+        self._raw = raw
+        self._done: list[Mapping[str, Any]] | None = None
+
+    def _items(self) -> list[Mapping[str, Any]]:
+        if self._done is None:
+            self._done = [formatted(item) for item in self._raw]
+        return self._done
+
+    @overload
+    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Mapping[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> Mapping[str, Any] | Sequence[Mapping[str, Any]]:
+        return self._items()[index]
+
+    def __len__(self) -> int:
+        return len(self._raw)
 
 
 def formatted(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,7 @@ class Receipt:
     status: int
     gas_used: int = 0
     effective_gas_price_wei: int = 0
-    logs: tuple[Mapping[str, Any], ...] = ()  # web3-shaped, as the node returned them
+    logs: Sequence[Mapping[str, Any]] = ()  # web3-shaped, as the node returned them
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ class Confirmer:
             int(got["status"]),
             int(got.get("gasUsed", 0)),
             int(got.get("effectiveGasPrice", 0)),
-            tuple(got.get("logs", ())),
+            got.get("logs", ()),  # formatted when read (``keeper.chain.eth.Logs``)
         )
 
     async def is_known(self, tx_hash: str) -> bool:

@@ -12,6 +12,7 @@ from aiohttp import web
 from eth_utils.crypto import keccak
 from rpc_servers import closing_keepalive_server, error, jsonrpc_server, ok
 
+from keeper.chain.eth import RpcEth
 from keeper.chain.retry import RetryPolicy
 from keeper.chain.rpc import RpcBroadcaster, RpcClient, RpcConfig, endpoint_name, endpoint_names
 from keeper.errors import (
@@ -296,3 +297,31 @@ def test_a_hung_endpoint_never_holds_up_the_head() -> None:
             server.close()
 
     assert run(go) == (321, True)
+
+
+def test_a_receipt_comes_typed_and_its_logs_are_formatted_when_read() -> None:
+    """``RpcEth``: quantities as ints, hashes as bytes; the logs (hundreds in a settlement's
+    receipt) are counted without being formatted, and formatted once when read."""
+    topic = "0x" + "ab" * 32
+    log_item = {"address": "0x" + "11" * 20, "topics": [topic], "data": "0x01", "logIndex": "0x7"}
+    receipt = {"blockNumber": "0x10", "blockHash": "0x" + "cd" * 32, "status": "0x1"}
+
+    def node(request: dict[str, Any]) -> dict[str, Any]:
+        return ok(request, {**receipt, "logs": [log_item, log_item]})
+
+    async def go() -> Any:
+        async with jsonrpc_server(node) as url:
+            rpc = client(url)
+            try:
+                return await RpcEth(rpc).get_transaction_receipt("0x" + "ee" * 32)
+            finally:
+                await rpc.close()
+
+    got = run(go)
+    assert got["blockNumber"] == 16 and got["status"] == 1
+    assert got["blockHash"] == bytes.fromhex("cd" * 32)
+    logs = got["logs"]
+    assert len(logs) == 2 and logs._done is None  # counted, not formatted
+    assert logs[0]["topics"] == [bytes.fromhex("ab" * 32)] and logs[0]["logIndex"] == 7
+    assert bytes(logs[1]["data"]) == b"\x01" and logs[0] is logs[0]  # formatted once
+    assert [item["logIndex"] for item in logs] == [7, 7]
