@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from keeper.core import bands
-from keeper.core.greeks import SECONDS_PER_YEAR, ewma_variance
+from keeper.core.greeks import SECONDS_PER_YEAR, ewma_variance_one
 from keeper.core.oracle_guard import GuardVerdict, check_round
 from keeper.core.portfolio import portfolio_greeks_for_states
 from keeper.core.types import (
@@ -214,10 +214,10 @@ def _ewma(
     if not accepted or rnd.updated_at <= old.vol_time:
         return old.ewma_var, old.vol_time
     ret = math.log(rnd.answer / old.accepted_answer)
-    var = ewma_variance(
+    var = ewma_variance_one(
         old.ewma_var, ret, rnd.updated_at - old.vol_time, costs.vol_half_life_seconds
     )
-    return float(var), rnd.updated_at
+    return var, rnd.updated_at
 
 
 @dataclass(frozen=True)

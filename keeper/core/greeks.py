@@ -421,6 +421,18 @@ def ewma_variance(
     return updated
 
 
+def ewma_variance_one(
+    variance: float, log_return: float, dt_seconds: float, half_life_seconds: float
+) -> float:
+    """:func:`ewma_variance` for one vault's floats (no array round trip: it runs for every
+    vault at every oracle round)."""
+    if dt_seconds <= 0.0:
+        return variance
+    weight = 1.0 - 2.0 ** (-dt_seconds / half_life_seconds)
+    rate = log_return * log_return / (dt_seconds / SECONDS_PER_YEAR)
+    return (1.0 - weight) * variance + weight * rate
+
+
 def ewma_vol_path(
     spot: FloatArray, step_seconds: float, half_life_seconds: float, start_vol: float
 ) -> FloatArray:

@@ -284,3 +284,19 @@ def test_ewma_variance_weighs_rounds_by_the_time_they_cover() -> None:
     rate = 0.01**2 / (half_life / year)
     got = ewma_variance(np.array([0.25, 0.25]), 0.01, np.array([half_life, 0.0]), half_life)
     np.testing.assert_allclose(got, [0.5 * 0.25 + 0.5 * rate, 0.25])
+
+
+def test_ewma_variance_of_one_vault_is_the_array_update() -> None:
+    from keeper.core.greeks import ewma_variance, ewma_variance_one
+
+    rng = np.random.default_rng(5)
+    var = rng.uniform(0.01, 1.0, 64)
+    ret = rng.normal(0.0, 0.02, 64)
+    dt = np.concatenate([rng.uniform(1.0, 7_200.0, 60), [0.0, -5.0, 1e-9, 86_400.0 * 30]])
+    want = ewma_variance(var, ret, dt, 3_600.0)
+    got = [
+        ewma_variance_one(float(v), float(r), float(d), 3_600.0)
+        for v, r, d in zip(var, ret, dt, strict=True)
+    ]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0.0)
+    assert ewma_variance_one(0.3, 0.05, 0.0, 3_600.0) == 0.3  # no time covered: unchanged
