@@ -428,7 +428,7 @@ def ewma_variance_one(
     vault at every oracle round)."""
     if dt_seconds <= 0.0:
         return variance
-    weight = 1.0 - 2.0 ** (-dt_seconds / half_life_seconds)
+    weight = 1.0 - math.exp2(-dt_seconds / half_life_seconds)
     rate = log_return * log_return / (dt_seconds / SECONDS_PER_YEAR)
     return (1.0 - weight) * variance + weight * rate
 
