@@ -35,7 +35,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
-from eth_utils.address import to_checksum_address
 
 from keeper.act.redecide import BatchCheck, redecide_from
 from keeper.chain.eth import Chain
@@ -46,6 +45,7 @@ from keeper.chain.simulate import GasGuess, gas_needed
 from keeper.chain.uniswap import DirectDepth
 from keeper.config import GWEI
 from keeper.core import abi
+from keeper.core.abicodec import checksum
 from keeper.core.book import (
     MAX_LEGS,
     BookConfig,
@@ -126,6 +126,7 @@ class PlannedTx:
     route: NetRoute | None  # None: the legs match exactly, nothing is swapped
     plan: BookPlan
     gas_limit: int | None = None  # from the simulation, with headroom
+    call: tuple[str, bytes] | None = None  # (to, calldata) as simulated: encoded once
 
     @property
     def single(self) -> bool:
@@ -237,7 +238,7 @@ class RebalanceActor:
         for item in receipt.logs:
             if "0x" + bytes(item["topics"][0]).hex() != abi.TRADED_TOPIC:
                 continue
-            vault = to_checksum_address(item["address"])
+            vault = checksum(item["address"])
             traded = abi.TRADED.decode_data(bytes(item["data"]))
             log.info(
                 "rebalance mined",
@@ -480,7 +481,8 @@ class RebalanceActor:
                                 swapping.add(outcome.settlement.net.sell_underlying)
                             await send(outcome)
                             continue
-                        members = [t for t in group if t.vault in tx.settlement.vaults]
+                        inside = set(tx.settlement.vaults)
+                        members = [t for t in group if t.vault in inside]
                         rounds += _retry_after(outcome, members, max_legs)
                 finally:
                     for simulation in simulations:  # only when a send raised
@@ -579,7 +581,8 @@ class RebalanceActor:
         if tier is None:
             log.warning("no pool fills the net", extra={"fields": {"vaults": settlement.vaults}})
             return None
-        members = [t for t in group if t.vault in settlement.vaults]
+        inside = set(settlement.vaults)
+        members = [t for t in group if t.vault in inside]
         request = self._request(members, net.sell_underlying, net.amount_in, taker, deadline)
         ref = members[0].state
 
@@ -615,6 +618,8 @@ class RebalanceActor:
 
     def _tx(self, tx: PlannedTx) -> tuple[str, bytes]:
         """(to, calldata): the vault's own rebalance for one leg, the settlement for more."""
+        if tx.call is not None:
+            return tx.call
         s = tx.settlement
         router = tx.route.quote.router if tx.route else self.config.settlement
         swap_data = tx.route.quote.call_data if tx.route else b""
@@ -660,7 +665,7 @@ class RebalanceActor:
                 return OutOfGas(f"settlement needs {gas} gas, cap {self.config.simulation_gas_cap}")
             self.gas_guess.learn(kind, legs, found)
             headroom = gas * (10_000 + self.config.gas_headroom_bps) // 10_000
-            return replace(attempt, gas_limit=headroom)
+            return replace(attempt, gas_limit=headroom, call=(to, data))
         return SimulationReverted("no route simulates")
 
     def _call_kind(self, tx: PlannedTx) -> str:

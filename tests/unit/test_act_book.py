@@ -22,7 +22,16 @@ from keeper.chain.simulate import GasFound
 from keeper.core import abi
 from keeper.core.book import BookPlan, NetNeed, Settlement
 from keeper.core.planner import TradeSpec, size_trade
-from keeper.core.types import WAD, Action, BlockRef, Decision, OracleRound, SettleLeg, Trade
+from keeper.core.types import (
+    WAD,
+    Action,
+    BlockRef,
+    Decision,
+    NetSwap,
+    OracleRound,
+    SettleLeg,
+    Trade,
+)
 from keeper.errors import OutOfGas, SimulationReverted
 
 
@@ -262,3 +271,32 @@ def test_a_settlement_is_sent_as_soon_as_it_and_those_before_it_have_simulated()
     book = actor._book(block, [first, second], 0, set(), [], send)
     asyncio.run(asyncio.wait_for(book, timeout=5))
     assert sent == [(first.vault,), (second.vault,)]
+
+
+def test_the_calldata_sent_is_the_calldata_simulated_encoded_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A settlement is encoded for its simulation; what is sent reuses those bytes."""
+    a, b = trade(1, -WAD), trade(2, WAD)
+    legs = tuple(
+        SettleLeg(t.vault, Trade(True, t.amount_in, 1, t.state.state_nonce, 0), 1) for t in (a, b)
+    )
+    s = Settlement(legs, NetNeed(True, 0, 0), 0, {}, {})
+    calls: list[dict[str, Any]] = []
+
+    class Eth:
+        async def call(self, call: dict[str, Any], block: Any = "latest") -> bytes:
+            calls.append(call)
+            return b""
+
+    actor = RebalanceActor(SimpleNamespace(eth=Eth()), config(), None, None, None, None)  # type: ignore[arg-type]
+    actor.gas_guess.learn("settle", 2, GasFound(300_000, "measured"))
+    encoded: list[int] = []
+    real = abi.encode_settle
+    monkeypatch.setattr(abi, "encode_settle", lambda *args: encoded.append(1) or real(*args))
+    planned = asyncio.run(actor._simulate(PlannedTx(s, None, BookPlan((s,), (), {}, None, 0))))
+    assert isinstance(planned, PlannedTx) and planned.gas_limit is not None
+    ((to, data),) = [(c["to"], c["data"]) for c in calls]
+    assert actor._tx(planned) == (to, data) == planned.call
+    assert data[:4] == real(legs, NetSwap(actor.config.settlement, True, 0, 0, b""))[:4]
+    assert encoded == [1]  # the send took the simulated bytes
