@@ -393,18 +393,15 @@ def _chunks(trades: list[TradeSpec], max_legs: int) -> list[list[TradeSpec]]:
     buys = sorted((t for t in trades if not t.sell_underlying), key=lambda t: -t.underlying)
     count = -(-len(trades) // max_legs)
     chunks: list[list[TradeSpec]] = [[] for _ in range(count)]
+    flows = [0] * count  # each chunk's underlying sold - bought so far
     for side in (sells, buys):
         for t in side:  # largest first, each to the open chunk furthest from matching its way
-            j = min(range(count), key=lambda k: (len(chunks[k]) >= max_legs, _lean(chunks[k], t)))
+            way = 1 if t.sell_underlying else -1
+            # how much the chunk already leans t's way (a chunk short of t's side first)
+            j = min(range(count), key=lambda k: (len(chunks[k]) >= max_legs, way * flows[k]))
             chunks[j].append(t)
+            flows[j] += way * t.underlying
     return [c for c in chunks if c]
-
-
-def _lean(chunk: list[TradeSpec], t: TradeSpec) -> int:
-    """How much the chunk already leans the way ``t`` trades (sold - bought, signed so that
-    a chunk short of ``t``'s side ranks first)."""
-    flow = sum(x.underlying if x.sell_underlying else -x.underlying for x in chunk)
-    return flow if t.sell_underlying else -flow
 
 
 def _legs(
