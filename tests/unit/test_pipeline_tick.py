@@ -1,6 +1,6 @@
-"""One block's tick (``Pipeline.tick``) with fakes around it: the journal is followed while
-the block's state is still being read, waits for the block's decisions only to re-decide,
-and is told when the block could not be read."""
+"""One block's tick (``Pipeline.tick``) with fakes around it: the block's read leaves first,
+the journal is followed while the block's state is still being read, waits for the block's
+decisions only to re-decide, and is told when the block could not be read."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ class Reader:
         self.journal_began, self.log, self.fails = journal_began, log, fails
 
     async def read(self, block: BlockRef, vaults: Sequence[str]) -> Snapshot:
+        self.log.append("read sent")  # its request leaves before it first waits
         await asyncio.wait_for(self.journal_began.wait(), timeout=5)
         self.log.append("read answered")
         if self.fails:
@@ -90,6 +91,7 @@ def test_the_journal_is_followed_while_the_block_is_read_and_re_decided_after(
     report = asyncio.run(tick.tick(HEAD))
     assert report is not None and report.block == HEAD
     assert log == [
+        "read sent",  # the block's multicall leaves first
         "reads ahead",
         "journal: receipts and reorgs",
         "read answered",
@@ -105,6 +107,7 @@ def test_a_block_that_cannot_be_read_lets_the_journal_pass_finish_undecided(
     with pytest.raises(RpcError, match="went away"):
         asyncio.run(tick.tick(HEAD))
     assert log == [
+        "read sent",  # the block's multicall leaves first
         "reads ahead",
         "journal: receipts and reorgs",
         "read answered",
