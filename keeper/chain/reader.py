@@ -52,6 +52,9 @@ Decided = tuple[Snapshot, Sequence[Decision]]
 """A block's snapshot and the decisions made from it."""
 
 
+_HEADER = ("getBasefee", "getCurrentBlockTimestamp", "registry version")  # the first calls
+
+
 class StateReader:
     """Reads the registry version, the block's base fee and timestamp, and every vault's state."""
 
@@ -72,22 +75,15 @@ class StateReader:
         # vault -> (its last getState bytes, their decoding): most vaults' state does not
         # change from one block to the next, and the same bytes decode to the same state
         self._decoded: dict[str, tuple[bytes, VaultState]] = {}
+        # (vaults, their gas), each chunk's (call count, calldata): the last block's requests
+        self._requests: tuple[tuple[Any, ...], list[tuple[int, str]]] | None = None
 
     async def read(self, block: BlockRef, vaults: Sequence[str]) -> Snapshot:
-        header = [
-            abi.Call3(self._multicall, abi.GET_BASEFEE, allow_failure=False),
-            abi.Call3(self._multicall, abi.GET_BLOCK_TIMESTAMP, allow_failure=False),
-            abi.Call3(self._registry, abi.REGISTRY_VERSION, allow_failure=False),
-        ]
-        vault_calls = [abi.Call3(v, abi.GET_STATE) for v in vaults]
-        calls = header + vault_calls
-        gas = [30_000] * len(header) + [abi.get_state_gas(self._legs.get(v, 4)) for v in vaults]
-        plan = abi.plan_chunks(gas, self._chunk_size, self._gas_budget)
-        chunks = [calls[r.start : r.stop] for r in plan]
+        chunks = self._chunk_requests(vaults)
         # the first chunk's request is sent now, the others' at the loop's next turn
-        rest = [asyncio.ensure_future(self._aggregate(block, c)) for c in chunks[1:]]
+        rest = [asyncio.ensure_future(self._aggregate(block, *c)) for c in chunks[1:]]
         try:
-            results = await self._aggregate(block, chunks[0])
+            results = await self._aggregate(block, *chunks[0])
             for chunk in await asyncio.gather(*rest):
                 results += chunk
         finally:
@@ -96,7 +92,7 @@ class StateReader:
         base_fee = abi.decode_uint(results[0].return_data, "getBasefee")
         timestamp = abi.decode_uint(results[1].return_data, "getCurrentBlockTimestamp")
         version = abi.decode_uint(results[2].return_data, "registry version")
-        states, unreadable = self._decode_vaults(vaults, results[len(header) :])
+        states, unreadable = self._decode_vaults(vaults, results[len(_HEADER) :])
         self._legs.update({s.address: len(s.book) for s in states})
         return Snapshot(
             block,
@@ -107,6 +103,26 @@ class StateReader:
             tuple(unreadable),
             rpc_calls=len(chunks),
         )
+
+    def _chunk_requests(self, vaults: Sequence[str]) -> list[tuple[int, str]]:
+        """The header's calls and every vault's ``getState`` in chunks (by count and gas):
+        each chunk's call count and its ``aggregate3`` calldata as 0x-hex. The same vaults
+        with the same book sizes make the same requests: the last block's are reused."""
+        gas = [abi.get_state_gas(self._legs.get(v, 4)) for v in vaults]
+        key = (tuple(vaults), tuple(gas))
+        if self._requests is not None and self._requests[0] == key:
+            return self._requests[1]
+        calls = [
+            abi.Call3(self._multicall, abi.GET_BASEFEE, allow_failure=False),
+            abi.Call3(self._multicall, abi.GET_BLOCK_TIMESTAMP, allow_failure=False),
+            abi.Call3(self._registry, abi.REGISTRY_VERSION, allow_failure=False),
+        ] + [abi.Call3(v, abi.GET_STATE) for v in vaults]
+        plan = abi.plan_chunks([30_000] * len(_HEADER) + gas, self._chunk_size, self._gas_budget)
+        requests = [
+            (len(r), "0x" + abi.encode_aggregate3(calls[r.start : r.stop]).hex()) for r in plan
+        ]
+        self._requests = (key, requests)
+        return requests
 
     def _decode_vaults(
         self, vaults: Sequence[str], results: Sequence[abi.CallResult]
@@ -151,18 +167,17 @@ class StateReader:
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise DecodeError(f"registry events {first}..{last}: malformed log: {exc}") from exc
 
-    async def _aggregate(self, block: BlockRef, calls: Sequence[abi.Call3]) -> list[abi.CallResult]:
-        data = await self._call(self._multicall, abi.encode_aggregate3(calls), block)
-        results = abi.decode_aggregate3(data)
-        if len(results) != len(calls):
-            raise DecodeError(f"aggregate3 returned {len(results)} results for {len(calls)} calls")
+    async def _aggregate(self, block: BlockRef, count: int, data: str) -> list[abi.CallResult]:
+        results = abi.decode_aggregate3(await self._call(self._multicall, data, block))
+        if len(results) != count:
+            raise DecodeError(f"aggregate3 returned {len(results)} results for {count} calls")
         return results
 
-    async def _call(self, to: str, data: bytes, block: BlockRef) -> bytes:
-        """eth_call pinned to ``block``'s hash; failures come out as ``KeeperError`` (a node
-        behind or rate-limiting is retried by the policy, then the block is retried on the next
-        head; a revert is ``SimulationReverted``)."""
-        call = {"to": to, "data": "0x" + data.hex()}
+    async def _call(self, to: str, data: bytes | str, block: BlockRef) -> bytes:
+        """eth_call (``data``: bytes or 0x-hex) pinned to ``block``'s hash; failures come out
+        as ``KeeperError`` (a node behind or rate-limiting is retried by the policy, then the
+        block is retried on the next head; a revert is ``SimulationReverted``)."""
+        call = {"to": to, "data": data if isinstance(data, str) else "0x" + data.hex()}
         raw = await self._rpc.call("eth_call", [call, block.hash])
         if not isinstance(raw, str) or not raw.startswith("0x"):
             raise DecodeError(f"eth_call to {to} at block {block.number}: not hex: {raw!r}")

@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import fields
 from typing import Any
 
+import pytest
 from eth_abi.abi import encode
 from rpc_servers import jsonrpc_server, ok
 from vaults import vault_state
@@ -59,3 +60,46 @@ def test_unchanged_state_bytes_reuse_their_decoding_and_changed_ones_are_decoded
     assert second[0] is first[0] and second[1] is first[1]  # the same bytes: not decoded again
     assert third[0] is first[0]
     assert third[1] is not first[1] and third[1].state_nonce == 8  # changed: decoded afresh
+
+
+def test_the_same_vaults_send_the_same_multicall_and_a_new_list_a_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The multicall's calldata is encoded once for a list of vaults (and their book sizes)
+    and sent again while they stay the same; another list of vaults is asked for afresh."""
+    header = [
+        abi.Call3("0x" + "11" * 20, abi.GET_BASEFEE, allow_failure=False),
+        abi.Call3("0x" + "11" * 20, abi.GET_BLOCK_TIMESTAMP, allow_failure=False),
+        abi.Call3("0x" + "22" * 20, abi.REGISTRY_VERSION, allow_failure=False),
+    ]
+
+    def expected(listed: list[str]) -> str:
+        calls = header + [abi.Call3(v, abi.GET_STATE) for v in listed]
+        return "0x" + abi.encode_aggregate3(calls).hex()
+
+    vaults = [[A, B], [A, B], [A, B], [A]]
+    want = [expected(listed) for listed in vaults]
+    sent: list[str] = []
+    encoded: list[int] = []
+    real = abi.encode_aggregate3
+    monkeypatch.setattr(abi, "encode_aggregate3", lambda calls: encoded.append(1) or real(calls))
+
+    def handler(request: dict[str, Any]) -> dict[str, Any]:
+        sent.append(request["params"][0]["data"])
+        return ok(request, _answer([vault_state(address=v) for v in vaults[len(sent) - 1]]))
+
+    async def go() -> None:
+        async with jsonrpc_server(handler) as url:
+            rpc = RpcClient(RpcConfig(urls=(url,)))
+            reader = StateReader(rpc, "0x" + "11" * 20, "0x" + "22" * 20, 200)
+            try:
+                for listed in vaults:
+                    await reader.read(BLOCK, listed)
+            finally:
+                await rpc.close()
+
+    asyncio.run(go())
+    assert sent == want
+    # the first read learns the books' sizes (the chunks are sized by gas): encoded again
+    # for the second; the third sends the second's calldata; [A] is encoded afresh
+    assert len(encoded) == 3
