@@ -52,7 +52,7 @@ Decided = tuple[Snapshot, Sequence[Decision]]
 """A block's snapshot and the decisions made from it."""
 
 
-_HEADER = ("getBasefee", "getCurrentBlockTimestamp", "registry version")  # the first calls
+_HEADER = ("getBasefee", "getCurrentBlockTimestamp", "registry version")  # the first 3 results
 
 
 class StateReader:
@@ -89,9 +89,9 @@ class StateReader:
         finally:
             for task in rest:  # when a chunk failed or the read was cancelled
                 task.cancel()
-        base_fee = abi.decode_uint(results[0].return_data, "getBasefee")
-        timestamp = abi.decode_uint(results[1].return_data, "getCurrentBlockTimestamp")
-        version = abi.decode_uint(results[2].return_data, "registry version")
+        base_fee, timestamp, version = (
+            abi.decode_uint(r.return_data, what) for r, what in zip(results, _HEADER, strict=False)
+        )
         states, unreadable = self._decode_vaults(vaults, results[len(_HEADER) :])
         self._legs.update({s.address: len(s.book) for s in states})
         return Snapshot(

@@ -127,9 +127,9 @@ def get(conn: Connection, entry_id: int) -> JournalEntry:
     return _entry(row)
 
 
-_IN_STATES = select(journal).where(journal.c.state.in_(bindparam("b_states", expanding=True)))
-_IN_STATES_OF = _IN_STATES.where(journal.c.sender == bindparam("b_sender")).order_by(journal.c.id)
-_IN_STATES = _IN_STATES.order_by(journal.c.id)
+_STATE_IN = select(journal).where(journal.c.state.in_(bindparam("b_states", expanding=True)))
+_IN_STATES = _STATE_IN.order_by(journal.c.id)
+_IN_STATES_OF = _STATE_IN.where(journal.c.sender == bindparam("b_sender")).order_by(journal.c.id)
 
 
 def in_states(

@@ -36,19 +36,17 @@ _TAKE_FREE = delete(free_nonces).where(
 def _lock(conn: Connection, sender: str, now: float, start: int = 0) -> int:
     """Lock the sender's row (creating it at ``start``) and return its next nonce."""
     insert_ignore(conn, nonces, {"sender": sender, "next_nonce": start, "updated_at": now})
-    conn.execute(update(nonces).where(nonces.c.sender == sender).values(updated_at=now))
-    return int(
-        conn.execute(select(nonces.c.next_nonce).where(nonces.c.sender == sender)).scalar_one()
-    )
+    conn.execute(_TOUCH, {"b_sender": sender, "updated_at": now})
+    return int(conn.execute(_NEXT, {"b_sender": sender}).scalar_one())
 
 
 def _set_next(conn: Connection, sender: str, value: int) -> None:
-    conn.execute(update(nonces).where(nonces.c.sender == sender).values(next_nonce=value))
+    conn.execute(_TOUCH, {"b_sender": sender, "next_nonce": value})
 
 
 def peek(conn: Connection, sender: str) -> int | None:
     """The next fresh nonce, or None before the first resync (not a failure)."""
-    value = conn.execute(select(nonces.c.next_nonce).where(nonces.c.sender == sender)).scalar()
+    value = conn.execute(_NEXT, {"b_sender": sender}).scalar()
     return None if value is None else int(value)
 
 
@@ -74,7 +72,7 @@ def claim(conn: Connection, entry_id: int, now: float, sender: str | None = None
         conn.execute(_TAKE_FREE, {"b_sender": sender, "b_nonce": nonce})
     else:
         nonce = int(conn.execute(_NEXT, {"b_sender": sender}).scalar_one())
-        conn.execute(_TOUCH, {"b_sender": sender, "next_nonce": nonce + 1})
+        _set_next(conn, sender, nonce + 1)
     journal.set_nonce(conn, entry_id, nonce, now)  # conditional: an intent without a nonce
     return nonce
 

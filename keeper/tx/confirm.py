@@ -141,7 +141,7 @@ class Confirmer:
         # links any blocks between): then only blocks past the head are asked about.
         last = self._last_head
         linking = last is not None and block.number > last.number
-        since = block.number + 1 if linking else self._reorg_since(block)
+        since = block.number + 1 if linking else self._window_start(block.number)
         for number in {
             e.mined_block_number
             for e in self._store.mined_since(since)
@@ -275,7 +275,7 @@ class Confirmer:
         asked only about blocks past ``block``. Otherwise (a reorg, an unverified gap, the
         first head) every entry of the reorg window is checked against the node."""
         if chain is not None and (chain.reorg or chain.unverified_gap):
-            return block.number - self.config.reorg_window_blocks, {}
+            return self._window_start(block.number), {}
         last = self._last_head
         segment = (block,) if chain is None else chain.added
         if (
@@ -286,19 +286,12 @@ class Confirmer:
             and segment[0].parent_hash == last.hash
         ):
             return last.number + 1, {b.number: b.hash for b in segment}
-        return self._reorg_since(block), {}
+        return self._window_start(block.number), {}
 
-    def _reorg_since(self, block: BlockRef) -> int:
-        """The first block whose mined entries are checked against the chain at ``block``.
-
-        A head that extends the last one reorged nothing we processed; but receipts can come
-        from a block newer than the head being processed, and a reorg of that block would
-        not show as a break between our heads: those are checked every time."""
-        last = self._last_head
-        extends_last = (
-            last is not None and block.number == last.number + 1 and block.parent_hash == last.hash
-        )
-        return block.number - (0 if extends_last else self.config.reorg_window_blocks)
+    def _window_start(self, head: int) -> int:
+        """The first block of the reorg window at ``head``: every entry mined in it or later
+        is checked against the node when the head's link to the last one is not known."""
+        return head - self.config.reorg_window_blocks
 
     async def reconcile(self, redecide: Redecide) -> LifecycleReport:
         """At start: bring the journal in line with the chain without sending anything twice
@@ -312,7 +305,7 @@ class Confirmer:
         head = await self._sender.head()
         tally = _Tally(head, redecide)
         self._fail_intents(tally, older_than=0.0)
-        await self._check_reorgs(tally, since=head - self.config.reorg_window_blocks)
+        await self._check_reorgs(tally, since=self._window_start(head))
         self._recheck |= {
             e.nonce for e in self._store.open_entries(self.address) if e.nonce is not None
         }
