@@ -125,7 +125,9 @@ async def _connect(app: web.Application) -> None:
     w3 = AsyncWeb3(provider)
     app[W3] = w3
     # web3's AsyncEth has the methods and result shapes of keeper.chain.eth.Eth
-    app[DIRECT] = UniswapDirect(cast(Chain, w3), cfg.quoter, cfg.swap_router, cfg.fee_tiers)
+    app[DIRECT] = UniswapDirect(
+        cast(Chain, w3), cfg.quoter, cfg.swap_router, cfg.fee_tiers, multicall=cfg.multicall
+    )
 
 
 async def _disconnect(app: web.Application) -> None:

@@ -32,6 +32,7 @@ class ServiceConfig:
     usdc: str
     quoter: str
     swap_router: str
+    multicall: str | None = None  # Multicall3: every quote of an order in one eth_call
     api_key: str | None = None
     fee_tiers: tuple[int, ...] = (500, 3000)
     split_steps_bps: tuple[int, ...] = (0, 2500, 5000, 7500, 10000)
@@ -70,6 +71,8 @@ def config_from_manifest(
             for k in ("WETH", "USDC", "QuoterV2", "SwapRouter")
         }
         chain_id = int(data["chain_id"])
+        listed = contracts.get("Multicall3")
+        multicall = None if listed is None else _address(listed["address"], "Multicall3")
     except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"{path}: missing or bad entry {exc}") from None
     return ServiceConfig(
@@ -79,6 +82,7 @@ def config_from_manifest(
         usdc=addresses["USDC"],
         quoter=addresses["QuoterV2"],
         swap_router=addresses["SwapRouter"],
+        multicall=multicall,
         api_key=api_key,
         **knobs,
     )

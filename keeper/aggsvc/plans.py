@@ -10,7 +10,6 @@ the same ``msg.sender`` (the taker) and pays out to the taker.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -75,16 +74,7 @@ async def best_plan(
         if part > 0
     }
     needed |= {(fee, amount) for fee in direct.fee_tiers}
-    keys = sorted(needed)
-    results = await asyncio.gather(
-        *(direct.quote_tier(sell, buy, part, fee) for fee, part in keys), return_exceptions=True
-    )
-    quotes: dict[tuple[int, int], TierQuote] = {}
-    for key, result in zip(keys, results, strict=True):
-        if isinstance(result, TierQuote):
-            quotes[key] = result
-        elif not isinstance(result, QuoteRefused):
-            raise result
+    quotes = await direct.quote_each(sell, buy, sorted(needed))
     plans = [Plan((quotes[(fee, amount)],)) for fee in direct.fee_tiers if (fee, amount) in quotes]
     for a, b in combinations(direct.fee_tiers, 2):
         for first, second in split_amounts(amount, steps_bps):

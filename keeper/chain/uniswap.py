@@ -208,6 +208,51 @@ class UniswapDirect:
             results += await self._aggregate([calls[i] for i in part], block)
         return depth_from_results(keys, results)
 
+    async def quote_each(
+        self,
+        token_in: str,
+        token_out: str,
+        wanted: Sequence[tuple[int, int]],
+        block: BlockId = "latest",
+    ) -> dict[tuple[int, int], TierQuote]:
+        """QuoterV2 for every (fee tier, amount in) of ``wanted``: one multicall eth_call per
+        ``gas_cap`` of sub-calls when a Multicall3 is known, else one call per pair, run
+        together. A pool that cannot fill its amount (the quoter reverts) is left out; a
+        transport failure raises ``QuoteError``."""
+        if self._multicall is None:
+            return await self._quote_each_alone(token_in, token_out, wanted, block)
+        calls = [
+            abi.Call3(self.quoter, encode_quote_exact_input_single(token_in, token_out, a, fee))
+            for fee, a in wanted
+        ]
+        results: list[abi.CallResult] = []
+        for part in abi.plan_chunks([QUOTE_GAS] * len(calls), len(calls) or 1, self._gas_cap):
+            results += await self._aggregate([calls[i] for i in part], block)
+        return {
+            (fee, a): decode_quote_exact_input_single(fee, a, r.return_data)
+            for (fee, a), r in zip(wanted, results, strict=True)
+            if r.success
+        }
+
+    async def _quote_each_alone(
+        self,
+        token_in: str,
+        token_out: str,
+        wanted: Sequence[tuple[int, int]],
+        block: BlockId,
+    ) -> dict[tuple[int, int], TierQuote]:
+        results = await asyncio.gather(
+            *(self.quote_tier(token_in, token_out, a, fee, block) for fee, a in wanted),
+            return_exceptions=True,
+        )
+        quotes: dict[tuple[int, int], TierQuote] = {}
+        for key, result in zip(wanted, results, strict=True):
+            if isinstance(result, TierQuote):
+                quotes[key] = result
+            elif not isinstance(result, QuoteRefused):
+                raise result
+        return quotes
+
     async def _aggregate(self, calls: Sequence[abi.Call3], block: BlockId) -> list[abi.CallResult]:
         data = abi.encode_aggregate3(calls)
         self.calls += 1

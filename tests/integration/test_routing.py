@@ -293,6 +293,38 @@ def test_the_depth_of_a_book_is_one_multicall_equal_to_quoter_v2(
     assert sells == sorted(sells, reverse=True)  # the average price falls with the size
 
 
+def test_an_orders_quotes_are_one_multicall_equal_to_one_call_each(
+    fresh_world: ForkedWorld, rpc_url: str
+) -> None:
+    """What the service prices an order with (every tier, every split part): one eth_call,
+    the same quotes as one QuoterV2 call per pair, and a part no pool can fill left out."""
+    w = fresh_world
+    no_pool = 10_000  # a tier the world has no pool for: the quoter reverts
+    wanted = [(500, WAD), (3000, WAD), (500, 7 * WAD), (3000, 23 * WAD), (no_pool, WAD)]
+
+    async def main() -> tuple[dict[Any, Any], dict[Any, Any], int, int]:
+        w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+        batched = UniswapDirect(
+            w3, w.quoter.address, w.router.address, multicall=w.multicall.address
+        )
+        alone = UniswapDirect(w3, w.quoter.address, w.router.address)
+        one = await batched.quote_each(w.weth.address, w.usdc.address, wanted)
+        each = await alone.quote_each(w.weth.address, w.usdc.address, wanted)
+        await w3.provider.disconnect()
+        return one, each, batched.calls, alone.calls
+
+    one, each, multicalls, _ = asyncio.run(main())
+    # the service is given the manifest's Multicall3, so it prices every order this way
+    assert config_from_manifest(w.manifest_file, rpc_url).multicall == w.multicall.address
+    assert multicalls == 1
+    assert set(one) == set(each) == set(wanted[:-1])  # the part no pool fills is left out
+    for (fee, amount), quote in one.items():
+        # (QuoterV2's gas estimate differs: a pool quoted earlier in the multicall is warm)
+        assert (quote.fee, quote.amount_in) == (fee, amount)
+        assert quote.amount_out == each[(fee, amount)].amount_out
+        assert quote.amount_out == quoter_out(w, w.weth, w.usdc, amount, fee)
+
+
 def test_the_direct_swap_is_the_quoted_tier_with_the_signed_minimum(
     fresh_world: ForkedWorld, rpc_url: str
 ) -> None:
