@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -76,7 +76,7 @@ from keeper.errors import (
     SimulationReverted,
 )
 from keeper.store import JournalEntry, Store, TxIntent, TxKind
-from keeper.tx import Lifecycle, Receipt, Refused, Verdict
+from keeper.tx import Lifecycle, Prepared, Receipt, Refused, Verdict
 
 log = logging.getLogger("keeper.act")
 
@@ -141,7 +141,8 @@ class Stages:
     quote: float = 0.0  # the direct route's multicall (and the nets' exact sizes)
     race: float = 0.0  # waiting for the aggregator after the direct quote (its budget)
     plan: float = 0.0
-    simulate: float = 0.0
+    simulate: float = 0.0  # waiting for simulations (signing ahead excluded)
+    sign_ahead: float = 0.0  # journaling and signing a settlement while it simulates
     send: float = 0.0
 
 
@@ -306,24 +307,11 @@ class RebalanceActor:
                 },
             )
         go = await self._affordable(go)
-        by_vault = {d.vault: d for d in decisions}
-        sent: set[str] = set()
+        sends = _BlockSends(block, {d.vault: d for d in decisions})
         swapping: set[bool] = set()  # directions swapped this block, across books: one pool
-        limits: list[int] = []  # the gas limits sent this block
-
-        async def send(tx: PlannedTx) -> None:
-            if not self._fitting(block, limits, [tx], _limits([tx])):
-                return
-            t1 = time.perf_counter()
-            vaults = await self._send(block, tx, by_vault)
-            self._stage("send", t1)
-            if vaults:
-                limits.append(tx.gas_limit or 0)
-            sent.update(vaults)
-
         for book in books(go):
-            await self._book(block, book, snapshot.base_fee_wei, swapping, limits, send)
-        return sent
+            await self._book(sends, book, snapshot.base_fee_wei, swapping)
+        return sends.sent
 
     def _fitting(
         self, block: BlockRef, sent: Sequence[int], txs: list[PlannedTx], limits: Sequence[int]
@@ -430,22 +418,23 @@ class RebalanceActor:
 
     async def _book(
         self,
-        block: BlockRef,
+        sends: _BlockSends,
         trades: Sequence[TradeSpec],
         gas_price_wei: int,
         swapping: set[bool],
-        sent_limits: Sequence[int],
-        send: Callable[[PlannedTx], Awaitable[None]],
     ) -> None:
-        """Simulate and ``send`` the transactions of one book, in rounds of one quote each:
+        """Simulate and send the transactions of one book, in rounds of one quote each:
         the book; then every vault the plan left out, each alone (all quoted in one
         multicall); then settlements the node could not fit, in halves, and settlements
         without the vault a simulation named. A round's simulations run together and each
         transaction is sent as soon as it and those planned before it have simulated (plan
-        order; the first does not wait for the others). ``swapping``: the directions this
-        block already swaps (updated: every book of the block trades on the same pool).
-        Settlements whose expected gas limit would not fit in the block's share after
-        ``sent_limits`` (updated by ``send``) are not simulated (decided afresh next block)."""
+        order; the first does not wait for the others); while the node simulates the next
+        one to send, it is journaled and signed at the gas limit its simulation is expected
+        to give (:meth:`_sign_ahead`). ``swapping``: the directions this block already swaps
+        (updated: every book of the block trades on the same pool). Settlements whose
+        expected gas limit would not fit in the block's share after ``sends.limits`` are
+        not simulated (decided afresh next block)."""
+        block = sends.block
         rounds: list[Group] = [(list(trades), self.config.legs_per_settlement())]
         for _ in range(4 * len(trades) + 4):  # every retry removes a vault or halves a cap
             if not rounds:
@@ -469,18 +458,25 @@ class RebalanceActor:
                         extra={"fields": {"vault": vault, "why": why}},
                     )
                 expected = [self._expected_limit(tx) for tx in txs]
-                txs = self._fitting(block, sent_limits, txs, expected)
-                simulations = [asyncio.ensure_future(self._simulate(tx)) for tx in txs]
+                txs = self._fitting(block, sends.limits, txs, expected)
+                simulations = []
+                for i, tx in enumerate(txs):  # encoded once: simulated, signed ahead and sent
+                    txs[i] = replace(tx, call=self._tx(tx))
+                    simulations.append(asyncio.ensure_future(self._simulate(txs[i])))
+                    await asyncio.sleep(0)  # its request leaves before the next is encoded
                 try:
                     for tx, simulation in zip(txs, simulations, strict=True):
+                        early = await self._sign_ahead(sends, tx, simulation)
                         t1 = time.perf_counter()
                         outcome = await simulation
                         self._stage("simulate", t1)
                         if isinstance(outcome, PlannedTx):
                             if outcome.route is not None:  # only a sent swap moves the pool
                                 swapping.add(outcome.settlement.net.sell_underlying)
-                            await send(outcome)
+                            await self._send_fitting(sends, outcome, early)
                             continue
+                        if isinstance(early, Prepared):
+                            self.lifecycle.withdraw(early, f"its simulation failed: {outcome}")
                         inside = set(tx.settlement.vaults)
                         members = [t for t in group if t.vault in inside]
                         rounds += _retry_after(outcome, members, max_legs)
@@ -672,13 +668,79 @@ class RebalanceActor:
         """What a gas guess is keyed by: the vault's own rebalance or a settlement."""
         return "rebalance" if tx.single and tx.route is not None else "settle"
 
-    async def _send(
-        self, block: BlockRef, tx: PlannedTx, decisions: dict[str, Decision]
-    ) -> set[str]:
+    def _limit_at_guess(self, tx: PlannedTx) -> int | None:
+        """The gas limit ``tx`` is sent with when its simulation succeeds at the gas guess
+        (``gas_needed``'s first try), with headroom; None when there is no usable guess."""
+        guess = self.gas_guess.limit_for(self._call_kind(tx), len(tx.settlement.legs))
+        if guess is None or guess > self.config.simulation_gas_cap:
+            return None
+        return guess * (10_000 + self.config.gas_headroom_bps) // 10_000
+
+    async def _sign_ahead(
+        self, sends: _BlockSends, tx: PlannedTx, simulation: asyncio.Future[Any]
+    ) -> Prepared | Refused | None:
+        """Journal and sign ``tx`` while the node simulates it, at the gas limit the guess
+        gives: the commit and the signature then do not wait for the simulation's answer.
+        Only the next transaction to be sent is signed ahead (the ones before it are sent
+        or dropped), so a withdrawn one gives back the nonce the next one takes. None when
+        the simulation has answered already or the limit is not known before its answer."""
+        if simulation.done():
+            return None
+        limit = self._limit_at_guess(tx)
+        if limit is None:
+            return None
+        block = sends.block
+        share = self.config.block_gas_share
+        if within_block_gas([*sends.limits, limit], block.gas_limit, share) <= len(sends.limits):
+            return None  # it would not fit: the send after the simulation says so
+        t0 = time.perf_counter()
+        prepared = await self.lifecycle.prepare(self._intent(sends, replace(tx, gas_limit=limit)))
+        self._stage("sign_ahead", t0)
+        return prepared
+
+    async def _send_fitting(
+        self, sends: _BlockSends, tx: PlannedTx, early: Prepared | Refused | None
+    ) -> None:
+        """Send ``tx`` (simulated) if it fits in the block's share of gas after what was sent
+        (``early``: what :meth:`_sign_ahead` made of it)."""
+        if isinstance(early, Refused):  # logged by the lifecycle; decided afresh next block
+            return
+        if not self._fitting(sends.block, sends.limits, [tx], _limits([tx])):
+            if early is not None:
+                self.lifecycle.withdraw(early, "the block's gas is spent")
+            return
+        t1 = time.perf_counter()
+        vaults = await self._send(sends, tx, early)
+        self._stage("send", t1)
+        if vaults:
+            sends.limits.append(tx.gas_limit or 0)
+        sends.sent.update(vaults)
+
+    async def _send(self, sends: _BlockSends, tx: PlannedTx, early: Prepared | None) -> set[str]:
+        """Broadcast ``tx``: the bytes signed ahead when they are the ones simulated (same
+        call, same gas limit), else (the ahead ones withdrawn) freshly journaled and signed.
+        Returns the vaults sent for (none when the lifecycle refused)."""
+        if early is not None and (early.intent.to, early.intent.data) != tx.call:
+            self.lifecycle.withdraw(early, "another route was simulated")
+            early = None
+        if early is not None and early.intent.gas_limit != tx.gas_limit:
+            self.lifecycle.withdraw(early, "its simulation gave another gas limit")
+            early = None
+        if early is not None:
+            outcome = await self.lifecycle.send_prepared(early)
+        else:
+            outcome = await self.lifecycle.submit(self._intent(sends, tx))
+        if isinstance(outcome, Refused):  # logged by the lifecycle; decided afresh next block
+            return set()
+        self._log_sent(tx, outcome.entry)
+        return set(tx.settlement.vaults)
+
+    def _intent(self, sends: _BlockSends, tx: PlannedTx) -> TxIntent:
         s = tx.settlement
         to, data = self._tx(tx)
         vaults = s.vaults
-        intent = TxIntent(
+        decisions = sends.decisions
+        return TxIntent(
             kind=TxKind.REBALANCE,
             sender=self.config.keeper,
             to=to,
@@ -687,7 +749,7 @@ class RebalanceActor:
             urgent=any(decisions[v].urgent for v in vaults if v in decisions),
             vaults=vaults,
             payload={
-                "block": block.number,
+                "block": sends.block.number,
                 "vaults": list(vaults),
                 "call": "rebalance" if to != self.config.settlement else "settle",
                 "legs": s.journal_legs(),
@@ -701,17 +763,16 @@ class RebalanceActor:
                 "decisions": {v: _decision_json(decisions[v]) for v in vaults if v in decisions},
             },
         )
-        outcome = await self.lifecycle.submit(intent)
-        if isinstance(outcome, Refused):  # logged by the lifecycle; decided afresh next block
-            return set()
-        entry = outcome.entry
+
+    def _log_sent(self, tx: PlannedTx, entry: JournalEntry) -> None:
+        s = tx.settlement
         log.info(
             "rebalance sent",
             extra={
                 "fields": {
-                    "vaults": vaults,
+                    "vaults": s.vaults,
                     "legs": len(s.legs),
-                    "call": intent.payload["call"],
+                    "call": entry.payload.get("call"),
                     "net_in": s.net.amount_in,
                     "tx": entry.tx_hash,
                     "nonce": entry.nonce,
@@ -719,7 +780,17 @@ class RebalanceActor:
                 }
             },
         )
-        return set(vaults)
+
+
+@dataclass
+class _BlockSends:
+    """One block's sends: its decisions (journaled with each transaction), the gas limits
+    sent (they fill the block's gas share) and the vaults sent for."""
+
+    block: BlockRef
+    decisions: dict[str, Decision]
+    limits: list[int] = field(default_factory=list)
+    sent: set[str] = field(default_factory=set)
 
 
 def _limits(txs: Sequence[PlannedTx]) -> list[int]:
@@ -749,7 +820,7 @@ def _direct_instead(tx: PlannedTx) -> PlannedTx | None:
     """The same settlement on the keeper's own direct route (None if it already is)."""
     if tx.route is None or not tx.route.uses_aggregator:
         return None
-    return replace(tx, route=replace(tx.route, quote=tx.route.direct))
+    return replace(tx, route=replace(tx.route, quote=tx.route.direct), call=None)
 
 
 def _retry_after(outcome: KeeperError, members: list[TradeSpec], max_legs: int) -> list[Group]:

@@ -5,6 +5,7 @@ from keeper.tx.confirm import ConfirmConfig, Confirmer, LifecycleReport, Receipt
 from keeper.tx.lifecycle import (
     Lifecycle,
     LifecycleConfig,
+    Prepared,
     Refusal,
     Refused,
     SubmitOutcome,
@@ -18,6 +19,7 @@ __all__ = [
     "Lifecycle",
     "LifecycleConfig",
     "LifecycleReport",
+    "Prepared",
     "Receipt",
     "Redecide",
     "Refusal",

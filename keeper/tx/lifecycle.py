@@ -14,6 +14,11 @@ from                  event                                         to
 (new)                 ``submit``: fees fit the cap, vaults free,     signed (in one store
                       gas, funds and nonces checked: intent,         transaction, the one
                       nonce claimed, signed, bytes journaled         commit before sending)
+(new)                 ``prepare`` (``submit``'s first half: the      signed (not sent)
+                      actor signs while the node simulates)
+signed (prepared)     ``send_prepared``                              sent
+signed (prepared)     ``withdraw`` (its simulation failed)           failed (nonce given
+                                                                     back, vaults freed)
 (new)                 ``submit``: fees above the cap, vault          nothing journaled
                       backing off or in flight, a check or the       (``Refused``)
                       signing fails
@@ -50,7 +55,7 @@ from dataclasses import dataclass
 
 from keeper import metrics
 from keeper.core.chaintrack import ChainUpdate
-from keeper.core.fees import SendNow, quote_new
+from keeper.core.fees import FeeQuote, SendNow, quote_new
 from keeper.core.types import BlockRef
 from keeper.errors import (
     ConfigError,
@@ -92,6 +97,32 @@ class Refused:
 
 
 SubmitOutcome = Submitted | Refused
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An intent journaled and signed, not broadcast (:meth:`Lifecycle.prepare`)."""
+
+    intent: TxIntent
+    fees: FeeQuote
+    entry: JournalEntry
+
+
+def _refusal(exc: KeeperError) -> Refused:
+    """The outcome of a submission that raised ``exc``."""
+    if isinstance(exc, FeeCapExceeded):
+        return Refused(Refusal.FEES, str(exc))
+    if isinstance(exc, JournalConflict):
+        return Refused(Refusal.IN_FLIGHT, str(exc))
+    if isinstance(exc, InsufficientFunds):
+        return Refused(Refusal.FUNDS, str(exc))
+    if isinstance(exc, Unsent):  # signed, not broadcast: re-decided next block
+        return Refused(Refusal.NODE, str(exc), exc.entry_id)
+    if isinstance(exc, RetryableError):
+        return Refused(Refusal.NODE, str(exc))
+    if isinstance(exc, (ConfigError, FatalError)):
+        return Refused(Refusal.INVALID, str(exc))
+    return Refused(Refusal.NODE, str(exc))
 
 
 @dataclass(frozen=True)
@@ -170,28 +201,43 @@ class Lifecycle:
     async def submit(self, intent: TxIntent) -> SubmitOutcome:
         """Journal, sign and broadcast ``intent``: ``Submitted`` or a ``Refused`` outcome
         (never an exception for a refusal)."""
+        prepared = await self.prepare(intent)
+        if isinstance(prepared, Refused):
+            return prepared
+        return await self.send_prepared(prepared)
+
+    async def prepare(self, intent: TxIntent) -> Prepared | Refused:
+        """The first half of :meth:`submit`: journal and sign ``intent`` (the one commit
+        before a broadcast) without sending it. The actor signs a settlement this way while
+        its simulation is still on the node; then it sends it (:meth:`send_prepared`) or
+        withdraws it (:meth:`withdraw`). A crash in between leaves a ``signed`` entry, which
+        the next start re-decides before any broadcast, as for every signed entry."""
         refused = self._precheck(intent)
         if refused is not None:
             return self._logged(intent, refused)
         try:
             fees = await self._sender.new_fees(intent)  # before anything is journaled
-            entry = await self._sender.submit(intent, fees)
-        except FeeCapExceeded as exc:
-            return self._logged(intent, Refused(Refusal.FEES, str(exc)))
-        except JournalConflict as exc:
-            return self._logged(intent, Refused(Refusal.IN_FLIGHT, str(exc)))
-        except InsufficientFunds as exc:
-            return self._logged(intent, Refused(Refusal.FUNDS, str(exc)))
-        except Unsent as exc:  # signed, not broadcast: re-decided next block
-            return self._logged(intent, Refused(Refusal.NODE, str(exc), exc.entry_id))
-        except RetryableError as exc:
-            return self._logged(intent, Refused(Refusal.NODE, str(exc)))
-        except (ConfigError, FatalError) as exc:
-            return self._logged(intent, Refused(Refusal.INVALID, str(exc)))
+            return Prepared(intent, fees, await self._sender.prepare(intent, fees))
         except KeeperError as exc:
-            return self._logged(intent, Refused(Refusal.NODE, str(exc)))
+            return self._logged(intent, _refusal(exc))
+
+    async def send_prepared(self, prepared: Prepared) -> SubmitOutcome:
+        """Broadcast what :meth:`prepare` signed."""
+        try:
+            entry = await self._sender.send_prepared(prepared.intent, prepared.fees, prepared.entry)
+        except KeeperError as exc:
+            return self._logged(prepared.intent, _refusal(exc))
         metrics.tx_broadcast(entry.kind.value)
         return Submitted(entry)
+
+    def withdraw(self, prepared: Prepared, why: str) -> None:
+        """What :meth:`prepare` signed is not sent after all (its simulation failed, or the
+        block's plan changed): ``failed``, its nonce given back, its vaults free."""
+        entry = self._store.mark_failed(prepared.entry.id, f"withdrawn before broadcast: {why}")
+        log.info(
+            "signed transaction withdrawn before broadcast",
+            extra={"fields": {"entry": entry.id, "nonce": entry.nonce, "why": why}},
+        )
 
     async def receipt(self, tx_hash: str) -> Receipt | None:
         """The receipt of ``tx_hash`` on the node's canonical chain (None while there is none)."""

@@ -379,7 +379,13 @@ class Sender:
         it before its bytes are broadcast again).
         """
         fees = fees or await self.new_fees(intent)
-        entry = await self.prepare(intent, fees)
+        return await self.send_prepared(intent, fees, await self.prepare(intent, fees))
+
+    async def send_prepared(
+        self, intent: TxIntent, fees: FeeQuote, entry: JournalEntry
+    ) -> JournalEntry:
+        """Broadcast ``entry``, which :meth:`prepare` signed for ``intent`` at ``fees``; on a
+        nonce conflict, signed once more at a fresh nonce (``resend_after_nonce_conflict``)."""
         try:
             return await self._broadcast_signed(entry)
         except (NonceTooLow, Underpriced) as exc:

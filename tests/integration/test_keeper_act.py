@@ -395,8 +395,19 @@ def test_a_rebalance_that_would_revert_is_not_sent(
     for r in dropped:
         assert r.fields["vaults"] == (fresh_world.vaults[second].address,)  # type: ignore[attr-defined]
         assert r.fields["why"].startswith("RouterNotAllowed")  # type: ignore[attr-defined]
-    (entry,) = keeper_entries(k)  # nothing of the refused vault was ever sent
+    # nothing of the refused vault was ever sent: what was signed for it while its
+    # simulation ran was withdrawn before any broadcast (failed, its nonce given back)
+    entries = keeper_entries(k)
+    (entry,) = [e for e in entries if e.state is not JournalState.FAILED]
     assert entry.vaults == (fresh_world.vaults[first].address,)
+    for withdrawn in (e for e in entries if e.state is JournalState.FAILED):
+        assert withdrawn.vaults == (fresh_world.vaults[second].address,)
+        assert str(withdrawn.error).startswith("withdrawn before broadcast")
+        assert withdrawn.sent_at_block is None
+    # no nonce lost: each one below the next is used or free to be used again
+    used = {e.nonce for e in entries if e.state is not JournalState.FAILED}
+    below = set(range(k.store.next_nonce(entry.sender) or 0))
+    assert below <= used | set(k.store.free_nonces(entry.sender))
     assert len(rebalanced_events(k, fresh_world, first)) == 1
     assert not rebalanced_events(k, fresh_world, second)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
@@ -15,12 +16,14 @@ from keeper.act.actor import (
     ActConfig,
     PlannedTx,
     RebalanceActor,
+    _BlockSends,
     _one_swap_per_side,
     _retry_after,
 )
 from keeper.chain.simulate import GasFound
 from keeper.core import abi
 from keeper.core.book import BookPlan, NetNeed, Settlement
+from keeper.core.fees import FeeQuote
 from keeper.core.planner import TradeSpec, size_trade
 from keeper.core.types import (
     WAD,
@@ -32,7 +35,16 @@ from keeper.core.types import (
     SettleLeg,
     Trade,
 )
-from keeper.errors import OutOfGas, SimulationReverted
+from keeper.errors import KeeperError, OutOfGas, SimulationReverted
+from keeper.store import TxIntent
+from keeper.tx import Prepared, Refusal, Refused, Submitted
+
+CALL = ("0x" + "02" * 20, b"\x01")  # a planned transaction's calldata, as encoded
+
+
+async def not_ahead(*_: Any) -> None:
+    """The actor's sign-ahead, off (these tests look at what is simulated and sent)."""
+    return None
 
 
 def trade(i: int, wei: int, urgent: bool = False) -> TradeSpec:
@@ -85,14 +97,15 @@ def actor_of_two_books(a: TradeSpec, b: TradeSpec) -> tuple[RebalanceActor, list
         for group, max_legs in groups:
             s = one_leg(group[0], group[0].sell_underlying)
             p = BookPlan((s,), (), {}, None, 0)
-            out.append(((group, max_legs), (p, [PlannedTx(s, object(), p)])))  # type: ignore[arg-type]
+            out.append(((group, max_legs), (p, [PlannedTx(s, object(), p, call=CALL)])))  # type: ignore[arg-type]
         return out
 
-    async def send(block: Any, tx: PlannedTx, by: Any) -> set[str]:
+    async def send(sends: Any, tx: PlannedTx, early: Any) -> set[str]:
         return set(tx.settlement.vaults)
 
     actor._plan = plan  # type: ignore[method-assign]
     actor._send = send  # type: ignore[method-assign]
+    actor._sign_ahead = not_ahead  # type: ignore[method-assign]
     trades_by_vault = {a.vault: a, b.vault: b}
     actor._trades = lambda block, ds, states: [trades_by_vault[d.vault] for d in ds]  # type: ignore[method-assign]
     decisions = [
@@ -192,7 +205,7 @@ def test_a_book_refused_in_simulation_is_planned_again_without_the_refusing_vaul
             )
             s = Settlement(legs, NetNeed(True, sum(t.underlying for t in group), 0), 1, {}, {})
             p = BookPlan((s,), (), {}, None, 0)
-            out.append(((group, max_legs), (p, [PlannedTx(s, object(), p)])))  # type: ignore[arg-type]
+            out.append(((group, max_legs), (p, [PlannedTx(s, object(), p, call=CALL)])))  # type: ignore[arg-type]
         return out
 
     async def simulate(tx: PlannedTx) -> PlannedTx | SimulationReverted:
@@ -205,11 +218,14 @@ def test_a_book_refused_in_simulation_is_planned_again_without_the_refusing_vaul
     actor._simulate = simulate  # type: ignore[method-assign]
     ready: list[PlannedTx] = []
 
-    async def send(tx: PlannedTx) -> None:
+    async def send(sends: Any, tx: PlannedTx, early: Any) -> set[str]:
         ready.append(tx)
+        return set(tx.settlement.vaults)
 
-    block = BlockRef(1, "0xb", "0xa", 0)
-    asyncio.run(actor._book(block, [good, bad, other], 0, set(), [], send))
+    actor._send = send  # type: ignore[method-assign]
+    actor._sign_ahead = not_ahead  # type: ignore[method-assign]
+    sends = _BlockSends(BlockRef(1, "0xb", "0xa", 0), {})
+    asyncio.run(actor._book(sends, [good, bad, other], 0, set()))
     assert [tx.settlement.vaults for tx in ready] == [(good.vault, other.vault)]
 
 
@@ -251,7 +267,7 @@ def test_a_settlement_is_sent_as_soon_as_it_and_those_before_it_have_simulated()
         ((group, max_legs),) = groups
         s = tuple(one_leg(t) for t in group)
         p = BookPlan(s, (), {}, None, 0)
-        return [((group, max_legs), (p, [PlannedTx(x, None, p) for x in s]))]
+        return [((group, max_legs), (p, [PlannedTx(x, None, p, call=CALL) for x in s]))]
 
     sent: list[tuple[str, ...]] = []
     first_sent = asyncio.Event()
@@ -261,14 +277,16 @@ def test_a_settlement_is_sent_as_soon_as_it_and_those_before_it_have_simulated()
             await first_sent.wait()
         return replace(tx, gas_limit=100_000)
 
-    async def send(tx: PlannedTx) -> None:
+    async def send(sends: Any, tx: PlannedTx, early: Any) -> set[str]:
         sent.append(tx.settlement.vaults)
         first_sent.set()
+        return set(tx.settlement.vaults)
 
     actor._plan = plan  # type: ignore[method-assign]
     actor._simulate = simulate  # type: ignore[method-assign]
-    block = BlockRef(1, "0xb", "0xa", 0)
-    book = actor._book(block, [first, second], 0, set(), [], send)
+    actor._send = send  # type: ignore[method-assign]
+    actor._sign_ahead = not_ahead  # type: ignore[method-assign]
+    book = actor._book(_BlockSends(BlockRef(1, "0xb", "0xa", 0), {}), [first, second], 0, set())
     asyncio.run(asyncio.wait_for(book, timeout=5))
     assert sent == [(first.vault,), (second.vault,)]
 
@@ -300,3 +318,109 @@ def test_the_calldata_sent_is_the_calldata_simulated_encoded_once(
     assert actor._tx(planned) == (to, data) == planned.call
     assert data[:4] == real(legs, NetSwap(actor.config.settlement, True, 0, 0, b""))[:4]
     assert encoded == [1]  # the send took the simulated bytes
+
+
+# --- signing ahead of the simulation -------------------------------------------------------------
+
+
+class RecordingLifecycle:
+    """The lifecycle's side of a send, recorded: what was prepared, sent, withdrawn."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.calls: list[tuple[str, Any]] = []
+
+    def in_flight_vaults(self) -> frozenset[str]:
+        return frozenset()
+
+    async def fees_allow(self, urgent: bool) -> bool:
+        return True
+
+    async def prepare(self, intent: TxIntent) -> Prepared | Refused:
+        self.calls.append(("prepare", intent.gas_limit))
+        if self.refuse:
+            return Refused(Refusal.FUNDS, "the account cannot pay")
+        return Prepared(intent, FeeQuote(2, 1), entry(intent))
+
+    async def send_prepared(self, prepared: Prepared) -> Submitted:
+        self.calls.append(("send_prepared", prepared.intent.gas_limit))
+        return Submitted(prepared.entry)
+
+    async def submit(self, intent: TxIntent) -> Submitted:
+        self.calls.append(("submit", intent.gas_limit))
+        return Submitted(entry(intent))
+
+    def withdraw(self, prepared: Prepared, why: str) -> None:
+        self.calls.append(("withdraw", why))
+
+
+def entry(intent: TxIntent) -> Any:
+    return SimpleNamespace(tx_hash="0x" + "ab" * 32, nonce=7, max_fee_wei=2, payload={})
+
+
+def sign_ahead_run(
+    simulated: Callable[[PlannedTx, int], PlannedTx | KeeperError],
+    lifecycle: RecordingLifecycle,
+    guess: bool = True,
+) -> set[str]:
+    """One vault's book through ``_book`` with the real sign-ahead: the simulation answers
+    after a pause with ``simulated(tx, the limit the guess gives)``."""
+    t = trade(1, -WAD)
+    actor = RebalanceActor(None, config(), None, None, lifecycle, None)  # type: ignore[arg-type]
+    if guess:
+        actor.gas_guess.learn("settle", 1, GasFound(200_000, "measured"))
+    leg = SettleLeg(t.vault, Trade(True, t.amount_in, 1, t.state.state_nonce, 0), 1)
+    s = Settlement((leg,), NetNeed(True, 0, 0), 0, {t.vault: 1}, {t.vault: 5})
+    plan = BookPlan((s,), (), {}, None, 0)
+    planned_once: list[int] = []
+
+    async def plan_(block: Any, groups: Any, gas: int) -> Any:
+        if planned_once:  # a retry after a failed simulation: nothing left to plan
+            return []
+        planned_once.append(1)
+        return [(groups[0], (plan, [PlannedTx(s, None, plan)]))]
+
+    async def simulate(tx: PlannedTx) -> PlannedTx | KeeperError:
+        await asyncio.sleep(0.01)  # on the node
+        return simulated(tx, actor._limit_at_guess(tx) or 0)
+
+    actor._plan = plan_  # type: ignore[method-assign]
+    actor._simulate = simulate  # type: ignore[method-assign]
+    sends = _BlockSends(BlockRef(1, "0xb", "0xa", 0), {})
+    asyncio.run(actor._book(sends, [t], 0, set()))
+    return sends.sent
+
+
+def test_a_settlement_signed_while_it_simulates_is_sent_as_signed() -> None:
+    life = RecordingLifecycle()
+    sent = sign_ahead_run(lambda tx, limit: replace(tx, gas_limit=limit), life)
+    limit = 200_000 * 11_000 // 10_000 * 12_000 // 10_000  # the guess's margin, the headroom
+    assert life.calls == [("prepare", limit), ("send_prepared", limit)]
+    assert sent == {trade(1, -WAD).vault}
+
+
+def test_a_settlement_signed_ahead_is_withdrawn_when_its_simulation_fails() -> None:
+    life = RecordingLifecycle()
+    sent = sign_ahead_run(lambda tx, limit: SimulationReverted("DeadlineExpired()"), life)
+    assert [c[0] for c in life.calls] == ["prepare", "withdraw"]
+    assert "its simulation failed" in life.calls[1][1] and sent == set()
+
+
+def test_a_settlement_simulated_at_another_limit_is_signed_again_at_it() -> None:
+    life = RecordingLifecycle()
+    sent = sign_ahead_run(lambda tx, limit: replace(tx, gas_limit=limit + 1), life)
+    (_, ahead), withdrawn, again = life.calls
+    assert withdrawn == ("withdraw", "its simulation gave another gas limit")
+    assert again == ("submit", ahead + 1) and len(sent) == 1
+
+
+def test_without_a_gas_guess_nothing_is_signed_before_the_simulation_answers() -> None:
+    life = RecordingLifecycle()
+    sent = sign_ahead_run(lambda tx, limit: replace(tx, gas_limit=90_000), life, guess=False)
+    assert life.calls == [("submit", 90_000)] and len(sent) == 1
+
+
+def test_a_settlement_refused_when_signed_ahead_is_not_sent_after_its_simulation() -> None:
+    life = RecordingLifecycle(refuse=True)
+    sent = sign_ahead_run(lambda tx, limit: replace(tx, gas_limit=limit), life)
+    assert [c[0] for c in life.calls] == ["prepare"] and sent == set()

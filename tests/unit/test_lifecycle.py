@@ -26,7 +26,7 @@ from keeper.core.types import BlockRef
 from keeper.errors import FatalError, RpcTimeout, SimulationReverted, Underpriced
 from keeper.metrics import Metrics
 from keeper.store import JournalEntry, JournalState, Store, TxKind
-from keeper.tx import Lifecycle, Refusal, Refused, Submitted, Verdict
+from keeper.tx import Lifecycle, Prepared, Refusal, Refused, Submitted, Verdict
 from keeper.tx.sender import GuardedRelay
 from keeper.tx.stuck import Step, Why, plan
 
@@ -92,6 +92,37 @@ def test_submit_intent_signed_sent_then_mined(tmp_path: Path) -> None:
     w3.eth.mine()
     assert block(life, w3).mined == (entry.id,)
     assert store.entry(entry.id).state is S.MINED and life.in_flight_vaults() == frozenset()
+
+
+def test_prepared_work_is_sent_as_signed_or_withdrawn_with_its_nonce_given_back(
+    tmp_path: Path,
+) -> None:
+    """Signing ahead (``prepare``) journals and signs without sending; ``send_prepared``
+    broadcasts those very bytes; ``withdraw`` fails the entry before any broadcast, gives its
+    nonce to the next transaction and frees its vaults."""
+    store, w3, acct, life = started(tmp_path)
+    ahead = run(life.prepare(intent(acct.address, VAULT)))
+    assert isinstance(ahead, Prepared) and ahead.entry.state is S.SIGNED
+    assert w3.eth.sent == [] and life.in_flight_vaults() == {VAULT}
+    life.withdraw(ahead, "its simulation failed")
+    withdrawn = store.entry(ahead.entry.id)
+    assert withdrawn.state is S.FAILED and "its simulation failed" in str(withdrawn.error)
+    assert w3.eth.sent == [] and life.in_flight_vaults() == frozenset()
+
+    again = run(life.prepare(intent(acct.address, VAULT)))
+    assert isinstance(again, Prepared) and again.entry.nonce == ahead.entry.nonce
+    outcome = run(life.send_prepared(again))
+    assert isinstance(outcome, Submitted) and outcome.entry.state is S.SENT
+    assert w3.eth.sent == [again.entry.tx_hash]  # the bytes signed ahead, nothing re-signed
+    assert outcome.entry.raw_tx == again.entry.raw_tx
+
+
+def test_preparing_work_for_a_vault_in_flight_is_refused(tmp_path: Path) -> None:
+    store, _, acct, life = started(tmp_path)
+    submitted(life, acct)
+    outcome = run(life.prepare(intent(acct.address, VAULT)))
+    assert isinstance(outcome, Refused) and outcome.reason is Refusal.IN_FLIGHT
+    assert len(store.entries_in(list(S))) == 1
 
 
 def test_above_the_cap_nothing_is_journaled(tmp_path: Path) -> None:
