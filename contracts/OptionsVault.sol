@@ -151,6 +151,8 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     mapping(address => bool) public isRouter;
     mapping(address => bool) public isSettlement;
     mapping(uint256 => PackedLeg) private _book;
+    /// @dev keccak256(abi.encode(params(), guards(), book())), set by every governance change.
+    bytes32 private _configHash;
 
     // --- modifiers -------------------------------------------------------------------------
 
@@ -220,6 +222,21 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
         s.stateNonce = b.nonce;
         s.lastRebalanceAt = b.lastTradeAt;
         (s.notionalAvailable, s.lossAvailable) = _refilled(b, g);
+    }
+
+    /// @inheritdoc IOptionsVault
+    function getHotState() external view returns (HotState memory s) {
+        s.quoteBalance = IERC20(quote).balanceOf(address(this));
+        s.underlyingBalance = IERC20(underlying).balanceOf(address(this));
+        s.oracle = _readOracle();
+        s.paused = paused();
+        s.requestNonce = requestNonce;
+        s.paramsVersion = paramsVersion;
+        Buckets memory b = _buckets;
+        s.stateNonce = b.nonce;
+        s.lastRebalanceAt = b.lastTradeAt;
+        (s.notionalAvailable, s.lossAvailable) = _refilled(b, _guards);
+        s.configHash = _configHash;
     }
 
     /// @inheritdoc IOptionsVault
@@ -729,6 +746,7 @@ contract OptionsVault is IOptionsVault, Ownable2Step, Pausable, ReentrancyGuardT
     function _bumpVersion() private {
         uint64 version = ++paramsVersion;
         ++_buckets.nonce;
+        _configHash = keccak256(abi.encode(params(), _unpackGuards(_guards), book()));
         emit ParamsUpdated(version);
     }
 

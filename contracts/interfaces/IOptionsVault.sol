@@ -67,6 +67,24 @@ interface IOptionsVault {
         uint256 lossAvailable; // loss bucket level now (refill applied), quote units
     }
 
+    /// @notice The part of VaultState that moves from block to block, and the hash of the part
+    /// that only governance changes (params, guards, book; the decimals are immutable): a
+    /// keeper that read getState() when the vault's configHash was h merges these fields into
+    /// it for as long as configHash stays h, and reads getState() again when it changes.
+    struct HotState {
+        uint256 quoteBalance;
+        uint256 underlyingBalance;
+        OracleRound oracle;
+        bool paused;
+        uint64 stateNonce;
+        uint64 requestNonce;
+        uint64 paramsVersion;
+        uint64 lastRebalanceAt;
+        uint256 notionalAvailable;
+        uint256 lossAvailable;
+        bytes32 configHash; // keccak256(abi.encode(params, guards, book)), set on every change
+    }
+
     /// @notice One trade of one vault. The vault gives exactly `amountIn` of the token it sells
     /// and must receive at least max(minOut, oracle bound); it reverts with StaleState unless its
     /// stateNonce still equals `expectedStateNonce` (compare-and-swap: a re-broadcast or re-mined
@@ -145,6 +163,9 @@ interface IOptionsVault {
 
     /// @notice Everything a keeper needs in one call; never reverts because of the feed.
     function getState() external view returns (VaultState memory);
+    /// @notice getState()'s fields that move between governance changes, and configHash, the
+    /// hash of those that do not (a fraction of getState()'s gas and bytes).
+    function getHotState() external view returns (HotState memory);
     /// @notice The book's Black-Scholes delta at the oracle price and implied vol, wad
     /// (underlying units). Reverts like a trade would on a bad oracle round.
     function optionsDeltaWad() external view returns (int256);

@@ -54,9 +54,22 @@ Decided = tuple[Snapshot, Sequence[Decision]]
 
 _HEADER = ("getBasefee", "getCurrentBlockTimestamp", "registry version")  # the first 3 results
 
+HOT, FULL, FULL_ONLY = "hot", "full", "full_only"
+"""How a vault is read: ``getHotState`` merged into the state read in full under the same
+configHash (HOT); ``getState`` and ``getHotState`` (FULL: first read, or its config changed);
+``getState`` alone (FULL_ONLY: a vault without ``getHotState``)."""
+_CALLS = {HOT: 1, FULL: 2, FULL_ONLY: 1}
+
 
 class StateReader:
-    """Reads the registry version, the block's base fee and timestamp, and every vault's state."""
+    """Reads the registry version, the block's base fee and timestamp, and every vault's state.
+
+    A vault's params, guards and book change only by governance, so they are read in full
+    (``getState``) once per configHash and the block's multicall asks most vaults only for
+    what moves (``getHotState``: balances, oracle round, nonces, buckets, and configHash). A
+    vault whose configHash changed is read in full again in a second multicall at the same
+    block. The hash is the vault's own over those fields, so a reorg that replaces a
+    governance change cannot leave a stale copy in use."""
 
     def __init__(
         self,
@@ -72,14 +85,50 @@ class StateReader:
         self._chunk_size = chunk_size
         self._gas_budget = gas_budget
         self._legs: dict[str, int] = {}  # book sizes seen, to size the chunks by gas
-        # vault -> (its last getState bytes, their decoding): most vaults' state does not
-        # change from one block to the next, and the same bytes decode to the same state
+        # vault -> (configHash, the state read in full under it)
+        self._full: dict[str, tuple[bytes, VaultState]] = {}
+        self._full_only: set[str] = set()  # vaults whose getHotState fails
+        # vault -> (its last return bytes, their state): the same bytes make the same state
         self._decoded: dict[str, tuple[bytes, VaultState]] = {}
-        # (vaults, their gas), each chunk's (call count, calldata): the last block's requests
+        # (vaults, how each is read, their gas), each chunk's (call count, calldata): the
+        # last block's requests
         self._requests: tuple[tuple[Any, ...], list[tuple[int, str]]] | None = None
 
     async def read(self, block: BlockRef, vaults: Sequence[str]) -> Snapshot:
-        chunks = self._chunk_requests(vaults)
+        kinds = [self._kind(v) for v in vaults]
+        requests = self._chunk_requests(vaults, kinds, True)
+        calls = len(requests)
+        results = await self._read_chunks(block, requests)
+        base_fee, timestamp, version = (
+            abi.decode_uint(r.return_data, what) for r, what in zip(results, _HEADER, strict=False)
+        )
+        found, unreadable, again = self._decode_vaults(vaults, kinds, results[len(_HEADER) :])
+        if again:  # configHash changed (or getHotState failed): read in full at this block
+            kinds_again = [self._kind(v, changed=True) for v in again]
+            requests = self._chunk_requests(again, kinds_again, False)
+            calls += len(requests)
+            more, more_unreadable, _ = self._decode_vaults(
+                again, kinds_again, await self._read_chunks(block, requests)
+            )
+            found |= more
+            unreadable += more_unreadable
+        states = [found[v] for v in vaults if v in found]
+        self._legs = {s.address: len(s.book) for s in states}
+        live = set(vaults)
+        self._full = {v: f for v, f in self._full.items() if v in live}
+        self._decoded = {v: d for v, d in self._decoded.items() if v in live}
+        return Snapshot(
+            block, base_fee, timestamp, version, tuple(states), tuple(unreadable), rpc_calls=calls
+        )
+
+    def _kind(self, vault: str, changed: bool = False) -> str:
+        if vault in self._full_only:
+            return FULL_ONLY
+        return FULL if changed or vault not in self._full else HOT
+
+    async def _read_chunks(
+        self, block: BlockRef, chunks: list[tuple[int, str]]
+    ) -> list[abi.CallResult]:
         # the first chunk's request is sent now, the others' at the loop's next turn
         rest = [asyncio.ensure_future(self._aggregate(block, *c)) for c in chunks[1:]]
         try:
@@ -89,65 +138,107 @@ class StateReader:
         finally:
             for task in rest:  # when a chunk failed or the read was cancelled
                 task.cancel()
-        base_fee, timestamp, version = (
-            abi.decode_uint(r.return_data, what) for r, what in zip(results, _HEADER, strict=False)
-        )
-        states, unreadable = self._decode_vaults(vaults, results[len(_HEADER) :])
-        self._legs.update({s.address: len(s.book) for s in states})
-        return Snapshot(
-            block,
-            base_fee,
-            timestamp,
-            version,
-            tuple(states),
-            tuple(unreadable),
-            rpc_calls=len(chunks),
-        )
+        return results
 
-    def _chunk_requests(self, vaults: Sequence[str]) -> list[tuple[int, str]]:
-        """The header's calls and every vault's ``getState`` in chunks (by count and gas):
-        each chunk's call count and its ``aggregate3`` calldata as 0x-hex. The same vaults
-        with the same book sizes make the same requests: the last block's are reused."""
-        gas = [abi.get_state_gas(self._legs.get(v, 4)) for v in vaults]
-        key = (tuple(vaults), tuple(gas))
-        if self._requests is not None and self._requests[0] == key:
+    def _chunk_requests(
+        self, vaults: Sequence[str], kinds: Sequence[str], header: bool
+    ) -> list[tuple[int, str]]:
+        """The header's calls (``header``) and each vault's calls (by its kind) in chunks by
+        count and gas: each chunk's call count and its ``aggregate3`` calldata as 0x-hex. A
+        vault's calls stay in one chunk. The block's same request as the last block's (same
+        vaults, kinds and book sizes) reuses its calldata."""
+        gas = [self._gas(v, kind) for v, kind in zip(vaults, kinds, strict=True)]
+        key = (tuple(vaults), tuple(kinds), tuple(gas))
+        if header and self._requests is not None and self._requests[0] == key:
             return self._requests[1]
-        calls = [
-            abi.Call3(self._multicall, abi.GET_BASEFEE, allow_failure=False),
-            abi.Call3(self._multicall, abi.GET_BLOCK_TIMESTAMP, allow_failure=False),
-            abi.Call3(self._registry, abi.REGISTRY_VERSION, allow_failure=False),
-        ] + [abi.Call3(v, abi.GET_STATE) for v in vaults]
-        plan = abi.plan_chunks([30_000] * len(_HEADER) + gas, self._chunk_size, self._gas_budget)
-        requests = [
-            (len(r), "0x" + abi.encode_aggregate3(calls[r.start : r.stop]).hex()) for r in plan
-        ]
-        self._requests = (key, requests)
+        groups: list[list[abi.Call3]] = []
+        if header:
+            groups += [
+                [abi.Call3(self._multicall, abi.GET_BASEFEE, allow_failure=False)],
+                [abi.Call3(self._multicall, abi.GET_BLOCK_TIMESTAMP, allow_failure=False)],
+                [abi.Call3(self._registry, abi.REGISTRY_VERSION, allow_failure=False)],
+            ]
+            gas = [30_000] * len(_HEADER) + gas
+        for vault, kind in zip(vaults, kinds, strict=True):
+            groups.append([abi.Call3(vault, selector) for selector in _SELECTORS[kind]])
+        plan = abi.plan_chunks(gas, self._chunk_size, self._gas_budget)
+        requests = []
+        for r in plan:
+            calls = [call for group in groups[r.start : r.stop] for call in group]
+            requests.append((len(calls), "0x" + abi.encode_aggregate3(calls).hex()))
+        if header:
+            self._requests = (key, requests)
         return requests
 
+    def _gas(self, vault: str, kind: str) -> int:
+        full = abi.get_state_gas(self._legs.get(vault, 4))
+        return {HOT: abi.GET_HOT_STATE_GAS, FULL: full + abi.GET_HOT_STATE_GAS}.get(kind, full)
+
     def _decode_vaults(
-        self, vaults: Sequence[str], results: Sequence[abi.CallResult]
-    ) -> tuple[list[VaultState], list[Unreadable]]:
-        states: list[VaultState] = []
+        self, vaults: Sequence[str], kinds: Sequence[str], results: Sequence[abi.CallResult]
+    ) -> tuple[dict[str, VaultState], list[Unreadable], list[str]]:
+        """Each vault's state from its calls' results; the vaults to read in full again."""
+        found: dict[str, VaultState] = {}
         unreadable: list[Unreadable] = []
-        decoded: dict[str, tuple[bytes, VaultState]] = {}
-        for vault, result in zip(vaults, results, strict=True):
-            if not result.success:
-                reason = abi.decode_revert(result.return_data)
-                unreadable.append(Unreadable(vault, f"getState reverted: {reason}"))
+        again: list[str] = []
+        at = 0
+        for vault, kind in zip(vaults, kinds, strict=True):
+            mine = results[at : at + _CALLS[kind]]
+            at += _CALLS[kind]
+            try:
+                state = self._hot(vault, mine[0]) if kind == HOT else self._whole(vault, mine)
+            except DecodeError as exc:
+                unreadable.append(Unreadable(vault, str(exc)))
                 continue
-            last = self._decoded.get(vault)
-            if last is not None and last[0] == result.return_data:
-                state = last[1]
+            if state is None:
+                again.append(vault)
             else:
-                try:
-                    state = abi.decode_vault_state(vault, result.return_data)
-                except DecodeError as exc:
-                    unreadable.append(Unreadable(vault, str(exc)))
-                    continue
-            decoded[vault] = (result.return_data, state)
-            states.append(state)
-        self._decoded = decoded  # vaults no longer read are forgotten
-        return states, unreadable
+                found[vault] = state
+        if at != len(results):
+            raise DecodeError(f"aggregate3 returned {len(results)} vault results, {at} expected")
+        return found, unreadable, again
+
+    def _hot(self, vault: str, result: abi.CallResult) -> VaultState | None:
+        """The vault's state from its getHotState; None when it must be read in full."""
+        if not result.success:
+            return None  # new code, or a failure: the full read says which
+        last = self._decoded.get(vault)
+        if last is not None and last[0] == result.return_data:
+            return last[1]
+        hot = abi.decode_hot_state(vault, result.return_data)
+        config_hash, cold = self._full[vault]
+        if hot.config_hash != config_hash:
+            return None
+        state = hot.onto(cold)
+        self._decoded[vault] = (result.return_data, state)
+        return state
+
+    def _whole(self, vault: str, results: Sequence[abi.CallResult]) -> VaultState:
+        """The vault's state from getState (and, for a FULL read, its configHash from
+        getHotState: kept to read the vault hot from the next block)."""
+        full = results[0]
+        if not full.success:
+            reason = abi.decode_revert(full.return_data)
+            raise DecodeError(f"getState reverted: {reason}")
+        last = self._decoded.get(vault)
+        if last is not None and last[0] == full.return_data:
+            state = last[1]
+        else:
+            state = abi.decode_vault_state(vault, full.return_data)
+        self._decoded[vault] = (full.return_data, state)
+        if len(results) < 2:
+            return state
+        hot = results[1]
+        if not hot.success:
+            log.warning(
+                "vault without getHotState: read in full every block",
+                extra={"fields": {"vault": vault}},
+            )
+            self._full_only.add(vault)
+            self._full.pop(vault, None)
+            return state
+        self._full[vault] = (abi.decode_hot_state(vault, hot.return_data).config_hash, state)
+        return state
 
     async def registry_vaults(self, block: BlockRef) -> tuple[str, ...]:
         data = await self._call(self._registry, abi.REGISTRY_VAULTS, block)
@@ -185,6 +276,13 @@ class StateReader:
             return bytes.fromhex(raw[2:])
         except ValueError as exc:
             raise DecodeError(f"eth_call to {to} at block {block.number}: {exc}") from exc
+
+
+_SELECTORS = {
+    HOT: (abi.GET_HOT_STATE,),
+    FULL: (abi.GET_STATE, abi.GET_HOT_STATE),
+    FULL_ONLY: (abi.GET_STATE,),
+}
 
 
 def _registry_event(item: dict[str, Any]) -> RegistryEvent:

@@ -22,6 +22,7 @@ from keeper.contracts import load_abi
 from keeper.core.abicodec import Codec, checksum, compile_params, compile_types, snake
 from keeper.core.types import (
     Guards,
+    HotState,
     NetSwap,
     OptionLeg,
     OracleRound,
@@ -264,6 +265,26 @@ def _vault_state(vault: str, s: dict[str, Any]) -> VaultState:
     )
 
 
+GET_HOT_STATE = function(VAULT, "getHotState").selector
+
+
+def decode_hot_state(vault: str, data: bytes) -> HotState:
+    """Decode ``IOptionsVault.getHotState()`` return data (layout from the ABI)."""
+    (raw,) = function(VAULT, "getHotState").decode(data)
+    try:
+        rnd = raw["oracle"]
+        return HotState(
+            oracle_round_id=rnd["round_id"],
+            oracle_answer=rnd["answer"],
+            oracle_updated_at=rnd["updated_at"],
+            oracle_ok=rnd["ok"],
+            **{k: raw[k] for k in _PLAIN_HOT_FIELDS},
+        )
+    except (KeyError, TypeError) as exc:
+        raise DecodeError(f"getHotState of {vault} does not match HotState: {exc}") from exc
+
+
+_PLAIN_HOT_FIELDS = tuple(f.name for f in fields(HotState) if not f.name.startswith("oracle_"))
 _PLAIN_STATE_FIELDS = tuple(
     f.name
     for f in fields(VaultState)
@@ -309,6 +330,7 @@ def decode_aggregate3(data: bytes) -> list[CallResult]:
 
 GET_STATE_GAS_BASE = 60_000  # measured on v1: getState() of a vault with no legs
 GET_STATE_GAS_PER_LEG = 9_000  # measured on v1: each leg of the book
+GET_HOT_STATE_GAS = 50_000  # getHotState() of a world vault, every account cold (measured: 41k)
 
 
 def get_state_gas(legs: int) -> int:

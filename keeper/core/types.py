@@ -9,7 +9,7 @@ estimates, never amounts that are sent.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 WAD = 10**18
 
@@ -111,6 +111,52 @@ class VaultState:
     def underlying_unit(self) -> int:
         """Base units of one whole underlying token."""
         return int(10**self.underlying_decimals)
+
+
+@dataclass(frozen=True)
+class HotState:
+    """``getHotState``: the fields of :class:`VaultState` that move between governance
+    changes, and ``config_hash``, the vault's hash of the rest (params, guards, book; the
+    decimals are immutable). A state read when the hash was the same takes these fields
+    (:meth:`onto`) and is then what ``getState`` would return."""
+
+    quote_balance: int
+    underlying_balance: int
+    oracle_round_id: int
+    oracle_answer: int
+    oracle_updated_at: int
+    oracle_ok: bool
+    paused: bool
+    state_nonce: int
+    request_nonce: int
+    params_version: int
+    last_rebalance_at: int
+    notional_available: int
+    loss_available: int
+    config_hash: bytes
+
+    def onto(self, state: VaultState) -> VaultState:
+        """``state`` (read under this ``config_hash``) with this block's moving fields."""
+        oracle = OracleRound(
+            self.oracle_round_id,
+            self.oracle_answer,
+            self.oracle_updated_at,
+            state.oracle.decimals,
+            self.oracle_ok,
+        )
+        return replace(
+            state,
+            quote_balance=self.quote_balance,
+            underlying_balance=self.underlying_balance,
+            oracle=oracle,
+            paused=self.paused,
+            state_nonce=self.state_nonce,
+            request_nonce=self.request_nonce,
+            params_version=self.params_version,
+            last_rebalance_at=self.last_rebalance_at,
+            notional_available=self.notional_available,
+            loss_available=self.loss_available,
+        )
 
 
 @dataclass(frozen=True)

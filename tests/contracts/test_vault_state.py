@@ -12,8 +12,13 @@ from contract_helpers import (
     World,
     refresh_oracle,
     set_deviation,
+    set_guards,
     swap_on_pool,
 )
+from eth_abi.abi import encode
+from eth_utils.crypto import keccak
+
+from keeper.core import abi
 
 
 def leg_tuple(leg: Any) -> tuple[int, int, int, bool]:
@@ -166,3 +171,72 @@ def test_the_hot_state_shares_one_slot_with_pause(world: World, vault: Any) -> N
     assert raw >> (21 * 8) == vault.bookLength() == 2
     raw = int.from_bytes(bytes(ape.chain.provider.get_storage(vault.address, 2)), "big")
     assert raw >> 224 == vault.stateNonce()
+
+
+def config_hash_of(vault: Any) -> bytes:
+    """keccak256(abi.encode(params(), guards(), book())), computed here from the ABI."""
+    types = [abi.abi_type(abi.function("OptionsVault", n).outputs[0]) for n in CONFIG_VIEWS]
+    values = [vault.params(), vault.guards(), [tuple(leg) for leg in vault.book()]]
+    return keccak(encode(types, [tuple(values[0]), tuple(values[1]), values[2]]))
+
+
+CONFIG_VIEWS = ("params", "guards", "book")
+
+
+def assert_hot_is_get_state(vault: Any) -> Any:
+    """getHotState's fields equal getState's at the same block; its configHash is the hash of
+    the rest. Returns the hot state."""
+    state, hot = vault.getState(), vault.getHotState()
+    for name in (
+        "quoteBalance",
+        "underlyingBalance",
+        "paused",
+        "stateNonce",
+        "requestNonce",
+        "paramsVersion",
+        "lastRebalanceAt",
+        "notionalAvailable",
+        "lossAvailable",
+    ):
+        assert getattr(hot, name) == getattr(state, name), name
+    assert tuple(hot.oracle) == tuple(state.oracle)
+    assert bytes(hot.configHash) == config_hash_of(vault)
+    return hot
+
+
+def test_the_hot_state_is_get_states_moving_part_and_its_hash_names_the_rest(
+    world: World, vault: Any, keeper: Any, deployer: Any
+) -> None:
+    """A trade moves the hot fields and keeps configHash; every governance change of params,
+    guards or book gives a new configHash (the keeper reads such a vault in full again)."""
+    hashes = [bytes(assert_hot_is_get_state(vault).configHash)]
+    set_deviation(vault, deployer, 3 * WAD)  # setParams
+    hashes.append(bytes(assert_hot_is_get_state(vault).configHash))
+    refresh_oracle(world, deployer)
+    before = vault.getHotState()
+    swap_on_pool(world, vault, keeper, True, 2 * WAD)
+    hot = assert_hot_is_get_state(vault)
+    assert hot.stateNonce == before.stateNonce + 1 and hot.configHash == before.configHash
+    expiry = int(ape.chain.blocks.head.timestamp) + 7 * 86400
+    vault.writeOption((2900 * ORACLE, expiry, 5 * WAD, False), sender=deployer)
+    hashes.append(bytes(assert_hot_is_get_state(vault).configHash))
+    vault.removeOption(0, sender=deployer)
+    hashes.append(bytes(assert_hot_is_get_state(vault).configHash))
+    slippage = int(vault.guards().maxSlippageBps)
+    set_guards(vault, deployer, maxSlippageBps=slippage - 10)  # tighter: at once
+    hashes.append(bytes(assert_hot_is_get_state(vault).configHash))
+    assert len(set(hashes)) == len(hashes)
+    set_guards(vault, deployer, maxSlippageBps=slippage)  # looser: queued, then applied
+    # the hash is of the content: the same guards as before give the same hash
+    assert bytes(assert_hot_is_get_state(vault).configHash) == hashes[-2]
+
+
+def test_the_hot_state_costs_less_than_the_readers_budget_for_it(vault: Any) -> None:
+    """The reader sizes its multicall chunks by ``GET_HOT_STATE_GAS`` per hot read."""
+    eth = ape.chain.provider.web3.eth
+    base = 21_000 + 4 * 16  # a transaction's own cost and the selector's calldata
+    hot = eth.estimate_gas({"to": vault.address, "data": "0x" + abi.GET_HOT_STATE.hex()}) - base
+    full = eth.estimate_gas({"to": vault.address, "data": "0x" + abi.GET_STATE.hex()}) - base
+    assert hot <= abi.GET_HOT_STATE_GAS
+    assert full <= abi.get_state_gas(int(vault.bookLength()))
+    print(f"getHotState {hot} gas, getState {full} gas")

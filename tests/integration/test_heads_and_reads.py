@@ -58,3 +58,47 @@ def test_status_prints_every_vault_with_its_last_decision(
     assert "inside band" in out
     assert f"last processed block {chain.blocks.head.number}" in out
     assert "no transaction in flight" in out  # a dry run sends nothing
+
+
+def test_every_block_read_hot_is_what_get_state_says_at_that_block(
+    rpc_url: str, fresh_world: ForkedWorld, governance: Any, chain: Any, tmp_path: Path
+) -> None:
+    """The reader reads each vault in full once, then only its moving part merged into it;
+    at every block, and across a governance change (read in full again), the snapshot is
+    exactly getState() decoded at the block's hash."""
+    from web3 import HTTPProvider, Web3
+
+    from keeper.chain.blocks import block_ref
+    from keeper.core import abi
+
+    k = start_keeper(
+        keeper_settings(
+            rpc_url, fresh_world.manifest_file, f"sqlite:///{tmp_path / 'k.sqlite'}", dry_run=True
+        )
+    )
+    w3 = Web3(HTTPProvider(rpc_url))
+    vaults = [v.address for v in fresh_world.vaults.values()]
+    changed = next(iter(fresh_world.vaults.values()))
+    asked: list[int] = []
+
+    def block() -> None:
+        chain.mine()
+        head = block_ref(dict(w3.eth.get_block("latest")))
+        snapshot = k.loop.run_until_complete(k.keeper.pipeline.reader.read(head, vaults))
+        asked.append(snapshot.rpc_calls)
+        for state in snapshot.vaults:
+            raw = w3.eth.call({"to": state.address, "data": abi.GET_STATE}, head.hash)
+            assert state == abi.decode_vault_state(state.address, bytes(raw))
+
+    try:
+        block()  # every vault in full
+        fresh_world.set_price(fresh_world.feed.latestRoundData()[1] / 1e8 + 40, governance)
+        block()  # the oracle moved: every vault hot
+        params = list(changed.params())
+        params[3] = int(params[3]) * 2  # bandFloorWad
+        changed.setParams(tuple(params), sender=governance)
+        block()  # one vault's configHash changed: it is read in full again, in this block
+        block()
+    finally:
+        k.stop()
+    assert asked == [1, 1, 2, 1]
