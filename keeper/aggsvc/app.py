@@ -33,7 +33,7 @@ from eth_utils.address import is_hex_address, to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from keeper.aggsvc.config import BAD_ROUTER, SINK, ServiceConfig
-from keeper.aggsvc.plans import Plan, best_plan, plan_calldata, short_changing_plan
+from keeper.aggsvc.plans import best_plan, plan_calldata, short_changing_plan
 from keeper.chain.eth import Chain
 from keeper.chain.uniswap import (
     ROUTER_OVERHEAD_GAS,
@@ -180,9 +180,16 @@ async def _serve(request: web.Request, firm: bool) -> web.StreamResponse:
         return _error(500, "INTERNAL_SERVER_ERROR", "An internal server error occurred", zid)
     if faults.mode == "stall" and await _stalled(faults, cfg.stall_seconds):
         return _error(503, "SERVICE_UNAVAILABLE", "Stalled request released", zid)
+    cfg, w3 = request.app[CONFIG], request.app[W3]
+    spender = BAD_ROUTER if faults.mode == "bad_router" else cfg.swap_router
     try:
-        execution, block = await _execution(request.app, order, faults.mode)
-        body = await _body(request.app, order, execution, block, zid, firm)
+        # the order's quotes, the gas price and the taker's balance and allowance at once
+        (execution, block), gas_price, issues = await asyncio.gather(
+            _execution(request.app, order, faults.mode),
+            w3.eth.gas_price,
+            _issues(w3, order, spender),
+        )
+        body = _body(cfg, order, execution, block, zid, firm, int(gas_price), issues)
     except QuoteRefused as exc:
         log.info("no liquidity: %s", exc)
         return web.json_response({"liquidityAvailable": False, "zid": zid})
@@ -279,54 +286,64 @@ def _positive_int(text: str | None, zero_ok: bool = False) -> int | None:
 async def _execution(app: web.Application, order: Order, mode: Mode) -> tuple[Execution, int]:
     """The execution the service offers for ``order`` under the fault ``mode``, and its block."""
     cfg, direct, w3 = app[CONFIG], app[DIRECT], app[W3]
+    taker = order.taker or SINK
+    if mode not in ("bad_price", "skim"):  # the block and the quotes at once
+        block, plan = await asyncio.gather(
+            w3.eth.get_block("latest"),
+            best_plan(direct, order.sell, order.buy, order.amount, cfg.split_steps_bps),
+        )
+        deadline = int(block["timestamp"]) + cfg.deadline_seconds
+        data = plan_calldata(plan, order.sell, order.buy, taker, deadline, order.slippage_bps)
+        to = BAD_ROUTER if mode == "bad_router" else cfg.swap_router
+        fills = tuple((f.fee, plan.share_bps(f)) for f in plan.fills)
+        min_buy = min_out_after_slippage(plan.amount_out, order.slippage_bps)
+        execution = Execution(plan.amount_out, min_buy, to, data, plan.gas, fills)
+        return execution, int(block["number"])
+    # the bad_price and skim faults
     block = await w3.eth.get_block("latest")
     deadline = int(block["timestamp"]) + cfg.deadline_seconds
-    taker = order.taker or SINK
-    if mode in ("bad_price", "skim"):
-        kept, data = await short_changing_plan(
-            direct,
-            order.sell,
-            order.buy,
-            order.amount,
-            cfg.bad_price_share_bps,
-            taker,
-            SINK,
-            deadline,
-        )
-        gas = 2 * kept.gas_estimate + ROUTER_OVERHEAD_GAS
-        out = kept.amount_out
-        if mode == "skim":  # what the whole order would get, a little better than direct
-            whole = await best_plan(direct, order.sell, order.buy, order.amount, (BPS,))
-            out = whole.amount_out * (BPS + 20) // BPS
-        return Execution(
-            out,
-            min_out_after_slippage(out, order.slippage_bps),
-            cfg.swap_router,
-            data,
-            gas,
-            ((kept.fee, BPS),),
-        ), int(block["number"])
-    plan: Plan = await best_plan(direct, order.sell, order.buy, order.amount, cfg.split_steps_bps)
-    data = plan_calldata(plan, order.sell, order.buy, taker, deadline, order.slippage_bps)
-    to = BAD_ROUTER if mode == "bad_router" else cfg.swap_router
-    fills = tuple((f.fee, plan.share_bps(f)) for f in plan.fills)
-    min_buy = min_out_after_slippage(plan.amount_out, order.slippage_bps)
-    execution = Execution(plan.amount_out, min_buy, to, data, plan.gas, fills)
-    return execution, int(block["number"])
+    kept, data = await short_changing_plan(
+        direct,
+        order.sell,
+        order.buy,
+        order.amount,
+        cfg.bad_price_share_bps,
+        taker,
+        SINK,
+        deadline,
+    )
+    gas = 2 * kept.gas_estimate + ROUTER_OVERHEAD_GAS
+    out = kept.amount_out
+    if mode == "skim":  # what the whole order would get, a little better than direct
+        whole = await best_plan(direct, order.sell, order.buy, order.amount, (BPS,))
+        out = whole.amount_out * (BPS + 20) // BPS
+    return Execution(
+        out,
+        min_out_after_slippage(out, order.slippage_bps),
+        cfg.swap_router,
+        data,
+        gas,
+        ((kept.fee, BPS),),
+    ), int(block["number"])
 
 
-async def _body(
-    app: web.Application, order: Order, ex: Execution, block: int, zid: str, firm: bool
+def _body(
+    cfg: ServiceConfig,
+    order: Order,
+    ex: Execution,
+    block: int,
+    zid: str,
+    firm: bool,
+    gas_price: int,
+    issues: dict[str, Any],
 ) -> dict[str, Any]:
-    cfg, w3 = app[CONFIG], app[W3]
-    gas_price = int(await w3.eth.gas_price)
     symbols = cfg.symbols
     body: dict[str, Any] = {
         "blockNumber": str(block),
         "buyAmount": str(ex.buy_amount),
         "buyToken": order.buy,
         "fees": {"integratorFee": None, "zeroExFee": None, "gasFee": None},
-        "issues": await _issues(w3, order, ex.to),
+        "issues": issues,
         "liquidityAvailable": True,
         "minBuyAmount": str(ex.min_buy_amount),
         "route": {

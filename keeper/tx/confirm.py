@@ -13,7 +13,6 @@ transaction was broadcast again) lives here; nothing is shared with the actor.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -133,8 +132,8 @@ class Confirmer:
 
     def read_ahead(self, block: BlockRef) -> None:
         """Start the reads :meth:`on_block` will make at ``block``: the canonical hashes of
-        the blocks recent entries were mined in, the mined count, then (after the count: see
-        ``_settle_group``) the receipts of the open entries."""
+        the blocks recent entries were mined in, the mined count and the receipts of the
+        open entries (all at once: see ``_settle_group``)."""
         ahead = self._ahead
         ahead.begin(block.number)
         # A head above the last one is expected to link to it (the follower fetches and
@@ -151,14 +150,14 @@ class Confirmer:
         hashes = [e.tx_hash for e in self._store.open_entries(self.address) if e.tx_hash]
         if not hashes:
             return
-        count = ahead.start("mined_count", self._read_mined_count)
-
-        async def after_count(tx_hash: str) -> Receipt | None:
-            await asyncio.wait([count])
-            return await self._read_receipt(tx_hash)
-
+        ahead.start("mined_count", self._read_mined_count)
+        # alongside the count: a receipt found is final whenever it was read; a receipt
+        # missing where the count says the nonce is used is read again after the count
+        # before anything is concluded from it (``_settle_group``)
         for tx_hash in hashes:
-            ahead.start(("receipt", tx_hash.lower()), functools.partial(after_count, tx_hash))
+            ahead.start(
+                ("receipt", tx_hash.lower()), functools.partial(self._read_receipt, tx_hash)
+            )
 
     # --- chain reads ------------------------------------------------------------------------
 
@@ -433,8 +432,13 @@ class Confirmer:
         if await self._find_mined(group, tally):
             self._recheck.discard(nonce)
             return
-        # The count was read before the receipts, so a transaction of ours mined below it
-        # would have shown a receipt: the nonce went to a transaction we did not journal.
+        # The receipts were read ahead, alongside the count: one of ours mined in between
+        # shows a used nonce and no receipt. Read after the count, a transaction of ours mined
+        # below it shows a receipt: without one, the nonce went to a transaction we did not
+        # journal.
+        if nonce < mined_count and await self._find_mined(group, tally):
+            self._recheck.discard(nonce)
+            return
         if nonce < mined_count:
             if await self._any_known(group):
                 # ours, mined, but its receipt is not served yet (a lagging index or another

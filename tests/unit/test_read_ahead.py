@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from fake_chain import FakeEth, FakeW3, intent, lifecycle, unknown, wanted
+from web3.exceptions import TransactionNotFound
 
 from keeper.chain.ahead import ReadAhead
 from keeper.errors import RpcError
@@ -78,7 +79,7 @@ class RecordingEth(FakeEth):
 
         async def slow() -> Any:
             self.log.append(("start", f"count:{tag}"))
-            await asyncio.sleep(0.01)  # the count answers late: receipts must wait for it
+            await asyncio.sleep(0.01)  # the count answers late: receipts do not wait for it
             self.log.append(("done", f"count:{tag}"))
             return await answer
 
@@ -130,14 +131,68 @@ def test_the_lifecycle_follows_a_block_on_the_reads_started_at_its_head(
     assert sorted(starts) == sorted(
         ["count:latest", "count:pending", "receipt", "balance", f"fees:{head_number(eth)}"]
     )
-    # the receipt was asked for only once the mined count had answered
-    assert ahead.index(("done", "count:latest")) < ahead.index(("start", "receipt"))
+    # the receipt was asked for alongside the mined count, not after its answer
+    assert ahead.index(("start", "receipt")) < ahead.index(("done", "count:latest"))
     # following the block read nothing again; the fee gate took the fee history read ahead
     # and the block's first transaction the balance: the later ones are checked against
     # what it leaves, without reading it again (the fake chain does not remember fee
     # histories, as RpcEth does)
     fees = f"fees:{head_number(eth)}"
     assert [w for k, w in during if k == "start"] == [fees, fees]
+
+
+class MinedMeanwhileEth(RecordingEth):
+    """The receipt read ahead answers "none"; the transaction is mined before the count
+    answers (a block lands between the two reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mine_before_count = False
+
+    def get_transaction_count(self, addr: str, tag: str) -> Any:
+        async def answered_late() -> Any:  # the count as the chain is when it answers
+            self.log.append(("start", f"count:{tag}"))
+            await asyncio.sleep(0.01)
+            self.log.append(("done", f"count:{tag}"))
+            return await FakeEth.get_transaction_count(self, addr, tag)
+
+        return answered_late()
+
+    async def get_transaction_receipt(self, h: Any) -> Any:
+        receipt = super().get_transaction_receipt(h)
+        if self.mine_before_count:
+            self.mine_before_count = False
+            with pytest.raises(TransactionNotFound):
+                await receipt
+            self.mine()  # mined after the receipt was read, before the count
+            raise TransactionNotFound("none yet")
+        return await receipt
+
+
+def test_a_receipt_read_ahead_before_its_transaction_was_mined_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """The count says the nonce is used and the receipt read alongside it says "none": it is
+    read again after the count, so the transaction is mined, never dropped or waited for."""
+    w3 = FakeW3()
+    w3.eth = MinedMeanwhileEth()
+    store, w3, acct, life = lifecycle(tmp_path, w3=w3)
+    eth: MinedMeanwhileEth = w3.eth  # type: ignore[assignment]
+
+    async def go() -> Any:
+        await life.start(unknown)
+        outcome = await life.submit(intent(acct.address, VAULT))
+        assert isinstance(outcome, Submitted)
+        eth.mine_before_count = True
+        head = eth.ref(eth.head + 1)
+        life.read_ahead(head)
+        await asyncio.sleep(0.05)
+        return outcome.entry, await life.on_block(head, wanted)
+
+    entry, report = asyncio.run(go())
+    assert report.mined == (entry.id,) and not report.dropped
+    assert store.entry(entry.id).state is JournalState.MINED
+    assert [w for k, w in eth.log if k == "start"].count("receipt") == 2
 
 
 class ScarceEth(RecordingEth):
