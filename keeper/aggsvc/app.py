@@ -25,16 +25,16 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
 from aiohttp import web
 from eth_abi.abi import decode
 from eth_utils.address import is_hex_address, to_checksum_address
-from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from keeper.aggsvc.config import BAD_ROUTER, SINK, ServiceConfig
 from keeper.aggsvc.plans import best_plan, plan_calldata, short_changing_plan
-from keeper.chain.eth import Chain
+from keeper.chain.eth import RpcChain
+from keeper.chain.rpc import RpcClient, RpcConfig
 from keeper.chain.uniswap import (
     ROUTER_OVERHEAD_GAS,
     UniswapDirect,
@@ -79,7 +79,7 @@ class StatsBox:
 CONFIG = web.AppKey("config", ServiceConfig)
 FAULTS = web.AppKey("faults", Faults)
 STATS = web.AppKey("stats", StatsBox)
-W3 = web.AppKey("w3", AsyncWeb3)
+W3 = web.AppKey("w3", RpcChain)
 DIRECT = web.AppKey("direct", UniswapDirect)
 
 
@@ -121,17 +121,17 @@ def create_app(config: ServiceConfig) -> web.Application:
 
 async def _connect(app: web.Application) -> None:
     cfg = app[CONFIG]
-    provider = AsyncHTTPProvider(cfg.rpc_url, request_kwargs={"timeout": cfg.rpc_timeout_seconds})
-    w3 = AsyncWeb3(provider)
+    # the keeper's own JSON-RPC client: one keep-alive session, no per-request middleware
+    rpc = RpcClient(RpcConfig(urls=(cfg.rpc_url,), timeout_seconds=cfg.rpc_timeout_seconds))
+    w3 = RpcChain(rpc)
     app[W3] = w3
-    # web3's AsyncEth has the methods and result shapes of keeper.chain.eth.Eth
     app[DIRECT] = UniswapDirect(
-        cast(Chain, w3), cfg.quoter, cfg.swap_router, cfg.fee_tiers, multicall=cfg.multicall
+        w3, cfg.quoter, cfg.swap_router, cfg.fee_tiers, multicall=cfg.multicall
     )
 
 
 async def _disconnect(app: web.Application) -> None:
-    await app[W3].provider.disconnect()
+    await app[W3].rpc.close()
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -383,7 +383,7 @@ def _body(
     return body
 
 
-async def _issues(w3: AsyncWeb3[Any], order: Order, spender: str) -> dict[str, Any]:
+async def _issues(w3: RpcChain, order: Order, spender: str) -> dict[str, Any]:
     """0x's ``issues``: the taker's allowance to the spender and balance, when short."""
     issues: dict[str, Any] = {
         "allowance": None,
@@ -408,7 +408,7 @@ async def _issues(w3: AsyncWeb3[Any], order: Order, spender: str) -> dict[str, A
     return issues
 
 
-async def _read_uint(w3: AsyncWeb3[Any], to: str, data: bytes) -> int:
+async def _read_uint(w3: RpcChain, to: str, data: bytes) -> int:
     raw = await w3.eth.call({"to": to, "data": data})  # type: ignore[typeddict-item]
     (value,) = decode(["uint256"], bytes(raw))
     return int(value)

@@ -127,6 +127,11 @@ class RpcEth:
     def block_number(self) -> Awaitable[int]:
         return self._quantity("eth_blockNumber", [])
 
+    @property
+    def gas_price(self) -> Awaitable[int]:
+        """``eth_gasPrice`` (the aggregator service quotes network fees with it)."""
+        return self._quantity("eth_gasPrice", [])
+
     async def call(self, call: Mapping[str, Any], block_identifier: BlockId = "latest") -> HexBytes:
         result = await self._rpc.request("eth_call", [tx_params(call), block_id(block_identifier)])
         return HexBytes(result)
