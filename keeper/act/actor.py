@@ -459,16 +459,21 @@ class RebalanceActor:
                     )
                 expected = [self._expected_limit(tx) for tx in txs]
                 txs = self._fitting(block, sends.limits, txs, expected)
-                simulations = []
-                for i, tx in enumerate(txs):  # encoded once: simulated, signed ahead and sent
-                    txs[i] = replace(tx, call=self._tx(tx))
-                    simulations.append(asyncio.ensure_future(self._simulate(txs[i])))
-                    await asyncio.sleep(0)  # its request leaves before the next is encoded
+                simulations: list[asyncio.Future[PlannedTx | KeeperError]] = []
                 try:
+                    for i, tx in enumerate(txs):  # encoded once: simulated, signed, sent
+                        txs[i] = replace(tx, call=self._tx(tx))
+                        simulations.append(asyncio.ensure_future(self._simulate(txs[i])))
+                        await asyncio.sleep(0)  # its request leaves before the next is encoded
                     for tx, simulation in zip(txs, simulations, strict=True):
                         early = await self._sign_ahead(sends, tx, simulation)
                         t1 = time.perf_counter()
-                        outcome = await simulation
+                        try:
+                            outcome = await simulation
+                        except BaseException:  # a bug, or shutdown: nothing signed stays behind
+                            if isinstance(early, Prepared):
+                                self.lifecycle.withdraw(early, "the block's work stopped first")
+                            raise
                         self._stage("simulate", t1)
                         if isinstance(outcome, PlannedTx):
                             if outcome.route is not None:  # only a sent swap moves the pool
@@ -481,7 +486,7 @@ class RebalanceActor:
                         members = [t for t in group if t.vault in inside]
                         rounds += _retry_after(outcome, members, max_legs)
                 finally:
-                    for simulation in simulations:  # only when a send raised
+                    for simulation in simulations:  # only when a send raised or on shutdown
                         simulation.cancel()
 
     async def _plan(

@@ -424,3 +424,16 @@ def test_a_settlement_refused_when_signed_ahead_is_not_sent_after_its_simulation
     life = RecordingLifecycle(refuse=True)
     sent = sign_ahead_run(lambda tx, limit: replace(tx, gas_limit=limit), life)
     assert [c[0] for c in life.calls] == ["prepare"] and sent == set()
+
+
+def test_a_settlement_signed_ahead_is_withdrawn_when_its_simulation_raises() -> None:
+    """A simulation that raises (a bug, or shutdown) leaves nothing signed behind."""
+    life = RecordingLifecycle()
+
+    def broken(tx: PlannedTx, limit: int) -> PlannedTx:
+        raise RuntimeError("a bug in the simulation")
+
+    with pytest.raises(RuntimeError):
+        sign_ahead_run(broken, life)
+    assert life.calls[0][0] == "prepare"
+    assert life.calls[1] == ("withdraw", "the block's work stopped first")
