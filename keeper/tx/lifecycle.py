@@ -234,6 +234,7 @@ class Lifecycle:
         """What :meth:`prepare` signed is not sent after all (its simulation failed, or the
         block's plan changed): ``failed``, its nonce given back, its vaults free."""
         entry = self._store.mark_failed(prepared.entry.id, f"withdrawn before broadcast: {why}")
+        self._sender.refund(prepared.entry)
         log.info(
             "signed transaction withdrawn before broadcast",
             extra={"fields": {"entry": entry.id, "nonce": entry.nonce, "why": why}},

@@ -352,6 +352,15 @@ class Sender:
         """A transaction was signed: what the head's balance leaves for the next one."""
         self._funds_left = (self._newest, balance_wei - worst_case_wei)
 
+    def refund(self, entry: JournalEntry) -> None:
+        """A signed ``entry`` will not be sent (withdrawn): the head's balance no longer
+        reserves its worst-case cost for it."""
+        left = self._funds_left
+        if left is None or left[0] != self._newest or entry.gas_limit is None:
+            return
+        worst_case = entry.gas_limit * (entry.max_fee_wei or 0) + entry.value_wei
+        self._funds_left = (left[0], left[1] + worst_case)
+
     async def _read_balance(self) -> int:
         return int(await self._w3.eth.get_balance(self.address, "pending"))
 

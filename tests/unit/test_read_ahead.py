@@ -15,7 +15,7 @@ from web3.exceptions import TransactionNotFound
 from keeper.chain.ahead import ReadAhead
 from keeper.errors import RpcError
 from keeper.store import JournalState
-from keeper.tx import Refusal, Refused, Submitted
+from keeper.tx import Prepared, Refusal, Refused, Submitted
 
 VAULT = "0x" + "aa" * 20
 
@@ -248,3 +248,31 @@ def test_a_blocks_later_transaction_is_checked_against_what_the_earlier_ones_may
 
 def head_number(eth: FakeEth) -> int:
     return eth.head
+
+
+def test_a_withdrawn_transaction_no_longer_holds_its_cost_of_the_heads_balance(
+    tmp_path: Path,
+) -> None:
+    """Signed ahead and withdrawn (its simulation failed): the block's next transaction may
+    use what the withdrawn one reserved of the balance read at the head."""
+    w3 = FakeW3()
+    w3.eth = ScarceEth()
+    _store, w3, acct, life = lifecycle(tmp_path, w3=w3)
+    eth: ScarceEth = w3.eth  # type: ignore[assignment]
+
+    async def go() -> tuple[Any, ...]:
+        await life.start(unknown)
+        probe = await life.submit(intent(acct.address, VAULT))
+        assert isinstance(probe, Submitted)
+        signed = probe.entry.signed()
+        eth.balance = signed.gas_limit * signed.max_fee_wei * 3 // 2  # pays for one
+        eth.mine()
+        head = eth.ref(eth.head)
+        life.read_ahead(head)
+        await life.on_block(head, wanted)
+        ahead = await life.prepare(intent(acct.address, "0x" + "bb" * 20))
+        assert isinstance(ahead, Prepared)
+        life.withdraw(ahead, "its simulation failed")
+        return await life.submit(intent(acct.address, "0x" + "cc" * 20))
+
+    assert isinstance(asyncio.run(go()), Submitted)
