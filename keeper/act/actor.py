@@ -28,9 +28,11 @@ One block, top to bottom (:meth:`RebalanceActor.act`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -158,6 +160,8 @@ class RebalanceActor:
     executes: BatchCheck  # would a journaled transaction still execute now
     session: aiohttp.ClientSession | None = None
     owned: tuple[RpcClient, ...] = ()  # clients only the actor uses (a private relay)
+    # a scope whose requests go to the node as one JSON-RPC batch (``RpcClient.batching``)
+    batching: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
     # vault -> (the decision it sent, the block its rebalance was mined in)
     to_verify: dict[str, tuple[Decision, int]] = field(default_factory=dict)
     stages: Stages = field(default_factory=Stages)  # this block's time by stage
@@ -177,8 +181,10 @@ class RebalanceActor:
     # --- the chain moved ---------------------------------------------------------------------
 
     def read_ahead(self, head: BlockRef) -> None:
-        """A new head arrived: the journal's chain reads start now, alongside the block's read."""
-        self.lifecycle.read_ahead(head)
+        """A new head arrived: the journal's chain reads start now, alongside the block's read,
+        as one JSON-RPC batch (receipts, counts, fee history, balance, block hashes)."""
+        with self.batching():
+            self.lifecycle.read_ahead(head)
 
     async def on_chain_update(
         self, update: ChainUpdate, decided: Awaitable[Decided]

@@ -107,6 +107,7 @@ async def build_actor(settings: Settings, store: Store, rpc: RpcClient) -> Rebal
         batch_check(w3, account.address),
         session,
         owned=tuple(owned),
+        batching=rpc.batching,
     )
     await actor.start()
     return actor

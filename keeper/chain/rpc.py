@@ -23,12 +23,14 @@ order; they are matched by ``id``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -182,6 +184,58 @@ class Endpoint:
             await self._session.close()
 
 
+class _Batcher:
+    """The requests of one :meth:`RpcClient.batching` scope, sent as one batch per turn of
+    the event loop (the first request of a turn schedules the send)."""
+
+    def __init__(self, client: RpcClient) -> None:
+        self.client = client
+        self._pending: list[tuple[str, list[Any], asyncio.Future[Any]]] = []
+
+    def add(self, method: str, params: list[Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((method, params, answer))
+        return answer
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._send(pending))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _send(self, pending: list[tuple[str, list[Any], asyncio.Future[Any]]]) -> None:
+        live = [p for p in pending if not p[2].done()]  # a cancelled caller is not asked for
+        if not live:
+            return
+        try:
+            if len(live) == 1:
+                method, params, _ = live[0]
+                answers: list[Any] = [await self.client._call_round(method, params, True)]
+            else:
+                answers = await self.client._batch_round([(m, p) for m, p, _ in live], True)
+        except BaseException as exc:
+            for _, _, answer in live:
+                if not answer.done():
+                    answer.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, answer), result in zip(live, answers, strict=True):
+            if answer.done():
+                continue
+            if isinstance(result, KeeperError):
+                answer.set_exception(result)
+            else:
+                answer.set_result(result)
+
+
+_BATCHING: contextvars.ContextVar[_Batcher | None] = contextvars.ContextVar(
+    "rpc_batching", default=None
+)
+
+
 class _StaleConnection(Exception):
     """The server closed the connection under the request (resent once by ``post``)."""
 
@@ -251,8 +305,23 @@ class RpcClient:
 
     async def request(self, method: str, params: list[Any], *, block_sensitive: bool = True) -> Any:
         """Like :meth:`call`, without retrying: one round over the endpoints (failing over at
-        once). For callers that hold their own retry policy (``keeper.chain.eth``)."""
+        once). For callers that hold their own retry policy (``keeper.chain.eth``). Under
+        :meth:`batching`, a block-sensitive request joins the scope's next JSON-RPC batch."""
+        batcher = _BATCHING.get()
+        if batcher is not None and batcher.client is self and block_sensitive:
+            return await batcher.add(method, params)
         return await self._call_round(method, params, block_sensitive)
+
+    @contextlib.contextmanager
+    def batching(self) -> Iterator[None]:
+        """The requests (``request``) made in this scope and in the tasks it starts, in one
+        turn of the event loop, go to the node as one JSON-RPC batch (one HTTP request): the
+        journal's reads ahead of a block. Each caller gets its own answer or error."""
+        token = _BATCHING.set(_Batcher(self))
+        try:
+            yield
+        finally:
+            _BATCHING.reset(token)
 
     async def batch(
         self, calls: Sequence[tuple[str, list[Any]]], *, block_sensitive: bool = True

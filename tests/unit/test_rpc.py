@@ -181,6 +181,62 @@ def test_a_batch_an_endpoint_lacks_the_block_for_goes_to_the_next_endpoint() -> 
     assert ahead.asked["eth_call"] == 5
 
 
+def test_the_requests_of_a_batching_scope_go_as_one_batch_with_an_answer_each() -> None:
+    """Reads started in a ``batching`` scope (in the tasks it starts, too) are one HTTP
+    request; each caller gets its own answer or error; a later request goes alone."""
+    node = Node()
+    node.refuse["eth_estimateGas"] = {"code": -32000, "message": "invalid opcode"}
+    bodies: list[Any] = []
+
+    async def go() -> tuple[list[Any], Any]:
+        async with jsonrpc_server(node) as a:
+            rpc = client(a)
+            real_post = rpc.endpoints[0].post
+
+            async def post(body: Any) -> Any:
+                bodies.append(body)
+                return await real_post(body)
+
+            rpc.endpoints[0].post = post  # type: ignore[method-assign]
+            try:
+                with rpc.batching():
+                    tasks = [
+                        asyncio.ensure_future(rpc.request("eth_blockNumber", [])),
+                        asyncio.ensure_future(rpc.request("eth_estimateGas", [{}])),
+                        asyncio.ensure_future(rpc.request("eth_getBalance", ["0xa", "latest"])),
+                    ]
+                answers = await asyncio.gather(*tasks, return_exceptions=True)
+                alone = await rpc.request("eth_blockNumber", [])
+                return answers, alone
+            finally:
+                await rpc.close()
+
+    answers, alone = run(go)
+    assert answers[0] == "0x64" and answers[2] == "eth_getBalance:['0xa', 'latest']"
+    assert isinstance(answers[1], KeeperError) and "invalid opcode" in str(answers[1])
+    assert [len(b) if isinstance(b, list) else 1 for b in bodies] == [3, 1]
+    assert alone == "0x64"
+
+
+def test_a_batching_scope_survives_a_caller_that_gave_up() -> None:
+    node = Node()
+
+    async def go() -> Any:
+        async with jsonrpc_server(node) as a:
+            rpc = client(a)
+            try:
+                with rpc.batching():
+                    gone = asyncio.ensure_future(rpc.request("eth_blockNumber", []))
+                    kept = asyncio.ensure_future(rpc.request("eth_chainId", []))
+                await asyncio.sleep(0)
+                gone.cancel()
+                return await kept
+            finally:
+                await rpc.close()
+
+    assert run(go) == hex(31337)
+
+
 def test_broadcast_counts_as_sent_when_any_endpoint_accepts() -> None:
     refusing, accepting = Node(), Node()
     refusing.refuse["eth_sendRawTransaction"] = {"code": -32000, "message": "nonce too low"}
