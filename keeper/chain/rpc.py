@@ -209,26 +209,41 @@ class _Batcher:
         live = [p for p in pending if not p[2].done()]  # a cancelled caller is not asked for
         if not live:
             return
+        calls = [(method, params) for method, params, _ in live]
+        answers: list[Any] | None = None
         try:
-            if len(live) == 1:
-                method, params, _ = live[0]
-                answers: list[Any] = [await self.client._call_round(method, params, True)]
-            else:
-                answers = await self.client._batch_round([(m, p) for m, p, _ in live], True)
-        except BaseException as exc:
-            for _, _, answer in live:
-                if not answer.done():
-                    answer.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
+            answers = await self._answers(calls)
+        finally:
+            if answers is None:  # cancelled (shutdown): no caller is left waiting
+                for _, _, answer in live:
+                    answer.cancel()
         for (_, _, answer), result in zip(live, answers, strict=True):
             if answer.done():
                 continue
-            if isinstance(result, KeeperError):
+            if isinstance(result, BaseException):
                 answer.set_exception(result)
             else:
                 answer.set_result(result)
+
+    async def _answers(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """One answer or error per call: in batches of at most ``max_batch``; a batch that
+        failed as a whole (some providers refuse batches) asked again call by call."""
+        client = self.client
+        if len(calls) > 1:
+            size = client._config.max_batch
+            chunks = [calls[i : i + size] for i in range(0, len(calls), size)]
+            try:
+                parts = await asyncio.gather(*(client._batch_round(c, True) for c in chunks))
+                return [item for part in parts for item in part]
+            except RpcError:  # transport trouble: each call tries again alone
+                pass
+            except KeeperError as exc:  # the node's verdict on batches: not asked again
+                log.warning("the node refuses JSON-RPC batches: asking call by call (%s)", exc)
+                client.batches_refused = True
+        return await asyncio.gather(
+            *(client._call_round(method, params, True) for method, params in calls),
+            return_exceptions=True,
+        )
 
 
 _BATCHING: contextvars.ContextVar[_Batcher | None] = contextvars.ContextVar(
@@ -291,6 +306,7 @@ class RpcClient:
         self._policy = dataclasses.replace(config.policy, retry_on=(RpcError,))
         self._broadcast_policy = dataclasses.replace(config.broadcast_policy, retry_on=(RpcError,))
         self._chain_id: int | None = None
+        self.batches_refused = False  # the node answered a batch with an error: none sent again
 
     # --- the interface --------------------------------------------------------------
 
@@ -309,6 +325,8 @@ class RpcClient:
         :meth:`batching`, a block-sensitive request joins the scope's next JSON-RPC batch."""
         batcher = _BATCHING.get()
         if batcher is not None and batcher.client is self and block_sensitive:
+            if self.batches_refused:
+                return await self._call_round(method, params, block_sensitive)
             return await batcher.add(method, params)
         return await self._call_round(method, params, block_sensitive)
 

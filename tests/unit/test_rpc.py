@@ -218,6 +218,48 @@ def test_the_requests_of_a_batching_scope_go_as_one_batch_with_an_answer_each() 
     assert alone == "0x64"
 
 
+def test_a_node_that_refuses_batches_answers_a_batching_scope_call_by_call() -> None:
+    node = Node()
+    batches: list[int] = []
+
+    async def endpoint(request: web.Request) -> web.Response:
+        body = await request.json()
+        if isinstance(body, list):  # a provider without batches
+            batches.append(1)
+            refusal = {"code": -32600, "message": "batch requests are not supported"}
+            return web.json_response({"jsonrpc": "2.0", "id": None, "error": refusal})
+        reply = node(body)
+        assert isinstance(reply, dict)
+        return web.json_response(reply)
+
+    async def go() -> list[Any]:
+        app = web.Application()
+        app.router.add_post("/", endpoint)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        rpc = client(f"http://127.0.0.1:{port}/")
+        try:
+            answers = []
+            for _ in range(2):  # refused once: the second block's reads are sent alone
+                with rpc.batching():
+                    tasks = [
+                        asyncio.ensure_future(rpc.request("eth_blockNumber", [])),
+                        asyncio.ensure_future(rpc.request("eth_chainId", [])),
+                    ]
+                answers.append(list(await asyncio.gather(*tasks)))
+            return answers
+        finally:
+            await rpc.close()
+            await runner.cleanup()
+
+    assert run(go) == [["0x64", hex(31337)]] * 2
+    assert node.asked["eth_blockNumber"] == node.asked["eth_chainId"] == 2
+    assert batches == [1]  # one batch tried, then none
+
+
 def test_a_batching_scope_survives_a_caller_that_gave_up() -> None:
     node = Node()
 
