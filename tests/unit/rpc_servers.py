@@ -28,12 +28,18 @@ def error(request: dict[str, Any], code: int, message: str, data: Any = None) ->
     return {"jsonrpc": "2.0", "id": request["id"], "error": body}
 
 
+BATCHES_REFUSED = {"code": -32600, "message": "batch requests are not supported"}
+
+
 @asynccontextmanager
-async def jsonrpc_server(handler: Handler) -> AsyncIterator[str]:
-    """Serve ``handler`` (one JSON-RPC request -> reply dict or raw HTTP response); its URL."""
+async def jsonrpc_server(handler: Handler, refuse_batches: bool = False) -> AsyncIterator[str]:
+    """Serve ``handler`` (one JSON-RPC request -> reply dict or raw HTTP response); its URL.
+    ``refuse_batches``: a batch is answered with one error, as by providers without them."""
 
     async def endpoint(request: web.Request) -> web.Response:
         body = await request.json()
+        if isinstance(body, list) and refuse_batches:
+            return web.json_response({"jsonrpc": "2.0", "id": None, "error": BATCHES_REFUSED})
         if isinstance(body, list):
             replies = [handler(item) for item in body]
             return web.json_response([r for r in reversed(replies) if isinstance(r, dict)])

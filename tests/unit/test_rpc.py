@@ -181,6 +181,19 @@ def test_a_batch_an_endpoint_lacks_the_block_for_goes_to_the_next_endpoint() -> 
     assert ahead.asked["eth_call"] == 5
 
 
+def recorded_posts(rpc: RpcClient) -> list[Any]:
+    """Every HTTP body the client's first endpoint posts from now on (a batch is a list)."""
+    bodies: list[Any] = []
+    real_post = rpc.endpoints[0].post
+
+    async def post(body: Any) -> Any:
+        bodies.append(body)
+        return await real_post(body)
+
+    rpc.endpoints[0].post = post  # type: ignore[method-assign]
+    return bodies
+
+
 def test_the_requests_of_a_batching_scope_go_as_one_batch_with_an_answer_each() -> None:
     """Reads started in a ``batching`` scope (in the tasks it starts, too) are one HTTP
     request; each caller gets its own answer or error; a later request goes alone."""
@@ -189,15 +202,10 @@ def test_the_requests_of_a_batching_scope_go_as_one_batch_with_an_answer_each() 
     bodies: list[Any] = []
 
     async def go() -> tuple[list[Any], Any]:
+        nonlocal bodies
         async with jsonrpc_server(node) as a:
             rpc = client(a)
-            real_post = rpc.endpoints[0].post
-
-            async def post(body: Any) -> Any:
-                bodies.append(body)
-                return await real_post(body)
-
-            rpc.endpoints[0].post = post  # type: ignore[method-assign]
+            bodies = recorded_posts(rpc)
             try:
                 with rpc.batching():
                     tasks = [
@@ -220,44 +228,29 @@ def test_the_requests_of_a_batching_scope_go_as_one_batch_with_an_answer_each() 
 
 def test_a_node_that_refuses_batches_answers_a_batching_scope_call_by_call() -> None:
     node = Node()
-    batches: list[int] = []
-
-    async def endpoint(request: web.Request) -> web.Response:
-        body = await request.json()
-        if isinstance(body, list):  # a provider without batches
-            batches.append(1)
-            refusal = {"code": -32600, "message": "batch requests are not supported"}
-            return web.json_response({"jsonrpc": "2.0", "id": None, "error": refusal})
-        reply = node(body)
-        assert isinstance(reply, dict)
-        return web.json_response(reply)
+    bodies: list[Any] = []
 
     async def go() -> list[Any]:
-        app = web.Application()
-        app.router.add_post("/", endpoint)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        rpc = client(f"http://127.0.0.1:{port}/")
-        try:
+        nonlocal bodies
+        async with jsonrpc_server(node, refuse_batches=True) as a:
+            rpc = client(a)
+            bodies = recorded_posts(rpc)
             answers = []
-            for _ in range(2):  # refused once: the second block's reads are sent alone
-                with rpc.batching():
-                    tasks = [
-                        asyncio.ensure_future(rpc.request("eth_blockNumber", [])),
-                        asyncio.ensure_future(rpc.request("eth_chainId", [])),
-                    ]
-                answers.append(list(await asyncio.gather(*tasks)))
+            try:
+                for _ in range(2):  # refused once: the second block's reads are sent alone
+                    with rpc.batching():
+                        tasks = [
+                            asyncio.ensure_future(rpc.request("eth_blockNumber", [])),
+                            asyncio.ensure_future(rpc.request("eth_chainId", [])),
+                        ]
+                    answers.append(list(await asyncio.gather(*tasks)))
+            finally:
+                await rpc.close()
             return answers
-        finally:
-            await rpc.close()
-            await runner.cleanup()
 
     assert run(go) == [["0x64", hex(31337)]] * 2
     assert node.asked["eth_blockNumber"] == node.asked["eth_chainId"] == 2
-    assert batches == [1]  # one batch tried, then none
+    assert [isinstance(b, list) for b in bodies] == [True] + [False] * 4  # one batch, then none
 
 
 def test_a_batching_scope_survives_a_caller_that_gave_up() -> None:
