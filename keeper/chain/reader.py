@@ -205,7 +205,10 @@ class StateReader:
         last = self._decoded.get(vault)
         if last is not None and last[0] == result.return_data:
             return last[1]
-        hot = abi.decode_hot_state(vault, result.return_data)
+        try:
+            hot = abi.decode_hot_state(vault, result.return_data)
+        except DecodeError:
+            return None  # not the layout this keeper knows: the full read says what it is
         config_hash, cold = self._full[vault]
         if hot.config_hash != config_hash:
             return None
@@ -228,16 +231,19 @@ class StateReader:
         self._decoded[vault] = (full.return_data, state)
         if len(results) < 2:
             return state
-        hot = results[1]
-        if not hot.success:
+        try:
+            if not results[1].success:
+                raise DecodeError("getHotState reverted")
+            config_hash = abi.decode_hot_state(vault, results[1].return_data).config_hash
+        except DecodeError as exc:
             log.warning(
                 "vault without getHotState: read in full every block",
-                extra={"fields": {"vault": vault}},
+                extra={"fields": {"vault": vault, "why": str(exc)}},
             )
             self._full_only.add(vault)
             self._full.pop(vault, None)
             return state
-        self._full[vault] = (abi.decode_hot_state(vault, hot.return_data).config_hash, state)
+        self._full[vault] = (config_hash, state)
         return state
 
     async def registry_vaults(self, block: BlockRef) -> tuple[str, ...]:

@@ -54,6 +54,7 @@ class Node:
     states: dict[str, VaultState]
     hashes: dict[str, bytes]
     no_hot: frozenset[str] = frozenset()  # vaults whose code has no getHotState
+    odd_hot: frozenset[str] = frozenset()  # vaults whose getHotState has another layout
     asked: list[list[tuple[str, str]]] | None = None  # per request: (vault, "full" | "hot")
     calldata: list[str] | None = None
 
@@ -69,6 +70,8 @@ class Node:
             elif call[:4] == abi.GET_HOT_STATE:
                 asked.append((vault, "hot"))
                 hot = hot_bytes(self.states[vault], self.hashes[vault])
+                if vault in self.odd_hot:
+                    hot = WORD
                 results.append((vault not in self.no_hot, b"" if vault in self.no_hot else hot))
             else:
                 results.append((True, WORD))
@@ -144,6 +147,14 @@ def test_a_vault_without_get_hot_state_is_read_in_full_every_block(
     assert all(s.vaults == (vault_state(address=A), vault_state(address=B)) for s in snapshots)
     warned = [r for r in caplog.records if "without getHotState" in r.getMessage()]
     assert len(warned) == 1  # said once, when it was found
+
+
+def test_a_vault_whose_hot_state_has_another_layout_is_read_in_full_never_skipped() -> None:
+    node = node_of(odd_hot=frozenset({A}))
+    snapshots = reads(node, [None, None], [A, B])
+    assert node.asked[1] == [(A, "full"), (B, "hot")]  # A: getState alone from now on
+    assert all(s.vaults == (vault_state(address=A), vault_state(address=B)) for s in snapshots)
+    assert all(not s.unreadable for s in snapshots)
 
 
 def test_the_same_vaults_send_the_same_multicall_and_a_new_list_a_new_one(
