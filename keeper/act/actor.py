@@ -347,7 +347,7 @@ class RebalanceActor:
         legs = len(tx.settlement.legs)
         guess = self.gas_guess.limit_for(self._call_kind(tx), legs)
         limit = guess if guess is not None else SETTLE_BASE_GAS + legs * LEG_GAS
-        return limit * (10_000 + self.config.gas_headroom_bps) // 10_000
+        return self._with_headroom(limit)
 
     async def _affordable(self, trades: Sequence[TradeSpec]) -> list[TradeSpec]:
         """Trades whose transaction would fit under its fee cap now; above the (emergency)
@@ -671,8 +671,7 @@ class RebalanceActor:
             if gas > self.config.simulation_gas_cap:
                 return OutOfGas(f"settlement needs {gas} gas, cap {self.config.simulation_gas_cap}")
             self.gas_guess.learn(kind, legs, found)
-            headroom = gas * (10_000 + self.config.gas_headroom_bps) // 10_000
-            return replace(attempt, gas_limit=headroom, call=(to, data))
+            return replace(attempt, gas_limit=self._with_headroom(gas), call=(to, data))
         return SimulationReverted("no route simulates")
 
     def _call_kind(self, tx: PlannedTx) -> str:
@@ -685,7 +684,11 @@ class RebalanceActor:
         guess = self.gas_guess.limit_for(self._call_kind(tx), len(tx.settlement.legs))
         if guess is None or guess > self.config.simulation_gas_cap:
             return None
-        return guess * (10_000 + self.config.gas_headroom_bps) // 10_000
+        return self._with_headroom(guess)
+
+    def _with_headroom(self, gas: int) -> int:
+        """The gas limit sent for a call that needs ``gas``."""
+        return gas * (10_000 + self.config.gas_headroom_bps) // 10_000
 
     async def _sign_ahead(
         self, sends: _BlockSends, tx: PlannedTx, simulation: asyncio.Future[Any]
@@ -731,12 +734,14 @@ class RebalanceActor:
         """Broadcast ``tx``: the bytes signed ahead when they are the ones simulated (same
         call, same gas limit), else (the ahead ones withdrawn) freshly journaled and signed.
         Returns the vaults sent for (none when the lifecycle refused)."""
-        if early is not None and (early.intent.to, early.intent.data) != tx.call:
-            self.lifecycle.withdraw(early, "another route was simulated")
-            early = None
-        if early is not None and early.intent.gas_limit != tx.gas_limit:
-            self.lifecycle.withdraw(early, "its simulation gave another gas limit")
-            early = None
+        if early is not None:
+            signed = early.intent
+            if (signed.to, signed.data) != tx.call:
+                self.lifecycle.withdraw(early, "another route was simulated")
+                early = None
+            elif signed.gas_limit != tx.gas_limit:
+                self.lifecycle.withdraw(early, "its simulation gave another gas limit")
+                early = None
         if early is not None:
             outcome = await self.lifecycle.send_prepared(early)
         else:

@@ -171,8 +171,11 @@ class StateReader:
         return requests
 
     def _gas(self, vault: str, kind: str) -> int:
+        """The gas a vault's calls are expected to take (the chunks are sized by it)."""
+        if kind == HOT:
+            return abi.GET_HOT_STATE_GAS
         full = abi.get_state_gas(self._legs.get(vault, 4))
-        return {HOT: abi.GET_HOT_STATE_GAS, FULL: full + abi.GET_HOT_STATE_GAS}.get(kind, full)
+        return full + abi.GET_HOT_STATE_GAS if kind == FULL else full
 
     def _decode_vaults(
         self, vaults: Sequence[str], kinds: Sequence[str], results: Sequence[abi.CallResult]

@@ -30,7 +30,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -230,11 +230,8 @@ class _Batcher:
         failed as a whole (some providers refuse batches) asked again call by call."""
         client = self.client
         if len(calls) > 1:
-            size = client._config.max_batch
-            chunks = [calls[i : i + size] for i in range(0, len(calls), size)]
             try:
-                parts = await asyncio.gather(*(client._batch_round(c, True) for c in chunks))
-                return [item for part in parts for item in part]
+                return await client._in_batches(calls, True, client._batch_round)
             except RpcError:  # transport trouble: each call tries again alone
                 pass
             except KeeperError as exc:  # the node's verdict on batches: not asked again
@@ -324,11 +321,14 @@ class RpcClient:
         once). For callers that hold their own retry policy (``keeper.chain.eth``). Under
         :meth:`batching`, a block-sensitive request joins the scope's next JSON-RPC batch."""
         batcher = _BATCHING.get()
-        if batcher is not None and batcher.client is self and block_sensitive:
-            if self.batches_refused:
-                return await self._call_round(method, params, block_sensitive)
-            return await batcher.add(method, params)
-        return await self._call_round(method, params, block_sensitive)
+        if (
+            batcher is None
+            or batcher.client is not self
+            or self.batches_refused
+            or not block_sensitive
+        ):
+            return await self._call_round(method, params, block_sensitive)
+        return await batcher.add(method, params)
 
     @contextlib.contextmanager
     def batching(self) -> Iterator[None]:
@@ -347,9 +347,19 @@ class RpcClient:
         """Many requests in JSON-RPC batches of at most ``max_batch`` (sent concurrently);
         one result or ``KeeperError`` per call, in order. A batch whose endpoint failed, or
         lacked the data for any of its calls, is sent to the next endpoint."""
+        return await self._in_batches(calls, block_sensitive, self._batch)
+
+    async def _in_batches(
+        self,
+        calls: Sequence[tuple[str, list[Any]]],
+        block_sensitive: bool,
+        send: Callable[[Sequence[tuple[str, list[Any]]], bool], Awaitable[list[Any]]],
+    ) -> list[Any]:
+        """``calls`` in batches of at most ``max_batch``, each sent with ``send`` (all at
+        once); the answers in order."""
         size = self._config.max_batch
         chunks = [list(calls[i : i + size]) for i in range(0, len(calls), size)]
-        parts = await asyncio.gather(*(self._batch(chunk, block_sensitive) for chunk in chunks))
+        parts = await asyncio.gather(*(send(chunk, block_sensitive) for chunk in chunks))
         return [item for part in parts for item in part]
 
     async def _batch(

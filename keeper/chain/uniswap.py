@@ -194,19 +194,11 @@ class UniswapDirect:
             for a in amounts
             for fee in self.fee_tiers
         ]
-        calls = [
-            abi.Call3(
-                self.quoter,
-                encode_quote_exact_input_single(
-                    underlying if side else quote_token, quote_token if side else underlying, a, fee
-                ),
-            )
+        quotes = [
+            (underlying if side else quote_token, quote_token if side else underlying, a, fee)
             for side, a, fee in keys
         ]
-        results: list[abi.CallResult] = []
-        for part in abi.plan_chunks([QUOTE_GAS] * len(calls), len(calls) or 1, self._gas_cap):
-            results += await self._aggregate([calls[i] for i in part], block)
-        return depth_from_results(keys, results)
+        return depth_from_results(keys, await self._quoted(quotes, block))
 
     async def quote_each(
         self,
@@ -221,13 +213,7 @@ class UniswapDirect:
         transport failure raises ``QuoteError``."""
         if self._multicall is None:
             return await self._quote_each_alone(token_in, token_out, wanted, block)
-        calls = [
-            abi.Call3(self.quoter, encode_quote_exact_input_single(token_in, token_out, a, fee))
-            for fee, a in wanted
-        ]
-        results: list[abi.CallResult] = []
-        for part in abi.plan_chunks([QUOTE_GAS] * len(calls), len(calls) or 1, self._gas_cap):
-            results += await self._aggregate([calls[i] for i in part], block)
+        results = await self._quoted([(token_in, token_out, a, fee) for fee, a in wanted], block)
         return {
             (fee, a): decode_quote_exact_input_single(fee, a, r.return_data)
             for (fee, a), r in zip(wanted, results, strict=True)
@@ -252,6 +238,20 @@ class UniswapDirect:
             elif not isinstance(result, QuoteRefused):
                 raise result
         return quotes
+
+    async def _quoted(
+        self, quotes: Sequence[tuple[str, str, int, int]], block: BlockId
+    ) -> list[abi.CallResult]:
+        """QuoterV2 for every (token in, token out, amount in, fee) in Multicall3 eth_calls of
+        at most ``gas_cap`` of sub-calls; a result per quote, in order."""
+        calls = [
+            abi.Call3(self.quoter, encode_quote_exact_input_single(token_in, token_out, a, fee))
+            for token_in, token_out, a, fee in quotes
+        ]
+        results: list[abi.CallResult] = []
+        for part in abi.plan_chunks([QUOTE_GAS] * len(calls), len(calls) or 1, self._gas_cap):
+            results += await self._aggregate([calls[i] for i in part], block)
+        return results
 
     async def _aggregate(self, calls: Sequence[abi.Call3], block: BlockId) -> list[abi.CallResult]:
         data = abi.encode_aggregate3(calls)

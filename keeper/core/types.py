@@ -9,7 +9,7 @@ estimates, never amounts that are sent.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 WAD = 10**18
 
@@ -144,19 +144,11 @@ class HotState:
             state.oracle.decimals,
             self.oracle_ok,
         )
-        return replace(
-            state,
-            quote_balance=self.quote_balance,
-            underlying_balance=self.underlying_balance,
-            oracle=oracle,
-            paused=self.paused,
-            state_nonce=self.state_nonce,
-            request_nonce=self.request_nonce,
-            params_version=self.params_version,
-            last_rebalance_at=self.last_rebalance_at,
-            notional_available=self.notional_available,
-            loss_available=self.loss_available,
-        )
+        return replace(state, oracle=oracle, **{name: getattr(self, name) for name in _MOVING})
+
+
+_MOVING = tuple(f.name for f in fields(HotState) if f.name in VaultState.__dataclass_fields__)
+"""The fields a :class:`HotState` carries over as they are (its oracle fields make a round)."""
 
 
 @dataclass(frozen=True)

@@ -358,7 +358,7 @@ class Sender:
         left = self._funds_left
         if left is None or left[0] != self._newest or entry.gas_limit is None:
             return
-        worst_case = entry.gas_limit * (entry.max_fee_wei or 0) + entry.value_wei
+        worst_case = _worst_case(entry.gas_limit, entry.max_fee_wei or 0, entry.value_wei)
         self._funds_left = (left[0], left[1] + worst_case)
 
     async def _read_balance(self) -> int:
@@ -426,7 +426,7 @@ class Sender:
         if to_checksum_address(intent.sender) != self.address:
             raise ConfigError(f"intent sender {intent.sender} is not the keeper's {self.address}")
         gas = await self._gas_limit(intent)
-        worst_case = gas * fees.max_fee_wei + intent.value_wei
+        worst_case = _worst_case(gas, fees.max_fee_wei, intent.value_wei)
         balance = await self._check_funds(worst_case)
         await self.nonces.ensure_synced()
         sign = self._signer_for(await self.chain_id(), intent, gas, fees)
@@ -592,3 +592,8 @@ class Sender:
             extra={"fields": {"old": live.id, "new": new.id, "nonce": old.nonce}},
         )
         return await self.rebroadcast(new, at_block)
+
+
+def _worst_case(gas_limit: int, max_fee_wei: int, value_wei: int) -> int:
+    """The most a transaction can cost its sender: all its gas at the max fee, and its value."""
+    return gas_limit * max_fee_wei + value_wei
